@@ -1,0 +1,44 @@
+# One command per job; each sets up .venv on a fresh machine first (python3 >= 3.10 needed).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: test demo fuzz bench bench-smoke typecheck lint clean
+
+$(VENV)/.installed-dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+## Run the whole test suite (unit, end-to-end over loopback, and the bounded fuzz profile).
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+## Start a host, the reverse and upper workers, and the orchestrator of the seed's example.
+demo: $(VENV)/.installed-dev
+	$(PY) samples/demo.py
+
+## Long Hypothesis profile over the engines and decoders.
+fuzz: $(VENV)/.installed-dev
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q fuzz
+
+## Full benchmark against every peer (creates a separate venv for the 0.1.0 package).
+bench: $(VENV)/.installed-bench
+	$(PY) benchmarks/throughput.py
+
+bench-smoke: $(VENV)/.installed-bench
+	$(PY) benchmarks/throughput.py --quick
+
+typecheck: $(VENV)/.installed-dev
+	$(PY) -m mypy
+
+lint: $(VENV)/.installed-dev
+	$(PY) -m ruff check sansio_runtime io_backends tests fuzz benchmarks samples
+
+clean:
+	rm -rf $(VENV) .bench-venvs .pytest_cache .hypothesis .mypy_cache

@@ -1,0 +1,162 @@
+"""The small immutable things the engines hand back to the code that drives them.
+
+Host side: :class:`Send` and :class:`Close` are instructions for the backend.
+Worker side: the other classes are events the worker runtime reacts to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NewType, Union
+
+from ._errors import CloseCode
+from ._wire import AgentRef, RpcError, SubscriptionSpec
+
+ClientId = NewType("ClientId", int)
+"""The host engine's handle for one connection (a WebSocket channel or one HTTP request)."""
+
+
+# ------------------------------------------------------------------------------------------
+# Host engine outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send ``data`` (one JSON-RPC message or batch, UTF-8 JSON) to ``client`` as one frame."""
+
+    client: ClientId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Close the connection of ``client`` with a WebSocket close ``code`` (see :func:`http_status_for`).
+
+    The engine already treats the client as closing; the backend closes the socket and then calls
+    ``HostEngine.disconnect``.
+    """
+
+    client: ClientId
+    code: CloseCode
+    reason: str
+
+
+HostOutput = Union[Send, Close]
+
+
+# ------------------------------------------------------------------------------------------
+# Worker engine events
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """An agent message as bytes, with the names autogen's serializers need to decode it."""
+
+    data_type: str
+    data_content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CallSucceeded:
+    """The answer to our ``agent.call`` number ``request_id``."""
+
+    request_id: int
+    payload: Payload
+    metadata: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CallFailed:
+    """Our ``agent.call`` number ``request_id`` failed (remotely, by deadline, or connection loss)."""
+
+    request_id: int
+    error: RpcError
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSucceeded:
+    """A ``runtime.*`` request of ours succeeded; ``subscriptions`` is set for get_subscriptions."""
+
+    request_id: int
+    subscriptions: tuple[SubscriptionSpec, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A ``runtime.*`` request of ours failed."""
+
+    request_id: int
+    error: RpcError
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """The host asks one of our agents to handle a message; answer with ``respond``/``respond_error``."""
+
+    call_id: int | str
+    target: AgentRef
+    source: AgentRef | None
+    payload: Payload
+    metadata: Mapping[str, str]
+    timeout_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCallCancelled:
+    """The caller gave up on ``call_id``: cancel its handler. Answering it is no longer needed."""
+
+    call_id: int | str
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A published event for some of our agents (``recipients``; the publishing agent is left out)."""
+
+    event_id: str
+    topic_type: str
+    topic_source: str
+    sender: AgentRef | None
+    recipients: tuple[AgentRef, ...]
+    payload: Payload
+    message_kind: str
+    trace_context: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerError:
+    """The host reported an error not tied to any request of ours (JSON-RPC error with id null)."""
+
+    error: RpcError
+
+
+WorkerEvent = Union[
+    CallSucceeded,
+    CallFailed,
+    RequestSucceeded,
+    RequestFailed,
+    IncomingCall,
+    IncomingCallCancelled,
+    IncomingEvent,
+    PeerError,
+]
+
+
+_HTTP_STATUS_FOR_CLOSE = {
+    CloseCode.NORMAL: 200,
+    CloseCode.GOING_AWAY: 503,
+    CloseCode.MESSAGE_TOO_BIG: 413,
+    CloseCode.INVALID_PAYLOAD: 400,
+    CloseCode.PROTOCOL_ERROR: 400,
+    CloseCode.UNSUPPORTED_DATA: 415,
+    CloseCode.POLICY_VIOLATION: 403,
+    CloseCode.INTERNAL_ERROR: 500,
+    CloseCode.SLOW_CONSUMER: 503,
+    CloseCode.DUPLICATE_CLIENT: 409,
+}
+
+
+def http_status_for(code: CloseCode) -> int:
+    """The HTTP status that answers a ``POST /v1/rpc`` request the engine closed with ``code``."""
+    return _HTTP_STATUS_FOR_CLOSE.get(code, 500)

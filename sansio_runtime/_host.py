@@ -1,0 +1,571 @@
+"""HostEngine: the router of the protocol, as a pure state machine.
+
+The backend tells the engine that a client connected, sent a frame, went away, or that time
+passed; the engine answers with :class:`Send` and :class:`Close` instructions. It keeps:
+
+* agent type -> the one client that hosts it;
+* subscriptions, indexed so that routing a publish does not depend on unrelated subscriptions;
+* calls in flight under ids the host assigns itself, so two callers that both number their
+  requests from 1 can never receive each other's replies;
+* per-call deadlines, driven by :meth:`HostEngine.handle_timer`.
+
+It never reads a clock, never touches a socket and never decodes an agent payload.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from . import _wire as wire
+from ._deadlines import DeadlineHeap
+from ._errors import CloseCode, ErrorCode, LocalProtocolError
+from ._events import ClientId, Close, HostOutput, Send
+from ._subscriptions import SubscriptionIndex
+from ._wire import RequestId, SubscriptionSpec
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_PENDING_CALLS = 10_000
+_ROUTE_CACHE_SIZE = 4096
+_T = TypeVar("_T")
+
+
+class ClientKind(enum.Enum):
+    """How a client is attached."""
+
+    CHANNEL = "channel"
+    """A WebSocket at ``/v1/channel``: long-lived, may host agents, receives calls and events."""
+    ONE_SHOT = "one_shot"
+    """One ``POST /v1/rpc`` body: answered once (after every call in it finished), then closed."""
+
+
+class ClientState(enum.Enum):
+    """Where a client is in its life. Allowed moves are in :data:`CLIENT_TRANSITIONS`."""
+
+    OPEN = "open"
+    """Frames are accepted."""
+    ANSWERING = "answering"
+    """(One-shot only) its one body was received; waiting for the calls in it to finish."""
+    CLOSING = "closing"
+    """The engine emitted :class:`Close`; the client owns nothing any more and input is ignored."""
+
+
+CLIENT_TRANSITIONS: dict[tuple[ClientKind, ClientState], frozenset[ClientState]] = {
+    (ClientKind.CHANNEL, ClientState.OPEN): frozenset({ClientState.CLOSING}),
+    (ClientKind.CHANNEL, ClientState.CLOSING): frozenset(),
+    (ClientKind.ONE_SHOT, ClientState.OPEN): frozenset({ClientState.ANSWERING, ClientState.CLOSING}),
+    (ClientKind.ONE_SHOT, ClientState.ANSWERING): frozenset({ClientState.CLOSING}),
+    (ClientKind.ONE_SHOT, ClientState.CLOSING): frozenset(),
+}
+"""The client state table. ``disconnect`` may happen in any state and simply forgets the client."""
+
+_CHANNEL_ONLY_METHODS = frozenset(
+    {wire.REGISTER_AGENT, wire.UNREGISTER_AGENT, wire.ADD_SUBSCRIPTION, wire.REMOVE_SUBSCRIPTION}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCall:
+    """A call the host forwarded and is waiting on."""
+
+    host_id: int
+    caller: ClientId
+    caller_request_id: RequestId
+    target: ClientId
+
+
+@dataclass(slots=True)
+class HostStats:
+    """Counters for metrics and tests."""
+
+    frames_received: int = 0
+    calls_forwarded: int = 0
+    events_published: int = 0
+    event_deliveries: int = 0
+    responses_dropped: int = 0
+    """Responses that answered no call pending on the sender (late, foreign or bogus ids)."""
+    errors_sent: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Client:
+    id: ClientId
+    kind: ClientKind
+    state: ClientState = ClientState.OPEN
+    agent_types: set[str] = field(default_factory=set)
+    subscriptions: set[str] = field(default_factory=set)
+    outgoing: dict[RequestId, int] = field(default_factory=dict)  # caller's id -> host id
+    incoming: set[int] = field(default_factory=set)  # host ids of calls this client must answer
+    # One-shot clients only: replies gathered for the HTTP response, and calls still out.
+    replies: list[bytes] = field(default_factory=list)
+    awaiting: int = 0
+    batch: bool = False
+
+    def move_to(self, new: ClientState) -> None:
+        if new not in CLIENT_TRANSITIONS[(self.kind, self.state)]:
+            raise LocalProtocolError(f"client {self.id}: {self.kind.value} cannot go {self.state.value} -> {new.value}")
+        self.state = new
+
+
+class _Reject(Exception):
+    """Raised inside a method handler: answer the request with this error."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_Handler = Callable[["_Client", "RequestId | UnsetType", "Raw | UnsetType", float, "list[HostOutput]"], "bytes | None"]
+
+
+class HostEngine:
+    """The host's protocol engine. One instance serves every connection of one host.
+
+    Drive it with :meth:`connect`, :meth:`receive`, :meth:`disconnect` and :meth:`handle_timer`;
+    carry out the :class:`Send` / :class:`Close` instructions they return, in order. Call
+    :meth:`handle_timer` when the clock reaches :meth:`next_deadline`.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+    ) -> None:
+        if max_message_size <= 0 or max_pending_calls <= 0:
+            raise ValueError("limits must be positive")
+        self.max_message_size = max_message_size
+        """Largest frame accepted, in bytes; larger ones close the connection with 1009."""
+        self.max_pending_calls = max_pending_calls
+        """Most calls one client may have in flight; more are refused with TOO_MANY_PENDING_CALLS."""
+        self.stats = HostStats()
+        self._clients: dict[ClientId, _Client] = {}
+        self._client_ids = itertools.count(1)
+        self._call_ids = itertools.count(1)
+        self._agent_types: dict[str, ClientId] = {}
+        self._subscriptions = SubscriptionIndex()
+        self._subscription_owner: dict[str, ClientId] = {}
+        self._pending: dict[int, PendingCall] = {}
+        self._deadlines: DeadlineHeap[int] = DeadlineHeap()
+        self._routes: dict[str, list[tuple[ClientId, list[str]]]] = {}
+        self._methods: dict[str, _Handler] = {
+            wire.AGENT_CALL: self._agent_call,
+            wire.AGENT_PUBLISH: self._agent_publish,
+            wire.CANCEL_REQUEST: self._cancel_request,
+            wire.REGISTER_AGENT: self._register_agent,
+            wire.UNREGISTER_AGENT: self._unregister_agent,
+            wire.ADD_SUBSCRIPTION: self._add_subscription,
+            wire.REMOVE_SUBSCRIPTION: self._remove_subscription,
+            wire.GET_SUBSCRIPTIONS: self._get_subscriptions,
+        }
+
+    # ------------------------------------------------------------------ driving the engine
+
+    def connect(self, kind: ClientKind = ClientKind.CHANNEL) -> ClientId:
+        """A client attached; returns its handle for the other calls."""
+        client = ClientId(next(self._client_ids))
+        self._clients[client] = _Client(client, kind)
+        return client
+
+    def receive(self, client: ClientId, data: bytes | str, now: float) -> list[HostOutput]:
+        """One frame (a JSON-RPC message or batch) arrived from ``client`` at time ``now``."""
+        c = self._clients.get(client)
+        if c is None:
+            raise LocalProtocolError(f"client {client} is not connected")
+        if c.state is ClientState.CLOSING:
+            return []
+        if c.state is ClientState.ANSWERING:
+            raise LocalProtocolError(f"one-shot client {client} already sent its request")
+        self.stats.frames_received += 1
+        out: list[HostOutput] = []
+        if len(data) > self.max_message_size:
+            self._close(c, CloseCode.MESSAGE_TOO_BIG, f"message of {len(data)} bytes exceeds {self.max_message_size}", out)
+            return out
+        replies: list[bytes] = []
+        try:
+            frame = wire.FRAME_DECODER.decode(data)
+        except msgspec.ValidationError as exc:
+            replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            is_batch = False
+        except msgspec.DecodeError as exc:
+            replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
+            is_batch = False
+        else:
+            is_batch = isinstance(frame, list)
+            if isinstance(frame, list):
+                if not frame:
+                    replies.append(self._error(None, ErrorCode.INVALID_REQUEST, "empty batch"))
+                    is_batch = False
+                for item in frame:
+                    try:
+                        message = wire.MESSAGE_DECODER.decode(item)
+                    except msgspec.ValidationError as exc:
+                        replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+                        continue
+                    reply = self._dispatch(c, message, now, out)
+                    if reply is not None:
+                        replies.append(reply)
+            else:
+                reply = self._dispatch(c, frame, now, out)
+                if reply is not None:
+                    replies.append(reply)
+        if c.kind is ClientKind.ONE_SHOT:
+            if c.state is ClientState.OPEN:
+                c.move_to(ClientState.ANSWERING)
+                c.batch = is_batch
+                c.replies.extend(replies)
+                self._finish_one_shot_if_done(c, out)
+        elif replies:
+            if is_batch:
+                out.append(Send(client, b"[" + b",".join(replies) + b"]"))
+            else:
+                out.extend(Send(client, r) for r in replies)
+        return out
+
+    def disconnect(self, client: ClientId, now: float) -> list[HostOutput]:
+        """``client`` went away (closed, crashed, or closed by us). Idempotent.
+
+        Calls it was waiting on are cancelled at their targets; calls it was answering fail at
+        their callers with TARGET_DISCONNECTED; its agent types and subscriptions are removed.
+        """
+        out: list[HostOutput] = []
+        c = self._clients.get(client)
+        if c is None:
+            return out
+        if c.state is not ClientState.CLOSING:
+            self._release(c, out)
+        del self._clients[client]
+        return out
+
+    def handle_timer(self, now: float) -> list[HostOutput]:
+        """Time is now ``now``: calls past their deadline fail with DEADLINE_EXCEEDED."""
+        out: list[HostOutput] = []
+        for host_id in self._deadlines.expire(now):
+            pending = self._pending.pop(host_id)
+            caller = self._clients[pending.caller]
+            del caller.outgoing[pending.caller_request_id]
+            self._clients[pending.target].incoming.discard(host_id)
+            self._send_cancel(pending.target, host_id, out)
+            self._reply_to(
+                caller,
+                self._error(pending.caller_request_id, ErrorCode.DEADLINE_EXCEEDED, "the call's timeout_ms ran out"),
+                out,
+            )
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` next has work, or None."""
+        return self._deadlines.next_deadline()
+
+    def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> list[HostOutput]:
+        """Close every client (for a host shutdown). Pending calls fail, nothing stays registered."""
+        out: list[HostOutput] = []
+        for c in list(self._clients.values()):
+            if c.state is not ClientState.CLOSING:
+                self._close(c, code, reason, out)
+        return out
+
+    # ------------------------------------------------------------------ read-only views
+
+    def clients(self) -> Iterator[ClientId]:
+        return iter(self._clients)
+
+    def client_state(self, client: ClientId) -> ClientState | None:
+        c = self._clients.get(client)
+        return None if c is None else c.state
+
+    def agent_types(self) -> dict[str, ClientId]:
+        """Every registered agent type and the client hosting it."""
+        return dict(self._agent_types)
+
+    def subscriptions(self) -> list[SubscriptionSpec]:
+        return list(self._subscriptions)
+
+    def subscription_owner(self, subscription_id: str) -> ClientId | None:
+        return self._subscription_owner.get(subscription_id)
+
+    def pending_calls(self) -> list[PendingCall]:
+        return list(self._pending.values())
+
+    def subscribers(self, topic_type: str) -> dict[ClientId, list[str]]:
+        """Which clients a publish on ``topic_type`` reaches, and for which of their agent types."""
+        return dict(self._routes_for(topic_type))
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, c: _Client, m: wire.IncomingMessage, now: float, out: list[HostOutput]) -> bytes | None:
+        msg_id = m.id
+        if msg_id is not None and not isinstance(msg_id, UnsetType):
+            reply_id: RequestId | None = msg_id
+        else:
+            reply_id = None
+        if m.jsonrpc != wire.JSONRPC_VERSION:
+            return self._error(reply_id, ErrorCode.INVALID_REQUEST, 'member "jsonrpc" must be "2.0"')
+        if isinstance(m.method, UnsetType):
+            if isinstance(m.result, UnsetType) == isinstance(m.error, UnsetType) or isinstance(msg_id, UnsetType):
+                return self._error(reply_id, ErrorCode.INVALID_REQUEST, "a response needs an id and exactly one of result, error")
+            self._on_response(c, msg_id, m.result, m.error, out)
+            return None
+        if not isinstance(m.result, UnsetType) or not isinstance(m.error, UnsetType):
+            return self._error(reply_id, ErrorCode.INVALID_REQUEST, "a request cannot carry result or error")
+        if msg_id is None:
+            return self._error(None, ErrorCode.INVALID_REQUEST, "a request id must be a string or a number, not null")
+        handler = self._methods.get(m.method)
+        if handler is None:
+            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}")
+        if c.kind is ClientKind.ONE_SHOT and m.method in _CHANNEL_ONLY_METHODS:
+            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} needs a /v1/channel connection")
+        try:
+            return handler(c, msg_id, m.params, now, out)
+        except _Reject as rej:
+            return self._error(reply_id, rej.code, rej.message)
+
+    def _on_response(
+        self, c: _Client, host_id: RequestId | None, result: Raw | UnsetType, error: Raw | UnsetType, out: list[HostOutput]
+    ) -> None:
+        pending = self._pending.get(host_id) if isinstance(host_id, int) else None
+        if pending is None or pending.target != c.id:
+            self.stats.responses_dropped += 1
+            return
+        del self._pending[pending.host_id]
+        self._deadlines.discard(pending.host_id)
+        c.incoming.discard(pending.host_id)
+        caller = self._clients[pending.caller]
+        del caller.outgoing[pending.caller_request_id]
+        if not isinstance(result, UnsetType):
+            frame = wire.response(pending.caller_request_id, result)
+        else:
+            assert not isinstance(error, UnsetType)
+            try:
+                frame = wire.forwarded_error(pending.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
+            except msgspec.ValidationError:
+                frame = self._error(
+                    pending.caller_request_id, ErrorCode.INTERNAL_ERROR, "the target answered with a malformed error object"
+                )
+        self._reply_to(caller, frame, out)
+
+    # ------------------------------------------------------------------ methods
+
+    def _agent_call(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        if isinstance(msg_id, UnsetType):
+            raise _Reject(ErrorCode.INVALID_REQUEST, "agent.call must be a request (with an id), not a notification")
+        call = _decode(wire.CALL_ROUTING_DECODER, params)
+        if not wire.has_exactly_one_payload(call.data, call.data_base64):
+            raise _Reject(ErrorCode.INVALID_PARAMS, "exactly one of data, data_base64 is required")
+        if not isinstance(call.timeout_ms, UnsetType) and call.timeout_ms <= 0:
+            raise _Reject(ErrorCode.INVALID_PARAMS, "timeout_ms must be a positive integer")
+        if msg_id in c.outgoing:
+            raise _Reject(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
+        if len(c.outgoing) >= self.max_pending_calls:
+            raise _Reject(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
+        target_id = self._agent_types.get(call.target.type)
+        if target_id is None:
+            raise _Reject(ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}")
+        host_id = next(self._call_ids)
+        self._pending[host_id] = PendingCall(host_id, c.id, msg_id, target_id)
+        c.outgoing[msg_id] = host_id
+        self._clients[target_id].incoming.add(host_id)
+        if not isinstance(call.timeout_ms, UnsetType):
+            self._deadlines.set(host_id, now + call.timeout_ms / 1000.0)
+        assert not isinstance(params, UnsetType)
+        out.append(Send(target_id, wire.request(host_id, wire.AGENT_CALL, params)))
+        self.stats.calls_forwarded += 1
+        if c.kind is ClientKind.ONE_SHOT:
+            c.awaiting += 1
+        return None
+
+    def _agent_publish(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        event = _decode(wire.EVENT_ROUTING_DECODER, params)
+        if event.specversion != wire.CLOUDEVENTS_SPEC_VERSION:
+            raise _Reject(ErrorCode.INVALID_PARAMS, f'specversion must be "1.0", not {event.specversion!r}')
+        assert not isinstance(params, UnsetType)
+        self.stats.events_published += 1
+        clients = self._clients
+        for client_id, recipients in self._routes_for(event.type):
+            if clients[client_id].state is ClientState.OPEN:
+                out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
+                self.stats.event_deliveries += 1
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _cancel_request(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        cancel = _decode(wire.CANCEL_DECODER, params)
+        host_id = c.outgoing.pop(cancel.id, None)
+        if host_id is not None:
+            pending = self._pending.pop(host_id)
+            self._deadlines.discard(host_id)
+            self._clients[pending.target].incoming.discard(host_id)
+            self._send_cancel(pending.target, host_id, out)
+            self._reply_to(c, self._error(cancel.id, ErrorCode.CANCELLED, "cancelled by the caller"), out)
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _register_agent(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        agent_type = _decode(wire.REGISTER_AGENT_DECODER, params).type
+        if not agent_type:
+            raise _Reject(ErrorCode.INVALID_PARAMS, "type must be a non-empty string")
+        owner = self._agent_types.get(agent_type)
+        if owner is not None:
+            whose = "this connection" if owner == c.id else "another worker"
+            raise _Reject(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}")
+        self._agent_types[agent_type] = c.id
+        c.agent_types.add(agent_type)
+        self._routes.clear()
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _unregister_agent(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        agent_type = _decode(wire.REGISTER_AGENT_DECODER, params).type
+        owner = self._agent_types.get(agent_type)
+        if owner is None:
+            raise _Reject(ErrorCode.AGENT_TYPE_NOT_FOUND, f"agent type {agent_type!r} is not registered")
+        if owner != c.id:
+            raise _Reject(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} belongs to another worker")
+        del self._agent_types[agent_type]
+        c.agent_types.discard(agent_type)
+        self._routes.clear()
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _add_subscription(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        spec = _decode(wire.ADD_SUBSCRIPTION_DECODER, params).subscription
+        if not spec.id or not spec.agent_type:
+            raise _Reject(ErrorCode.INVALID_PARAMS, "subscription id and agent_type must be non-empty")
+        existing = self._subscriptions.find_equal(spec)
+        if existing is not None:
+            raise _Reject(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS, f"subscription {existing!r} already exists")
+        self._subscriptions.add(spec)
+        self._subscription_owner[spec.id] = c.id
+        c.subscriptions.add(spec.id)
+        self._routes.clear()
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _remove_subscription(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        subscription_id = _decode(wire.REMOVE_SUBSCRIPTION_DECODER, params).id
+        owner = self._subscription_owner.get(subscription_id)
+        if owner is None:
+            raise _Reject(ErrorCode.SUBSCRIPTION_NOT_FOUND, f"no subscription has id {subscription_id!r}")
+        if owner != c.id:
+            raise _Reject(ErrorCode.FORBIDDEN, f"subscription {subscription_id!r} belongs to another worker")
+        self._drop_subscription(c, subscription_id)
+        self._routes.clear()
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+
+    def _get_subscriptions(
+        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+    ) -> bytes | None:
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, list(self._subscriptions))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _routes_for(self, topic_type: str) -> list[tuple[ClientId, list[str]]]:
+        routes = self._routes.get(topic_type)
+        if routes is None:
+            by_client: dict[ClientId, list[str]] = {}
+            for agent_type in sorted(self._subscriptions.match(topic_type)):
+                owner = self._agent_types.get(agent_type)
+                if owner is not None:
+                    by_client.setdefault(owner, []).append(agent_type)
+            routes = list(by_client.items())
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[topic_type] = routes
+        return routes
+
+    def _drop_subscription(self, c: _Client, subscription_id: str) -> None:
+        self._subscriptions.remove(subscription_id)
+        del self._subscription_owner[subscription_id]
+        c.subscriptions.discard(subscription_id)
+
+    def _error(self, msg_id: RequestId | None, code: ErrorCode, message: str) -> bytes:
+        self.stats.errors_sent += 1
+        return wire.error_response(msg_id, int(code), message)
+
+    def _send_cancel(self, target: ClientId, host_id: int, out: list[HostOutput]) -> None:
+        t = self._clients.get(target)
+        if t is not None and t.state is ClientState.OPEN:
+            out.append(Send(target, wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(host_id))))
+
+    def _reply_to(self, caller: _Client, frame: bytes, out: list[HostOutput]) -> None:
+        """Deliver a reply to a call ``caller`` made (a one-shot client gathers them)."""
+        if caller.state is ClientState.CLOSING:
+            return
+        if caller.kind is ClientKind.CHANNEL:
+            out.append(Send(caller.id, frame))
+            return
+        caller.replies.append(frame)
+        caller.awaiting -= 1
+        self._finish_one_shot_if_done(caller, out)
+
+    def _finish_one_shot_if_done(self, c: _Client, out: list[HostOutput]) -> None:
+        if c.state is not ClientState.ANSWERING or c.awaiting:
+            return
+        if c.replies:
+            body = b"[" + b",".join(c.replies) + b"]" if c.batch else c.replies[0]
+            out.append(Send(c.id, body))
+        c.replies = []
+        c.move_to(ClientState.CLOSING)
+        out.append(Close(c.id, CloseCode.NORMAL, "answered"))
+
+    def _close(self, c: _Client, code: CloseCode, reason: str, out: list[HostOutput]) -> None:
+        self._release(c, out)
+        c.move_to(ClientState.CLOSING)
+        out.append(Close(c.id, code, reason))
+
+    def _release(self, c: _Client, out: list[HostOutput]) -> None:
+        """Give up everything ``c`` owns and settle every call it is part of."""
+        if c.agent_types or c.subscriptions:
+            for agent_type in c.agent_types:
+                del self._agent_types[agent_type]
+            c.agent_types.clear()
+            for subscription_id in list(c.subscriptions):
+                self._drop_subscription(c, subscription_id)
+            self._routes.clear()
+        for host_id in c.outgoing.values():
+            pending = self._pending.pop(host_id)
+            self._deadlines.discard(host_id)
+            target = self._clients.get(pending.target)
+            if target is not None:
+                target.incoming.discard(host_id)
+                if target is not c:
+                    self._send_cancel(pending.target, host_id, out)
+        c.outgoing.clear()
+        for host_id in c.incoming:
+            pending = self._pending.pop(host_id)
+            self._deadlines.discard(host_id)
+            caller = self._clients[pending.caller]
+            del caller.outgoing[pending.caller_request_id]
+            self._reply_to(
+                caller,
+                self._error(
+                    pending.caller_request_id, ErrorCode.TARGET_DISCONNECTED, "the worker hosting the target went away"
+                ),
+                out,
+            )
+        c.incoming.clear()
+
+
+def _decode(decoder: msgspec.json.Decoder[_T], params: Raw | UnsetType) -> _T:
+    if isinstance(params, UnsetType):
+        raise _Reject(ErrorCode.INVALID_PARAMS, "params are required")
+    try:
+        return decoder.decode(params)
+    except msgspec.ValidationError as exc:
+        raise _Reject(ErrorCode.INVALID_PARAMS, f"invalid params: {exc}") from None

@@ -1,0 +1,420 @@
+"""WorkerEngine: the worker's side of the protocol, as a pure state machine.
+
+Commands (:meth:`WorkerEngine.call`, :meth:`~WorkerEngine.publish`, :meth:`~WorkerEngine.respond`,
+...) queue frames that the backend collects with :meth:`~WorkerEngine.data_to_send`, as h11 and
+aioquic do; frames from the host go into :meth:`~WorkerEngine.receive`, which returns events.
+The engine numbers its own requests, correlates answers, tracks the calls the host asked it to
+handle, and enforces local deadlines given with ``timeout`` (time is passed in, never read).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from collections.abc import Mapping
+
+import msgspec
+from msgspec import UNSET, Raw, UnsetType
+
+from . import _wire as wire
+from ._deadlines import DeadlineHeap
+from ._errors import ErrorCode
+from ._events import (
+    CallFailed,
+    CallSucceeded,
+    IncomingCall,
+    IncomingCallCancelled,
+    IncomingEvent,
+    Payload,
+    PeerError,
+    RequestFailed,
+    RequestSucceeded,
+    WorkerEvent,
+)
+from ._host import DEFAULT_MAX_MESSAGE_SIZE
+from ._wire import AgentRef, RequestId, RpcError, SubscriptionSpec
+
+_EMPTY: Mapping[str, str] = {}
+
+
+class PayloadTooLargeError(ValueError):
+    """A message would exceed the engine's ``max_message_size`` and was not queued."""
+
+
+class _Kind(enum.Enum):
+    CALL = "call"
+    RUNTIME = "runtime"
+    SUBSCRIPTIONS = "subscriptions"
+
+
+class WorkerEngine:
+    """The worker's protocol engine: one per connection to a host.
+
+    All ``now`` and ``timeout`` values are in seconds on whatever monotonic clock the driver uses.
+    """
+
+    def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.max_message_size = max_message_size
+        """Largest frame this engine will queue; the host refuses larger ones (close 1009)."""
+        self._ids = itertools.count(1)
+        self._outbox: list[bytes] = []
+        self._requests: dict[int, _Kind] = {}
+        self._incoming: set[RequestId] = set()
+        self._deadlines: DeadlineHeap[int] = DeadlineHeap()
+
+    # ------------------------------------------------------------------ outgoing
+
+    def data_to_send(self) -> list[bytes]:
+        """Take every queued frame (each one JSON-RPC message), oldest first."""
+        out, self._outbox = self._outbox, []
+        return out
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._outbox)
+
+    def register_agent(self, agent_type: str) -> int:
+        return self._request(wire.REGISTER_AGENT, wire.RegisterAgentParams(agent_type), _Kind.RUNTIME)
+
+    def unregister_agent(self, agent_type: str) -> int:
+        return self._request(wire.UNREGISTER_AGENT, wire.RegisterAgentParams(agent_type), _Kind.RUNTIME)
+
+    def add_subscription(self, subscription: SubscriptionSpec) -> int:
+        return self._request(wire.ADD_SUBSCRIPTION, wire.AddSubscriptionParams(subscription), _Kind.RUNTIME)
+
+    def remove_subscription(self, subscription_id: str) -> int:
+        return self._request(wire.REMOVE_SUBSCRIPTION, wire.RemoveSubscriptionParams(subscription_id), _Kind.RUNTIME)
+
+    def get_subscriptions(self) -> int:
+        return self._request(wire.GET_SUBSCRIPTIONS, Raw(b"{}"), _Kind.SUBSCRIPTIONS)
+
+    def call(
+        self,
+        target: AgentRef,
+        payload: Payload,
+        *,
+        now: float,
+        source: AgentRef | None = None,
+        metadata: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> int:
+        """Queue ``agent.call``; the answer arrives as :class:`CallSucceeded` or :class:`CallFailed`.
+
+        With ``timeout`` (seconds) the host and this engine both give up after it: the call fails
+        with DEADLINE_EXCEEDED and the target's handler is cancelled.
+        """
+        data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
+        timeout_ms: int | UnsetType = UNSET
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError("timeout must be positive")
+            timeout_ms = max(1, round(timeout * 1000))
+        params = wire.CallParams(
+            target=target,
+            data_type=payload.data_type,
+            data_content_type=payload.data_content_type,
+            data=data,
+            data_base64=data_base64,
+            source=UNSET if source is None else source,
+            metadata=UNSET if not metadata else dict(metadata),
+            timeout_ms=timeout_ms,
+        )
+        request_id = self._request(wire.AGENT_CALL, params, _Kind.CALL)
+        if timeout is not None:
+            self._deadlines.set(request_id, now + timeout)
+        return request_id
+
+    def cancel_call(self, request_id: int) -> bool:
+        """Give up on a call: tell the host (which cancels the target's handler) and forget it.
+
+        Returns False if the call is no longer pending. No event follows for a cancelled call.
+        """
+        if self._requests.get(request_id) is not _Kind.CALL:
+            return False
+        del self._requests[request_id]
+        self._deadlines.discard(request_id)
+        self._queue(wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(request_id)))
+        return True
+
+    def publish(
+        self,
+        *,
+        topic_type: str,
+        topic_source: str,
+        payload: Payload,
+        event_id: str,
+        sender: AgentRef | None = None,
+        message_kind: str = wire.MESSAGE_KIND_PUBLISH,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue ``agent.publish``: one CloudEvent, delivered to every subscribed agent but ``sender``."""
+        data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
+        trace = trace_context or _EMPTY
+        event = wire.CloudEvent(
+            specversion=wire.CLOUDEVENTS_SPEC_VERSION,
+            id=event_id,
+            source=topic_source,
+            type=topic_type,
+            datacontenttype=payload.data_content_type,
+            dataschema=payload.data_type,
+            data=data,
+            data_base64=data_base64,
+            agagentsendertype=UNSET if sender is None else sender.type,
+            agagentsenderkey=UNSET if sender is None else sender.key,
+            agmsgkind=message_kind,
+            traceparent=trace.get("traceparent", UNSET),
+            tracestate=trace.get("tracestate", UNSET),
+        )
+        self._queue(wire.notification(wire.AGENT_PUBLISH, event))
+
+    def respond(self, call_id: RequestId, payload: Payload, *, metadata: Mapping[str, str] | None = None) -> None:
+        """Answer an :class:`IncomingCall`. Does nothing if the call was cancelled meanwhile.
+
+        A result too large for ``max_message_size`` (or declared JSON but not JSON) is answered
+        with an error instead, so the caller always hears back.
+        """
+        if not self._settle_incoming(call_id):
+            return
+        try:
+            data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
+        except wire.PayloadEncodingError as exc:
+            self._queue(wire.error_response(call_id, ErrorCode.INTERNAL_ERROR, str(exc)))
+            return
+        result = wire.CallResult(
+            data_type=payload.data_type,
+            data_content_type=payload.data_content_type,
+            data=data,
+            data_base64=data_base64,
+            metadata=UNSET if not metadata else dict(metadata),
+        )
+        frame = wire.response(call_id, result)
+        if len(frame) > self.max_message_size:
+            frame = wire.error_response(
+                call_id,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the result is {len(frame)} bytes, over the limit of {self.max_message_size}",
+            )
+        self._outbox.append(frame)
+
+    def respond_error(
+        self, call_id: RequestId, code: int, message: str, *, exception_type: str | None = None
+    ) -> None:
+        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``)."""
+        if not self._settle_incoming(call_id):
+            return
+        data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
+        self._queue(wire.error_response(call_id, code, message, data))
+
+    # ------------------------------------------------------------------ incoming
+
+    def receive(self, data: bytes | str, now: float) -> list[WorkerEvent]:
+        """One frame from the host; returns what it means. Never raises on bad input."""
+        events: list[WorkerEvent] = []
+        try:
+            frame = wire.FRAME_DECODER.decode(data)
+        except msgspec.ValidationError as exc:
+            self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            return events
+        except msgspec.DecodeError as exc:
+            self._queue(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
+            return events
+        if isinstance(frame, list):
+            for item in frame:
+                try:
+                    self._dispatch(wire.MESSAGE_DECODER.decode(item), events)
+                except msgspec.ValidationError as exc:
+                    self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+        else:
+            self._dispatch(frame, events)
+        return events
+
+    def handle_timer(self, now: float) -> list[WorkerEvent]:
+        """Calls whose ``timeout`` ran out fail with DEADLINE_EXCEEDED (and are cancelled at the host)."""
+        events: list[WorkerEvent] = []
+        for request_id in self._deadlines.expire(now):
+            del self._requests[request_id]
+            self._queue(wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(request_id)))
+            events.append(CallFailed(request_id, RpcError(ErrorCode.DEADLINE_EXCEEDED, "the call's timeout ran out")))
+        return events
+
+    def next_deadline(self) -> float | None:
+        return self._deadlines.next_deadline()
+
+    def connection_lost(self) -> list[WorkerEvent]:
+        """The connection is gone: every request of ours fails with CONNECTION_LOST, incoming calls are dropped.
+
+        The engine can then be reused on a new connection (request ids keep counting up).
+        """
+        error = RpcError(ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
+        events: list[WorkerEvent] = [
+            CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error) for rid, kind in self._requests.items()
+        ]
+        self._requests.clear()
+        self._deadlines = DeadlineHeap()
+        self._incoming.clear()
+        self._outbox.clear()
+        return events
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests of ours still waiting for an answer."""
+        return len(self._requests)
+
+    @property
+    def incoming_calls(self) -> frozenset[RequestId]:
+        """Calls the host asked us to handle that are not answered or cancelled yet."""
+        return frozenset(self._incoming)
+
+    # ------------------------------------------------------------------ internals
+
+    def _request(self, method: str, params: wire.Params, kind: _Kind) -> int:
+        request_id = next(self._ids)
+        self._queue(wire.request(request_id, method, params))
+        self._requests[request_id] = kind
+        return request_id
+
+    def _queue(self, frame: bytes) -> None:
+        if len(frame) > self.max_message_size:
+            raise PayloadTooLargeError(f"message of {len(frame)} bytes exceeds the limit of {self.max_message_size}")
+        self._outbox.append(frame)
+
+    def _settle_incoming(self, call_id: RequestId) -> bool:
+        if call_id in self._incoming:
+            self._incoming.discard(call_id)
+            return True
+        return False
+
+    def _dispatch(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
+        if isinstance(m.method, UnsetType):
+            self._on_response(m, events)
+        elif m.method == wire.AGENT_EVENT:
+            self._on_event(m.params, events)
+        elif m.method == wire.AGENT_CALL:
+            self._on_call(m, events)
+        elif m.method == wire.CANCEL_REQUEST:
+            try:
+                cancel = wire.CANCEL_DECODER.decode(m.params) if not isinstance(m.params, UnsetType) else None
+            except msgspec.ValidationError:
+                cancel = None
+            if cancel is not None and self._settle_incoming(cancel.id):
+                events.append(IncomingCallCancelled(cancel.id))
+        elif not isinstance(m.id, UnsetType) and m.id is not None:
+            self._queue(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}"))
+
+    def _on_response(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
+        request_id = m.id
+        if request_id is None or isinstance(request_id, UnsetType):
+            if not isinstance(m.error, UnsetType):
+                events.append(PeerError(_decode_error(m.error)))
+            return
+        kind = self._requests.pop(request_id, None) if isinstance(request_id, int) else None
+        if kind is None:
+            return  # late answer to a call we cancelled or timed out
+        self._deadlines.discard(request_id)
+        assert isinstance(request_id, int)
+        if not isinstance(m.error, UnsetType):
+            error = _decode_error(m.error)
+            events.append(CallFailed(request_id, error) if kind is _Kind.CALL else RequestFailed(request_id, error))
+            return
+        if isinstance(m.result, UnsetType):
+            bad = RpcError(ErrorCode.INTERNAL_ERROR, "the host answered with neither result nor error")
+            events.append(CallFailed(request_id, bad) if kind is _Kind.CALL else RequestFailed(request_id, bad))
+            return
+        if kind is _Kind.RUNTIME:
+            events.append(RequestSucceeded(request_id))
+        elif kind is _Kind.SUBSCRIPTIONS:
+            try:
+                subscriptions = tuple(wire.SUBSCRIPTION_LIST_DECODER.decode(m.result))
+            except msgspec.ValidationError as exc:
+                events.append(RequestFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed result: {exc}")))
+            else:
+                events.append(RequestSucceeded(request_id, subscriptions))
+        else:
+            try:
+                result = wire.CALL_RESULT_DECODER.decode(m.result)
+                data = wire.unpack_payload(result.data, result.data_base64)
+            except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
+                events.append(CallFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed call result: {exc}")))
+            else:
+                metadata = _EMPTY if isinstance(result.metadata, UnsetType) else result.metadata
+                events.append(
+                    CallSucceeded(request_id, Payload(result.data_type, result.data_content_type, data), metadata)
+                )
+
+    def _on_call(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
+        call_id = m.id
+        if call_id is None or isinstance(call_id, UnsetType):
+            self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, "agent.call needs an id"))
+            return
+        if isinstance(m.params, UnsetType):
+            self._queue(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, "params are required"))
+            return
+        try:
+            params = wire.CALL_PARAMS_DECODER.decode(m.params)
+            data = wire.unpack_payload(params.data, params.data_base64)
+        except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
+            self._queue(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, f"invalid params: {exc}"))
+            return
+        if call_id in self._incoming:
+            self._queue(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, f"call id {call_id!r} is already in use"))
+            return
+        self._incoming.add(call_id)
+        events.append(
+            IncomingCall(
+                call_id=call_id,
+                target=params.target,
+                source=None if isinstance(params.source, UnsetType) else params.source,
+                payload=Payload(params.data_type, params.data_content_type, data),
+                metadata=_EMPTY if isinstance(params.metadata, UnsetType) else params.metadata,
+                timeout_ms=None if isinstance(params.timeout_ms, UnsetType) else params.timeout_ms,
+            )
+        )
+
+    def _on_event(self, params: Raw | UnsetType, events: list[WorkerEvent]) -> None:
+        if isinstance(params, UnsetType):
+            return
+        try:
+            delivery = wire.EVENT_DELIVERY_DECODER.decode(params)
+            event = wire.CLOUD_EVENT_DECODER.decode(delivery.event)
+            data = wire.unpack_payload(event.data, event.data_base64)
+        except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
+            self._queue(wire.error_response(None, ErrorCode.INVALID_PARAMS, f"invalid agent.event: {exc}"))
+            return
+        sender: AgentRef | None = None
+        if not isinstance(event.agagentsendertype, UnsetType) and not isinstance(event.agagentsenderkey, UnsetType):
+            sender = AgentRef(event.agagentsendertype, event.agagentsenderkey)
+        recipients = tuple(
+            AgentRef(agent_type, event.source)
+            for agent_type in delivery.recipients
+            if sender is None or sender.type != agent_type or sender.key != event.source
+        )
+        if not recipients:
+            return
+        trace: dict[str, str] = {}
+        if not isinstance(event.traceparent, UnsetType):
+            trace["traceparent"] = event.traceparent
+        if not isinstance(event.tracestate, UnsetType):
+            trace["tracestate"] = event.tracestate
+        content_type = "application/json" if isinstance(event.datacontenttype, UnsetType) else event.datacontenttype
+        events.append(
+            IncomingEvent(
+                event_id=event.id,
+                topic_type=event.type,
+                topic_source=event.source,
+                sender=sender,
+                recipients=recipients,
+                payload=Payload("" if isinstance(event.dataschema, UnsetType) else event.dataschema, content_type, data),
+                message_kind=wire.MESSAGE_KIND_PUBLISH if isinstance(event.agmsgkind, UnsetType) else event.agmsgkind,
+                trace_context=trace,
+            )
+        )
+
+
+def _decode_error(raw: Raw) -> RpcError:
+    try:
+        return wire.RPC_ERROR_DECODER.decode(raw)
+    except msgspec.ValidationError:
+        return RpcError(ErrorCode.INTERNAL_ERROR, "the peer sent a malformed error object")
+
+
+__all__ = ["PayloadTooLargeError", "WorkerEngine"]
