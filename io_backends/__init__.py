@@ -1,0 +1,42 @@
+"""io_backends: thin anyio backends (h11 + wsproto over raw sockets) that drive ``sansio_runtime``.
+
+* :class:`HttpAgentServer` / :class:`HttpAgentService`: the host.
+* :class:`HttpWorkerAgentRuntime`: autogen-core's ``AgentRuntime`` for worker processes, a drop-in
+  for ``GrpcWorkerAgentRuntime``.
+"""
+
+from ._errors import (
+    AgentNotFoundError,
+    AgentTypeAlreadyRegisteredError,
+    AgentTypeNotFoundError,
+    CallDeadlineExceededError,
+    ForbiddenError,
+    HostConnectionError,
+    HostRejectedError,
+    PayloadTooLargeError,
+    RemoteCallError,
+    RemoteHandlerError,
+    SubscriptionError,
+    TargetDisconnectedError,
+)
+from ._runtime import HttpWorkerAgentRuntime
+from ._server import Authenticator, HttpAgentServer, HttpAgentService
+
+__all__ = [
+    "AgentNotFoundError",
+    "AgentTypeAlreadyRegisteredError",
+    "AgentTypeNotFoundError",
+    "Authenticator",
+    "CallDeadlineExceededError",
+    "ForbiddenError",
+    "HostConnectionError",
+    "HostRejectedError",
+    "HttpAgentServer",
+    "HttpAgentService",
+    "HttpWorkerAgentRuntime",
+    "PayloadTooLargeError",
+    "RemoteCallError",
+    "RemoteHandlerError",
+    "SubscriptionError",
+    "TargetDisconnectedError",
+]

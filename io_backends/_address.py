@@ -1,0 +1,48 @@
+"""Host addresses as users write them: ``http://h:p``, ``ws://h:p``, ``https://``/``wss://``, or gRPC-style ``h:p``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+_SCHEMES = {"http": False, "ws": False, "https": True, "wss": True}
+
+
+@dataclass(frozen=True, slots=True)
+class HostAddress:
+    host: str
+    port: int
+    tls: bool
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_host_address(address: str) -> HostAddress:
+    """Parse a host address; the port defaults to 80/443 for URLs and is required for ``h:p``."""
+    text = address.strip()
+    if "://" not in text:
+        text = "http://" + text
+        needs_port = True
+    else:
+        needs_port = False
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError(f"unsupported scheme in host address {address!r}: use http, https, ws or wss")
+    if not parts.hostname:
+        raise ValueError(f"no host in host address {address!r}")
+    if parts.path not in ("", "/"):
+        raise ValueError(f"host address {address!r} must not have a path")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid port in host address {address!r}") from exc
+    tls = _SCHEMES[scheme]
+    if port is None:
+        if needs_port:
+            raise ValueError(f"host address {address!r} needs a port, as in 'localhost:9000'")
+        port = 443 if tls else 80
+    return HostAddress(parts.hostname, port, tls)

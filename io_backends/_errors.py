@@ -1,0 +1,126 @@
+"""The exceptions a worker's callers see. Each remote error carries the protocol's code and message.
+
+They subclass the built-in exception a local AutoGen runtime would raise in the same situation
+(LookupError for an unknown agent type, TimeoutError for a deadline, ...), so existing ``except``
+clauses keep working when an application moves from one process to many.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from autogen_core import exceptions as autogen_exceptions
+
+from sansio_runtime import ErrorCode, RpcError, decode_error_data
+
+
+class HostRejectedError(ConnectionError):
+    """The host refused the WebSocket upgrade with an HTTP status (401: wrong or missing token)."""
+
+    def __init__(self, status_code: int, body: str) -> None:
+        super().__init__(f"the host refused the connection with HTTP {status_code}: {body}".rstrip(": "))
+        self.status_code = status_code
+        self.body = body
+
+
+class RemoteCallError(Exception):
+    """A call or runtime request failed on the host or at the target; see :attr:`code`."""
+
+    def __init__(self, code: int, message: str, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class AgentTypeNotFoundError(RemoteCallError, LookupError):
+    """No connected worker hosts the target agent type."""
+
+
+class AgentNotFoundError(RemoteCallError, LookupError):
+    """The target worker could not find or create the agent."""
+
+
+class AgentTypeAlreadyRegisteredError(RemoteCallError, ValueError):
+    """Another worker (or this one) already registered the agent type."""
+
+
+class SubscriptionError(RemoteCallError, ValueError):
+    """A subscription already exists, does not exist, or belongs to another worker."""
+
+
+class ForbiddenError(RemoteCallError, PermissionError):
+    """The thing belongs to another worker."""
+
+
+class TargetDisconnectedError(RemoteCallError, ConnectionError):
+    """The worker hosting the target went away before it answered."""
+
+
+class HostConnectionError(RemoteCallError, ConnectionError):
+    """This worker is not connected to the host (or lost the connection before the answer)."""
+
+
+class CallDeadlineExceededError(RemoteCallError, TimeoutError):
+    """The call's timeout ran out before the target answered."""
+
+
+class PayloadTooLargeError(RemoteCallError, ValueError):
+    """The message or its answer is over the size limit."""
+
+
+class RemoteHandlerError(RemoteCallError):
+    """The target agent's handler raised. :attr:`exception_type` names what it raised.
+
+    The instance raised to the caller also subclasses the built-in or autogen exception of that
+    name when there is one, so ``except ValueError`` catches a remote ``ValueError``.
+    """
+
+    exception_type: str = "Exception"
+
+
+_BY_CODE: dict[int, type[RemoteCallError]] = {
+    ErrorCode.AGENT_TYPE_NOT_FOUND: AgentTypeNotFoundError,
+    ErrorCode.AGENT_NOT_FOUND: AgentNotFoundError,
+    ErrorCode.AGENT_TYPE_ALREADY_REGISTERED: AgentTypeAlreadyRegisteredError,
+    ErrorCode.SUBSCRIPTION_ALREADY_EXISTS: SubscriptionError,
+    ErrorCode.SUBSCRIPTION_NOT_FOUND: SubscriptionError,
+    ErrorCode.FORBIDDEN: ForbiddenError,
+    ErrorCode.TARGET_DISCONNECTED: TargetDisconnectedError,
+    ErrorCode.CONNECTION_LOST: HostConnectionError,
+    ErrorCode.DEADLINE_EXCEEDED: CallDeadlineExceededError,
+    ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLargeError,
+}
+
+_handler_error_classes: dict[str, type[RemoteHandlerError]] = {}
+
+
+def _handler_error_class(exception_type: str) -> type[RemoteHandlerError]:
+    cls = _handler_error_classes.get(exception_type)
+    if cls is not None:
+        return cls
+    base = getattr(builtins, exception_type, None) or getattr(autogen_exceptions, exception_type, None)
+    cls = RemoteHandlerError
+    if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
+        try:
+            cls = type(f"Remote{exception_type}", (RemoteHandlerError, base), {"exception_type": exception_type})
+        except TypeError:  # an incompatible layout: keep the plain class
+            cls = RemoteHandlerError
+    _handler_error_classes[exception_type] = cls
+    return cls
+
+
+def error_from_rpc(error: RpcError) -> RemoteCallError:
+    """The exception that represents a JSON-RPC error object."""
+    data = decode_error_data(error)
+    if error.code == ErrorCode.HANDLER_ERROR:
+        exception_type = "Exception"
+        message = error.message
+        if isinstance(data, dict):
+            exception_type = str(data.get("exception_type", exception_type))
+            message = str(data.get("message", message))
+        exc = _handler_error_class(exception_type)(error.code, message, data)
+        exc.exception_type = exception_type
+        exc.args = (f"{exception_type}: {message}",)
+        return exc
+    return _BY_CODE.get(error.code, RemoteCallError)(error.code, error.message, data)

@@ -1,0 +1,619 @@
+"""HttpWorkerAgentRuntime: autogen-core's ``AgentRuntime`` on a :class:`~sansio_runtime.WorkerEngine`.
+
+A drop-in for ``GrpcWorkerAgentRuntime``: change the import and the address, keep the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import math
+import signal
+import ssl
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+
+import anyio
+from autogen_core import (
+    JSON_DATA_CONTENT_TYPE,
+    PROTOBUF_DATA_CONTENT_TYPE,
+    Agent,
+    AgentId,
+    AgentInstantiationContext,
+    AgentMetadata,
+    AgentRuntime,
+    AgentType,
+    CancellationToken,
+    MessageContext,
+    MessageHandlerContext,
+    MessageSerializer,
+    Subscription,
+    TopicId,
+    TypePrefixSubscription,
+    TypeSubscription,
+)
+from autogen_core._serialization import SerializationRegistry
+from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper, get_telemetry_grpc_metadata
+from opentelemetry.trace import TracerProvider
+
+from sansio_runtime import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    AgentRef,
+    CallFailed,
+    CallSucceeded,
+    ErrorCode,
+    IncomingCall,
+    IncomingCallCancelled,
+    IncomingEvent,
+    Payload,
+    PeerError,
+    RequestFailed,
+    RequestSucceeded,
+    SubscriptionSpec,
+    TypePrefixSubscriptionSpec,
+    TypeSubscriptionSpec,
+    WorkerEngine,
+    WorkerEvent,
+)
+from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
+
+from ._address import parse_host_address
+from ._client import open_channel
+from ._errors import HostConnectionError, PayloadTooLargeError, error_from_rpc
+from ._websocket import WebSocketPump
+
+logger = logging.getLogger("io_backends.runtime")
+
+T = TypeVar("T", bound=Agent)
+AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
+
+NONE_TYPE_NAME = "NoneType"
+"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
+
+_DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
+
+
+class HttpWorkerAgentRuntime(AgentRuntime):
+    """An agent runtime whose agents talk to agents in other processes through an HTTP host.
+
+    Args:
+        host_address: ``http://host:port``, ``ws://host:port``, ``https://``/``wss://`` (TLS), or
+            gRPC style ``host:port``.
+        tracer_provider: OpenTelemetry tracer provider; spans are named as the gRPC runtime's.
+        payload_serialization_format: ``application/json`` or ``application/x-protobuf``.
+        auth_token: sent as ``Authorization: Bearer ...`` when the host requires one.
+        ssl_context: for ``https://``/``wss://`` hosts (default: the system's trust store).
+        call_timeout: default timeout, in seconds, of every ``send_message`` (None: no timeout).
+        max_message_size: the largest frame this worker sends (the host's limit should match).
+        connect_timeout: seconds to wait for the host when connecting.
+    """
+
+    def __init__(
+        self,
+        host_address: str,
+        tracer_provider: TracerProvider | None = None,
+        payload_serialization_format: str = JSON_DATA_CONTENT_TYPE,
+        *,
+        auth_token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        call_timeout: float | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
+            raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
+        self._address = parse_host_address(host_address)
+        self._payload_format = payload_serialization_format
+        self._auth_token = auth_token
+        self._ssl_context = ssl_context
+        self._call_timeout = call_timeout
+        self._max_message_size = max_message_size
+        self._connect_timeout = connect_timeout
+        self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
+        self._serialization_registry = SerializationRegistry()
+        self._engine = WorkerEngine(max_message_size=max_message_size)
+        self._pump: WebSocketPump | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._running = False
+        self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
+        self._call_tokens: dict[int | str, CancellationToken] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._agent_factories: dict[str, AgentFactory] = {}
+        self._instance_types: dict[str, type[Agent]] = {}
+        self._instantiated_agents: dict[AgentId, Agent] = {}
+        self._subscriptions: dict[str, SubscriptionSpec] = {}
+        self._timer_wakeup: asyncio.Event | None = None
+        self._timer_at = math.inf
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect to the host and register every agent type and subscription added so far."""
+        if self._running:
+            raise ValueError("Runtime is already running.")
+        pump = await open_channel(
+            self._address,
+            ssl_context=self._ssl_context,
+            auth_token=self._auth_token,
+            max_message_size=self._max_message_size + 65536,
+            max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
+            connect_timeout=self._connect_timeout,
+        )
+        self._pump = pump
+        self._running = True
+        self._supervisor = asyncio.get_running_loop().create_task(self._run_connection(pump))
+        try:
+            await self._announce()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close the connection; calls in flight fail, handlers running here are cancelled."""
+        if not self._running:
+            raise RuntimeError("Runtime is not running.")
+        self._running = False
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.close(1000, "worker stopping")
+        if self._supervisor is not None:
+            with anyio.move_on_after(3):
+                await asyncio.shield(self._supervisor)
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+            self._supervisor = None
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def stop_when_signal(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Wait for one of ``signals``, then :meth:`stop`."""
+        loop = asyncio.get_running_loop()
+        received = asyncio.Event()
+        for sig in signals:
+            loop.add_signal_handler(sig, received.set)
+        try:
+            await received.wait()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        await self.stop()
+
+    async def _announce(self) -> None:
+        """Tell the host about every agent type and subscription this worker has."""
+        waits = [self._request(self._engine.register_agent(t)) for t in self._agent_factories]
+        waits += [self._request(self._engine.add_subscription(s)) for s in self._subscriptions.values()]
+        self._flush()
+        for wait in waits:
+            await wait
+
+    async def _run_connection(self, pump: WebSocketPump) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pump.run_writer)
+                tg.start_soon(self._run_timers)
+                engine = self._engine
+                loop = asyncio.get_running_loop()
+                async for message in pump.messages():
+                    for event in engine.receive(message, loop.time()):
+                        self._on_event(event)
+                    if engine.has_data_to_send:
+                        self._flush()
+                tg.cancel_scope.deadline = anyio.current_time() + 2.0
+                pump.close(1000)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pump.aclose()
+            if self._pump is pump:
+                self._pump = None
+                logger.warning("lost the connection to the host at %s", self._address.authority)
+            for event in self._engine.connection_lost():
+                self._on_event(event)
+
+    async def _run_timers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline = self._engine.next_deadline()
+            self._timer_at = math.inf if deadline is None else deadline
+            self._timer_wakeup = wakeup = asyncio.Event()
+            with anyio.move_on_after(None if deadline is None else max(0.0, deadline - loop.time())):
+                await wakeup.wait()
+            for event in self._engine.handle_timer(loop.time()):
+                self._on_event(event)
+            self._flush()
+
+    # ------------------------------------------------------------------ engine plumbing
+
+    def _flush(self) -> None:
+        frames = self._engine.data_to_send()
+        pump = self._pump
+        if pump is not None:
+            for frame in frames:
+                pump.send_message(frame)
+        deadline = self._engine.next_deadline()
+        if deadline is not None and deadline < self._timer_at and self._timer_wakeup is not None:
+            self._timer_wakeup.set()
+
+    def _request(self, request_id: int) -> asyncio.Future[WorkerEvent]:
+        future: asyncio.Future[WorkerEvent] = asyncio.get_running_loop().create_future()
+        self._futures[request_id] = future
+        return future
+
+    def _require_connection(self) -> None:
+        if not self._running:
+            raise ValueError("Runtime must be running (call start() first).")
+        if self._pump is None or not self._pump.is_open:
+            raise HostConnectionError(ErrorCode.CONNECTION_LOST, f"not connected to the host at {self._address.authority}")
+
+    def _on_event(self, event: WorkerEvent) -> None:
+        if isinstance(event, (CallSucceeded, CallFailed, RequestSucceeded, RequestFailed)):
+            future = self._futures.pop(event.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+        elif isinstance(event, IncomingCall):
+            self._spawn(self._handle_call(event))
+        elif isinstance(event, IncomingEvent):
+            self._spawn(self._handle_event(event))
+        elif isinstance(event, IncomingCallCancelled):
+            token = self._call_tokens.get(event.call_id)
+            if token is not None:
+                token.cancel()
+        elif isinstance(event, PeerError):
+            logger.warning("the host reported an error: %s (%s)", event.error.message, event.error.code)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _runtime_call(self, request_id: int) -> RequestSucceeded:
+        future = self._request(request_id)
+        self._flush()
+        event = await future
+        if isinstance(event, (RequestFailed, CallFailed)):
+            raise error_from_rpc(event.error)
+        assert isinstance(event, RequestSucceeded)
+        return event
+
+    # ------------------------------------------------------------------ messaging
+
+    async def send_message(
+        self,
+        message: Any,
+        recipient: AgentId,
+        *,
+        sender: AgentId | None = None,
+        cancellation_token: CancellationToken | None = None,
+        message_id: str | None = None,
+    ) -> Any:
+        if not self._running:
+            raise ValueError("Runtime must be running when sending message.")
+        data_type = self._serialization_registry.type_name(message)
+        with self._trace_helper.trace_block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
+            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
+            self._require_connection()
+            metadata = get_telemetry_grpc_metadata()
+            with self._trace_helper.trace_block("send", recipient, parent=metadata):
+                metadata = get_telemetry_grpc_metadata()
+                try:
+                    request_id = self._engine.call(
+                        AgentRef(recipient.type, recipient.key),
+                        Payload(data_type, self._payload_format, data),
+                        now=asyncio.get_running_loop().time(),
+                        source=None if sender is None else AgentRef(sender.type, sender.key),
+                        metadata=metadata,
+                        timeout=self._call_timeout,
+                    )
+                except EnginePayloadTooLarge as exc:
+                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                future = self._request(request_id)
+                self._flush()
+            if cancellation_token is not None:
+                cancellation_token.link_future(future)
+            try:
+                event = await future
+            except asyncio.CancelledError:
+                self._futures.pop(request_id, None)
+                if self._engine.cancel_call(request_id):
+                    self._flush()
+                raise
+            if isinstance(event, (CallFailed, RequestFailed)):
+                raise error_from_rpc(event.error)
+            assert isinstance(event, CallSucceeded)
+            return self._deserialize(event.payload)
+
+    async def publish_message(
+        self,
+        message: Any,
+        topic_id: TopicId,
+        *,
+        sender: AgentId | None = None,
+        cancellation_token: CancellationToken | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        if not self._running:
+            raise ValueError("Runtime must be running when publishing message.")
+        if message_id is None:
+            message_id = str(uuid.uuid4())
+        data_type = self._serialization_registry.type_name(message)
+        with self._trace_helper.trace_block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
+            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
+            self._require_connection()
+            metadata = get_telemetry_grpc_metadata()
+            with self._trace_helper.trace_block("publish", topic_id, parent=metadata):
+                try:
+                    self._engine.publish(
+                        topic_type=topic_id.type,
+                        topic_source=topic_id.source,
+                        payload=Payload(data_type, self._payload_format, data),
+                        event_id=message_id,
+                        sender=None if sender is None else AgentRef(sender.type, sender.key),
+                        trace_context=get_telemetry_grpc_metadata(),
+                    )
+                except EnginePayloadTooLarge as exc:
+                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                self._flush()
+
+    def _deserialize(self, payload: Payload) -> Any:
+        if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
+            return None
+        return self._serialization_registry.deserialize(
+            payload.data, type_name=payload.data_type, data_content_type=payload.data_content_type
+        )
+
+    def _serialize_result(self, result: Any) -> Payload:
+        if result is None:
+            return Payload(NONE_TYPE_NAME, JSON_DATA_CONTENT_TYPE, b"null")
+        data_type = self._serialization_registry.type_name(result)
+        data = self._serialization_registry.serialize(result, type_name=data_type, data_content_type=self._payload_format)
+        return Payload(data_type, self._payload_format, data)
+
+    async def _handle_call(self, call: IncomingCall) -> None:
+        token = CancellationToken()
+        self._call_tokens[call.call_id] = token
+        engine = self._engine
+        try:
+            recipient = AgentId(call.target.type, call.target.key)
+            sender = None if call.source is None else AgentId(call.source.type, call.source.key)
+            try:
+                agent = await self._get_agent(recipient)
+            except LookupError as exc:
+                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
+                return
+            message = self._deserialize(call.payload)
+            context = MessageContext(
+                sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
+            )
+            with MessageHandlerContext.populate_context(agent.id):
+                with self._trace_helper.trace_block(
+                    "process",
+                    agent.id,
+                    parent=call.metadata,
+                    attributes={"request_id": str(call.call_id)},
+                    extraAttributes={"message_type": call.payload.data_type},
+                ):
+                    result = await agent.on_message(message, ctx=context)
+            try:
+                reply = self._serialize_result(result)
+            except Exception as exc:
+                engine.respond_error(
+                    call.call_id, ErrorCode.HANDLER_ERROR, f"cannot serialize the result: {exc}", exception_type=type(exc).__name__
+                )
+            else:
+                engine.respond(call.call_id, reply, metadata=get_telemetry_grpc_metadata())
+        except asyncio.CancelledError:
+            engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled")
+            if not token.is_cancelled():
+                raise
+        except Exception as exc:
+            engine.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, str(exc), exception_type=type(exc).__name__)
+        finally:
+            del self._call_tokens[call.call_id]
+            self._flush()
+
+    async def _handle_event(self, event: IncomingEvent) -> None:
+        message = self._deserialize(event.payload)
+        topic_id = TopicId(event.topic_type, event.topic_source)
+        sender = None if event.sender is None else AgentId(event.sender.type, event.sender.key)
+        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in event.recipients]
+        await asyncio.gather(*deliveries)
+
+    async def _deliver(
+        self, recipient: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, event: IncomingEvent
+    ) -> None:
+        try:
+            agent = await self._get_agent(recipient)
+            context = MessageContext(
+                sender=sender,
+                topic_id=topic_id,
+                is_rpc=False,
+                cancellation_token=CancellationToken(),
+                message_id=event.event_id,
+            )
+            with MessageHandlerContext.populate_context(agent.id):
+                with self._trace_helper.trace_block(
+                    "process", agent.id, parent=event.trace_context, extraAttributes={"message_type": event.payload.data_type}
+                ):
+                    await agent.on_message(message, ctx=context)
+        except Exception:
+            logger.exception("error handling event %s on topic %s for %s", event.event_id, topic_id, recipient)
+
+    # ------------------------------------------------------------------ agents
+
+    async def register_factory(
+        self,
+        type: str | AgentType,
+        agent_factory: Callable[[], T | Awaitable[T]],
+        *,
+        expected_class: type[T] | None = None,
+    ) -> AgentType:
+        agent_type = AgentType(type) if isinstance(type, str) else type
+        if agent_type.type in self._agent_factories:
+            raise ValueError(f"Agent with type {agent_type} already exists.")
+
+        async def factory() -> Agent:
+            agent = agent_factory()
+            if inspect.isawaitable(agent):
+                agent = await agent
+            if expected_class is not None and builtin_type(agent) != expected_class:
+                raise ValueError("Factory registered using the wrong type.")
+            return agent
+
+        await self._register_type(agent_type.type, factory)
+        return agent_type
+
+    async def register_agent_instance(self, agent_instance: Agent, agent_id: AgentId) -> AgentId:
+        if agent_id in self._instantiated_agents:
+            raise ValueError(f"Agent with id {agent_id} already exists.")
+        if agent_id.type not in self._agent_factories:
+
+            def no_factory() -> Agent:
+                raise LookupError(
+                    f"no agent instance with id {agent_id.type}/<key> is registered here; agent type "
+                    f"{agent_id.type!r} only has instances registered with register_agent_instance"
+                )
+
+            await self._register_type(agent_id.type, no_factory)
+            self._instance_types[agent_id.type] = builtin_type(agent_instance)
+        elif self._instance_types.get(agent_id.type) is None:
+            raise ValueError("Agent factories and agent instances cannot be registered to the same type.")
+        elif self._instance_types[agent_id.type] != builtin_type(agent_instance):
+            raise ValueError("Agent instances must be the same object type.")
+        await agent_instance.bind_id_and_runtime(id=agent_id, runtime=self)
+        self._instantiated_agents[agent_id] = agent_instance
+        return agent_id
+
+    async def _register_type(self, agent_type: str, factory: AgentFactory) -> None:
+        # Record first: a call may arrive as soon as the host has accepted the type.
+        self._agent_factories[agent_type] = factory
+        if self._pump is None:
+            return  # announced on start()
+        try:
+            await self._runtime_call(self._engine.register_agent(agent_type))
+        except BaseException:
+            del self._agent_factories[agent_type]
+            raise
+
+    async def _get_agent(self, agent_id: AgentId) -> Agent:
+        agent = self._instantiated_agents.get(agent_id)
+        if agent is not None:
+            return agent
+        factory = self._agent_factories.get(agent_id.type)
+        if factory is None:
+            raise LookupError(f"Agent with name {agent_id.type} not found.")
+        with AgentInstantiationContext.populate_context((self, agent_id)):
+            params = len(inspect.signature(factory).parameters)
+            if params == 0:
+                made = factory()
+            elif params == 2:
+                warnings.warn("Agent factories that take two arguments are deprecated.", stacklevel=2)
+                made = cast(Callable[[AgentRuntime, AgentId], "Agent | Awaitable[Agent]"], factory)(self, agent_id)
+            else:
+                raise ValueError("Agent factory must take 0 or 2 arguments.")
+            agent = await made if inspect.isawaitable(made) else made
+        self._instantiated_agents[agent_id] = agent
+        return agent
+
+    async def try_get_underlying_agent_instance(self, id: AgentId, type: type[T] = Agent) -> T:  # type: ignore[assignment]
+        if id.type not in self._agent_factories:
+            raise LookupError(f"Agent with name {id.type} not found.")
+        agent = await self._get_agent(id)
+        if not isinstance(agent, type):
+            raise TypeError(f"Agent with name {id.type} is not of type {type.__name__}")
+        return agent
+
+    async def get(self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True) -> AgentId:
+        if isinstance(id_or_type, AgentId):
+            agent_id = id_or_type
+        else:
+            agent_id = AgentId(id_or_type.type if isinstance(id_or_type, AgentType) else id_or_type, key)
+        if not lazy:
+            await self._get_agent(agent_id)
+        return agent_id
+
+    # ------------------------------------------------------------------ subscriptions
+
+    async def add_subscription(self, subscription: Subscription) -> None:
+        spec = _spec_of(subscription)
+        if spec.id in self._subscriptions:
+            raise ValueError("Subscription already exists")
+        self._subscriptions[spec.id] = spec
+        if self._pump is None:
+            return  # announced on start()
+        try:
+            await self._runtime_call(self._engine.add_subscription(spec))
+        except BaseException:
+            del self._subscriptions[spec.id]
+            raise
+
+    async def remove_subscription(self, id: str) -> None:
+        if self._pump is None:
+            if self._subscriptions.pop(id, None) is None:
+                raise ValueError("Subscription does not exist")
+            return
+        await self._runtime_call(self._engine.remove_subscription(id))
+        self._subscriptions.pop(id, None)
+
+    async def get_subscriptions(self) -> list[Subscription]:
+        """Every subscription the host knows, from all workers (not part of ``AgentRuntime``)."""
+        self._require_connection()
+        event = await self._runtime_call(self._engine.get_subscriptions())
+        return [_subscription_of(spec) for spec in event.subscriptions or ()]
+
+    def add_message_serializer(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
+        self._serialization_registry.add_serializer(serializer)
+
+    # ------------------------------------------------------------------ state
+
+    async def save_state(self) -> Mapping[str, Any]:
+        """The state of every agent instantiated in this worker, keyed by ``str(AgentId)``."""
+        return {str(agent_id): dict(await agent.save_state()) for agent_id, agent in self._instantiated_agents.items()}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Load state saved by :meth:`save_state` into this worker's agents (types it hosts)."""
+        for key, agent_state in state.items():
+            agent_id = AgentId.from_str(key)
+            if agent_id.type in self._agent_factories:
+                agent = await self._get_agent(agent_id)
+                await agent.load_state(agent_state)
+
+    async def agent_metadata(self, agent: AgentId) -> AgentMetadata:
+        return (await self._local_agent(agent)).metadata
+
+    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+        return await (await self._local_agent(agent)).save_state()
+
+    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+        await (await self._local_agent(agent)).load_state(state)
+
+    async def _local_agent(self, agent_id: AgentId) -> Agent:
+        if agent_id.type not in self._agent_factories:
+            raise LookupError(f"agent type {agent_id.type!r} is not hosted by this worker")
+        return await self._get_agent(agent_id)
+
+
+builtin_type = type
+
+
+def _spec_of(subscription: Subscription) -> SubscriptionSpec:
+    if isinstance(subscription, TypeSubscription):
+        return TypeSubscriptionSpec(subscription.id, subscription.topic_type, subscription.agent_type)
+    if isinstance(subscription, TypePrefixSubscription):
+        return TypePrefixSubscriptionSpec(subscription.id, subscription.topic_type_prefix, subscription.agent_type)
+    raise ValueError(
+        f"{builtin_type(subscription).__name__} cannot be sent to the host: use TypeSubscription, "
+        "TypePrefixSubscription or DefaultSubscription"
+    )
+
+
+def _subscription_of(spec: SubscriptionSpec) -> Subscription:
+    if isinstance(spec, TypeSubscriptionSpec):
+        return TypeSubscription(spec.topic_type, spec.agent_type, id=spec.id)
+    return TypePrefixSubscription(spec.topic_type_prefix, spec.agent_type, id=spec.id)
