@@ -1,0 +1,42 @@
+"""The README's demo and the host's command line, run as a user would: separate processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_prints_both_answers_and_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "demo.py")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "→ reverse → !emitnur PTTH detubirtsid olleH" in result.stdout
+    assert "→ upper → HELLO DISTRIBUTED HTTP RUNTIME!" in result.stdout
+
+
+def test_host_command_line_serves_healthz_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "io_backends", "--port", "0", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on 127.0.0.1:" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.status == 200
+            assert json.load(response) == {"status": "ok", "connections": 1, "agent_types": 0}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
