@@ -270,7 +270,7 @@ class HttpAgentService:
                               headers=[(b"www-authenticate", b"Bearer")])
             return
         ws = WSConnection(ConnectionType.SERVER)
-        ws.initiate_upgrade_connection(request.headers, request.target)
+        ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
         handshake = next(ws.events(), None)
         if not isinstance(handshake, WSRequest):
             await stream.send(ws.send(RejectConnection(status_code=400)))

@@ -146,7 +146,7 @@ class WebSocketPump:
                 if isinstance(event, (TextMessage, BytesMessage)):
                     if not self.is_open:
                         continue
-                    parts.append(event.data)
+                    parts.append(bytes(event.data) if isinstance(event.data, bytearray) else event.data)
                     size += len(event.data)
                     if size > self._max_message_size:
                         parts.clear()

@@ -112,7 +112,7 @@ class CallParams(Struct, frozen=True, kw_only=True, omit_defaults=True):
     data_content_type: str
     data: Raw | UnsetType = UNSET
     data_base64: str | UnsetType = UNSET
-    source: AgentRef | None | UnsetType = UNSET
+    source: AgentRef | UnsetType | None = UNSET
     metadata: dict[str, str] | UnsetType = UNSET
     timeout_ms: int | UnsetType = UNSET
 
@@ -197,7 +197,7 @@ class IncomingMessage(Struct, frozen=True):
     """Any JSON-RPC 2.0 message as decoded from a frame; which fields are set says what it is."""
 
     jsonrpc: str | UnsetType = UNSET
-    id: int | str | None | UnsetType = UNSET
+    id: int | str | UnsetType | None = UNSET
     method: str | UnsetType = UNSET
     params: Raw | UnsetType = UNSET
     result: Raw | UnsetType = UNSET
