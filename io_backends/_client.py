@@ -22,6 +22,7 @@ async def open_channel(
     *,
     ssl_context: ssl.SSLContext | None,
     auth_token: str | None,
+    client_id: str | None,
     max_message_size: int,
     max_outbound_bytes: int,
     connect_timeout: float,
@@ -41,7 +42,11 @@ async def open_channel(
             stream = await anyio.connect_tcp(address.host, address.port)
         try:
             ws = WSConnection(ConnectionType.CLIENT)
-            headers = [] if auth_token is None else [(b"authorization", b"Bearer " + auth_token.encode())]
+            headers: list[tuple[bytes, bytes]] = []
+            if auth_token is not None:
+                headers.append((b"authorization", b"Bearer " + auth_token.encode()))
+            if client_id is not None:
+                headers.append((b"x-client-id", client_id.encode()))
             await stream.send(ws.send(WSRequest(host=address.authority, target=CHANNEL_PATH, extra_headers=headers)))
             rejection: RejectConnection | None = None
             body = b""

@@ -9,6 +9,7 @@ import asyncio
 import inspect
 import logging
 import math
+import random
 import signal
 import ssl
 import uuid
@@ -62,8 +63,8 @@ from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
 from ._address import parse_host_address
 from ._client import open_channel
-from ._errors import HostConnectionError, PayloadTooLargeError, error_from_rpc
-from ._websocket import WebSocketPump
+from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
+from ._websocket import WebSocketPump, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 
@@ -74,6 +75,7 @@ NONE_TYPE_NAME = "NoneType"
 """``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
 
 _DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
+_ENVELOPE_ALLOWANCE = 65536  # what the host adds around a payload when it forwards it
 
 
 class HttpWorkerAgentRuntime(AgentRuntime):
@@ -89,6 +91,15 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         call_timeout: default timeout, in seconds, of every ``send_message`` (None: no timeout).
         max_message_size: the largest frame this worker sends (the host's limit should match).
         connect_timeout: seconds to wait for the host when connecting.
+        client_id: this worker's id at the host (``X-Client-Id``); a random one by default. The
+            host refuses a second live connection with the same id.
+        reconnect: reconnect by itself, with exponential backoff and jitter, when the connection
+            is lost, and register its agent types and subscriptions again.
+        reconnect_initial_delay, reconnect_max_delay: the backoff's first and largest delay.
+        reconnect_wait: how long a call made while disconnected waits for the reconnection
+            before it fails with :class:`HostConnectionError` (0: fail at once).
+        keepalive_interval, keepalive_timeout: ping the host after ``keepalive_interval`` seconds
+            of silence; give the connection up after ``keepalive_timeout`` more (None: never).
     """
 
     def __init__(
@@ -102,6 +113,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         call_timeout: float | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         connect_timeout: float = 10.0,
+        client_id: str | None = None,
+        reconnect: bool = True,
+        reconnect_initial_delay: float = 0.1,
+        reconnect_max_delay: float = 5.0,
+        reconnect_wait: float = 0.0,
+        keepalive_interval: float | None = 10.0,
+        keepalive_timeout: float = 10.0,
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
@@ -112,6 +130,14 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._call_timeout = call_timeout
         self._max_message_size = max_message_size
         self._connect_timeout = connect_timeout
+        self._client_id = client_id or f"worker-{uuid.uuid4()}"
+        self._reconnect = reconnect
+        self._reconnect_initial_delay = reconnect_initial_delay
+        self._reconnect_max_delay = reconnect_max_delay
+        self._reconnect_wait = reconnect_wait
+        self._keepalive_interval = keepalive_interval
+        self._keepalive_timeout = keepalive_timeout
+        self._connected = asyncio.Event()
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
         self._serialization_registry = SerializationRegistry()
         self._engine = WorkerEngine(max_message_size=max_message_size)
@@ -131,31 +157,30 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Connect to the host and register every agent type and subscription added so far."""
+        """Connect to the host and register every agent type and subscription added so far.
+
+        Raises if the host cannot be reached within ``connect_timeout`` or refuses the worker.
+        Once started, the worker reconnects by itself whenever the connection is lost.
+        """
         if self._running:
             raise ValueError("Runtime is already running.")
-        pump = await open_channel(
-            self._address,
-            ssl_context=self._ssl_context,
-            auth_token=self._auth_token,
-            max_message_size=self._max_message_size + 65536,
-            max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
-            connect_timeout=self._connect_timeout,
-        )
-        self._pump = pump
+        pump = await self._open()
         self._running = True
-        self._supervisor = asyncio.get_running_loop().create_task(self._run_connection(pump))
+        self._pump = pump
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(pump))
         try:
             await self._announce()
         except BaseException:
             await self.stop()
             raise
+        self._connected.set()
 
     async def stop(self) -> None:
         """Close the connection; calls in flight fail, handlers running here are cancelled."""
         if not self._running:
             raise RuntimeError("Runtime is not running.")
         self._running = False
+        self._connected.set()  # wake calls waiting for a reconnection: they see the runtime stopped
         pump, self._pump = self._pump, None
         if pump is not None:
             pump.close(1000, "worker stopping")
@@ -172,6 +197,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self._connected = asyncio.Event()
 
     async def stop_when_signal(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
         """Wait for one of ``signals``, then :meth:`stop`."""
@@ -186,19 +212,73 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 loop.remove_signal_handler(sig)
         await self.stop()
 
+    @property
+    def connected(self) -> bool:
+        """Whether the worker is connected to the host right now."""
+        return self._pump is not None and self._pump.is_open
+
+    async def _open(self) -> WebSocketPump:
+        return await open_channel(
+            self._address,
+            ssl_context=self._ssl_context,
+            auth_token=self._auth_token,
+            client_id=self._client_id,
+            max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
+            max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
+            connect_timeout=self._connect_timeout,
+        )
+
     async def _announce(self) -> None:
         """Tell the host about every agent type and subscription this worker has."""
         waits = [self._request(self._engine.register_agent(t)) for t in self._agent_factories]
         waits += [self._request(self._engine.add_subscription(s)) for s in self._subscriptions.values()]
         self._flush()
         for wait in waits:
-            await wait
+            event = await wait
+            if isinstance(event, (RequestFailed, CallFailed)):
+                raise error_from_rpc(event.error)
 
-    async def _run_connection(self, pump: WebSocketPump) -> None:
+    async def _supervise(self, pump: WebSocketPump) -> None:
+        """Run the connection; when it is lost, reconnect with backoff and announce everything again."""
+        announce = False
+        while True:
+            await self._run_connection(pump, announce)
+            if not self._running or not self._reconnect:
+                return
+            self._connected.clear()
+            reconnected = await self._reconnect_with_backoff()
+            if reconnected is None:
+                return
+            pump, announce = reconnected, True
+
+    async def _reconnect_with_backoff(self) -> WebSocketPump | None:
+        delay = self._reconnect_initial_delay
+        while self._running:
+            await anyio.sleep(delay * random.uniform(0.5, 1.5))
+            if not self._running:
+                return None
+            try:
+                pump = await self._open()
+            except (OSError, TimeoutError, HostRejectedError) as exc:
+                logger.info("reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay)
+                delay = min(delay * 2, self._reconnect_max_delay)
+                continue
+            if not self._running:
+                await pump.aclose()
+                return None
+            self._pump = pump
+            return pump
+        return None
+
+    async def _run_connection(self, pump: WebSocketPump, announce: bool) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump.run_writer)
                 tg.start_soon(self._run_timers)
+                if self._keepalive_interval is not None:
+                    tg.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
+                if announce:
+                    tg.start_soon(self._reannounce, pump)
                 engine = self._engine
                 loop = asyncio.get_running_loop()
                 async for message in pump.messages():
@@ -216,6 +296,30 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 logger.warning("lost the connection to the host at %s", self._address.authority)
             for event in self._engine.connection_lost():
                 self._on_event(event)
+
+    async def _reannounce(self, pump: WebSocketPump) -> None:
+        try:
+            await self._announce()
+        except Exception as exc:
+            # Typically: the host still holds our old connection's agent types. Try again later.
+            logger.warning("re-registering with the host failed (%s); reconnecting", exc)
+            pump.close(1000, "re-registration failed")
+            return
+        logger.info("reconnected to the host at %s", self._address.authority)
+        self._connected.set()
+
+    async def _wait_connected(self) -> None:
+        if not self._running:
+            raise ValueError("Runtime must be running (call start() first).")
+        if not self.connected and self._reconnect_wait > 0:
+            with anyio.move_on_after(self._reconnect_wait):
+                await self._connected.wait()
+        if not self._running:
+            raise ValueError("Runtime must be running (call start() first).")
+        if not self.connected:
+            raise HostConnectionError(
+                ErrorCode.CONNECTION_LOST, f"not connected to the host at {self._address.authority} (reconnecting)"
+            )
 
     async def _run_timers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -245,12 +349,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         future: asyncio.Future[WorkerEvent] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
         return future
-
-    def _require_connection(self) -> None:
-        if not self._running:
-            raise ValueError("Runtime must be running (call start() first).")
-        if self._pump is None or not self._pump.is_open:
-            raise HostConnectionError(ErrorCode.CONNECTION_LOST, f"not connected to the host at {self._address.authority}")
 
     def _on_event(self, event: WorkerEvent) -> None:
         if isinstance(event, (CallSucceeded, CallFailed, RequestSucceeded, RequestFailed)):
@@ -298,7 +396,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         data_type = self._serialization_registry.type_name(message)
         with self._trace_helper.trace_block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
-            self._require_connection()
+            await self._wait_connected()
             metadata = get_telemetry_grpc_metadata()
             with self._trace_helper.trace_block("send", recipient, parent=metadata):
                 metadata = get_telemetry_grpc_metadata()
@@ -345,7 +443,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         data_type = self._serialization_registry.type_name(message)
         with self._trace_helper.trace_block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
-            self._require_connection()
+            await self._wait_connected()
             metadata = get_telemetry_grpc_metadata()
             with self._trace_helper.trace_block("publish", topic_id, parent=metadata):
                 try:
@@ -563,7 +661,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     async def get_subscriptions(self) -> list[Subscription]:
         """Every subscription the host knows, from all workers (not part of ``AgentRuntime``)."""
-        self._require_connection()
+        await self._wait_connected()
         event = await self._runtime_call(self._engine.get_subscriptions())
         return [_subscription_of(spec) for spec in event.subscriptions or ()]
 

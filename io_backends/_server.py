@@ -24,7 +24,7 @@ import h11
 import msgspec
 from anyio.streams.tls import TLSListener
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection
+from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 
 from sansio_runtime import (
@@ -32,6 +32,7 @@ from sansio_runtime import (
     DEFAULT_MAX_PENDING_CALLS,
     ClientId,
     ClientKind,
+    ClientNameInUse,
     Close,
     CloseCode,
     HostEngine,
@@ -40,7 +41,7 @@ from sansio_runtime import (
 )
 
 from . import _http
-from ._websocket import WebSocketPump
+from ._websocket import WebSocketPump, keep_alive
 
 logger = logging.getLogger("io_backends.server")
 
@@ -273,9 +274,19 @@ class HttpAgentService:
         ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
         handshake = next(ws.events(), None)
         if not isinstance(handshake, WSRequest):
-            await stream.send(ws.send(RejectConnection(status_code=400)))
+            await _http_error(stream, conn, 400, "invalid WebSocket handshake", close=True)
             return
-        await stream.send(ws.send(AcceptConnection()))
+        name = _http.header(request, b"x-client-id")
+        try:
+            client = self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
+        except ClientNameInUse:
+            await _http_error(stream, conn, 409, "another live connection uses this X-Client-Id", close=True)
+            return
+        try:
+            await stream.send(ws.send(AcceptConnection()))
+        except BaseException:
+            self._apply(self.engine.disconnect(client, anyio.current_time()))
+            raise
         trailing, _ = conn.trailing_data
         pump = WebSocketPump(
             stream,
@@ -284,13 +295,12 @@ class HttpAgentService:
             max_outbound_bytes=self.max_outbound_bytes,
             initial_data=bytes(trailing),
         )
-        client = self.engine.connect(ClientKind.CHANNEL)
         self._channels[client] = pump
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump.run_writer)
                 if self.keepalive_interval is not None:
-                    tg.start_soon(self._keepalive, pump, self.keepalive_interval, self.keepalive_timeout)
+                    tg.start_soon(keep_alive, pump, self.keepalive_interval, self.keepalive_timeout)
                 engine = self.engine
                 async for message in pump.messages():
                     self._apply(engine.receive(client, message, anyio.current_time()))
@@ -299,19 +309,6 @@ class HttpAgentService:
         finally:
             del self._channels[client]
             self._apply(self.engine.disconnect(client, anyio.current_time()))
-
-    @staticmethod
-    async def _keepalive(pump: WebSocketPump, interval: float, timeout: float) -> None:
-        """Ping an idle peer; one that stays silent past ``timeout`` after a ping is cut off."""
-        while pump.is_open:
-            await anyio.sleep(interval)
-            silent_for = anyio.current_time() - pump.last_received
-            if silent_for >= interval + timeout:
-                logger.info("peer silent for %.1fs: closing", silent_for)
-                pump.abort()
-                return
-            if silent_for >= interval:
-                pump.send_ping()
 
 
 async def _http_error(

@@ -8,6 +8,7 @@ bounds the bytes waiting to be written (a peer that stops reading is cut off, no
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,8 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from sansio_runtime import CloseCode
+
+logger = logging.getLogger("io_backends.websocket")
 
 _READ_SIZE = 65536
 _CLOSE_TIMEOUT = 2.0
@@ -203,10 +206,28 @@ class WebSocketPump:
                 pass
 
 
+async def keep_alive(pump: WebSocketPump, interval: float, timeout: float) -> None:
+    """Ping a peer that has been silent for ``interval``; cut it off after ``timeout`` more silence.
+
+    Finds a peer that is gone without closing its socket (a frozen process, a dead link).
+    """
+    while pump.is_open:
+        silent_for = anyio.current_time() - pump.last_received
+        if silent_for >= interval + timeout:
+            logger.warning("peer silent for %.1fs: giving up on the connection", silent_for)
+            pump.abort()
+            return
+        if silent_for >= interval:
+            pump.send_ping()
+            await anyio.sleep(min(interval, timeout))
+        else:
+            await anyio.sleep(interval - silent_for)
+
+
 def _join(parts: list[str | bytes]) -> str | bytes:
     if isinstance(parts[0], str):
         return "".join(p if isinstance(p, str) else p.decode("utf-8", "replace") for p in parts)
     return b"".join(p if isinstance(p, bytes) else p.encode() for p in parts)
 
 
-__all__ = ["WebSocketPump"]
+__all__ = ["WebSocketPump", "keep_alive"]

@@ -97,6 +97,7 @@ class HostStats:
 class _Client:
     id: ClientId
     kind: ClientKind
+    name: str | None = None
     state: ClientState = ClientState.OPEN
     agent_types: set[str] = field(default_factory=set)
     subscriptions: set[str] = field(default_factory=set)
@@ -111,6 +112,10 @@ class _Client:
         if new not in CLIENT_TRANSITIONS[(self.kind, self.state)]:
             raise LocalProtocolError(f"client {self.id}: {self.kind.value} cannot go {self.state.value} -> {new.value}")
         self.state = new
+
+
+class ClientNameInUse(Exception):
+    """Another live client already uses this name (``HostEngine.connect``)."""
 
 
 class _Reject(Exception):
@@ -147,6 +152,7 @@ class HostEngine:
         """Most calls one client may have in flight; more are refused with TOO_MANY_PENDING_CALLS."""
         self.stats = HostStats()
         self._clients: dict[ClientId, _Client] = {}
+        self._names: dict[str, ClientId] = {}
         self._client_ids = itertools.count(1)
         self._call_ids = itertools.count(1)
         self._agent_types: dict[str, ClientId] = {}
@@ -168,11 +174,24 @@ class HostEngine:
 
     # ------------------------------------------------------------------ driving the engine
 
-    def connect(self, kind: ClientKind = ClientKind.CHANNEL) -> ClientId:
-        """A client attached; returns its handle for the other calls."""
+    def connect(self, kind: ClientKind = ClientKind.CHANNEL, name: str | None = None) -> ClientId:
+        """A client attached; returns its handle for the other calls.
+
+        ``name`` is the id a worker chose for itself (the ``X-Client-Id`` header). While a client
+        with that name is connected, no other may take it: :class:`ClientNameInUse` is raised and
+        the backend refuses the connection (HTTP 409).
+        """
+        if name is not None and name in self._names:
+            raise ClientNameInUse(name)
         client = ClientId(next(self._client_ids))
-        self._clients[client] = _Client(client, kind)
+        self._clients[client] = _Client(client, kind, name=name)
+        if name is not None:
+            self._names[name] = client
         return client
+
+    def client_name(self, client: ClientId) -> str | None:
+        c = self._clients.get(client)
+        return None if c is None else c.name
 
     def receive(self, client: ClientId, data: bytes | str, now: float) -> list[HostOutput]:
         """One frame (a JSON-RPC message or batch) arrived from ``client`` at time ``now``."""
@@ -242,6 +261,8 @@ class HostEngine:
         if c.state is not ClientState.CLOSING:
             self._release(c, out)
         del self._clients[client]
+        if c.name is not None:
+            del self._names[c.name]
         return out
 
     def handle_timer(self, now: float) -> list[HostOutput]:
