@@ -274,18 +274,22 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump.run_writer)
-                tg.start_soon(self._run_timers)
-                if self._keepalive_interval is not None:
-                    tg.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
-                if announce:
-                    tg.start_soon(self._reannounce, pump)
-                engine = self._engine
-                loop = asyncio.get_running_loop()
-                async for message in pump.messages():
-                    for event in engine.receive(message, loop.time()):
-                        self._on_event(event)
-                    if engine.has_data_to_send:
-                        self._flush()
+                # Timers, keepalive and re-announcing end with the connection; only the writer may
+                # linger (briefly) to flush the close frame.
+                async with anyio.create_task_group() as side:
+                    side.start_soon(self._run_timers)
+                    if self._keepalive_interval is not None:
+                        side.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
+                    if announce:
+                        side.start_soon(self._reannounce, pump)
+                    engine = self._engine
+                    loop = asyncio.get_running_loop()
+                    async for message in pump.messages():
+                        for event in engine.receive(message, loop.time()):
+                            self._on_event(event)
+                        if engine.has_data_to_send:
+                            self._flush()
+                    side.cancel_scope.cancel()
                 tg.cancel_scope.deadline = anyio.current_time() + 2.0
                 pump.close(1000)
         finally:

@@ -47,6 +47,7 @@ logger = logging.getLogger("io_backends.server")
 
 DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+_SMALL_BODY_LIMIT = 65536  # bodies of requests that should have none (/healthz, unknown paths)
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
 """Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
@@ -108,12 +109,12 @@ class HttpAgentService:
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
         try:
             await self._serve_http(stream)
+        except Exception:
+            # One connection's failure must never take the host down.
+            logger.exception("error serving a connection")
         finally:
             with anyio.CancelScope(shield=True):
-                try:
-                    await stream.aclose()
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
+                await _linger_and_close(stream)
             self._connections -= 1
             if self._connections == 0:
                 self._idle.set()
@@ -182,10 +183,12 @@ class HttpAgentService:
                     return
                 if path == b"/v1/rpc":
                     await self._rpc(stream, conn, request)
-                elif path == b"/healthz":
-                    await self._healthz(stream, conn, request)
                 else:
-                    await _http_error(stream, conn, 404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
+                    await _http.read_body(stream, conn, _SMALL_BODY_LIMIT)
+                    if path == b"/healthz":
+                        await self._healthz(stream, conn, request)
+                    else:
+                        await _http_error(stream, conn, 404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
@@ -214,7 +217,6 @@ class HttpAgentService:
         return True
 
     async def _healthz(self, stream: anyio.abc.ByteStream, conn: h11.Connection, request: h11.Request) -> None:
-        await _http.read_body(stream, conn, 0)
         if request.method not in (b"GET", b"HEAD"):
             await _http_error(stream, conn, 405, "use GET", headers=[(b"allow", b"GET")])
             return
@@ -299,16 +301,41 @@ class HttpAgentService:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(pump.run_writer)
-                if self.keepalive_interval is not None:
-                    tg.start_soon(keep_alive, pump, self.keepalive_interval, self.keepalive_timeout)
-                engine = self.engine
-                async for message in pump.messages():
-                    self._apply(engine.receive(client, message, anyio.current_time()))
+                async with anyio.create_task_group() as side:  # ends with the connection
+                    if self.keepalive_interval is not None:
+                        side.start_soon(keep_alive, pump, self.keepalive_interval, self.keepalive_timeout)
+                    engine = self.engine
+                    async for message in pump.messages():
+                        self._apply(engine.receive(client, message, anyio.current_time()))
+                    # Release what the client owned before its close is acknowledged (no await since
+                    # the last frame): a worker whose stop() returned has freed its agent types.
+                    self._apply(engine.disconnect(client, anyio.current_time()))
+                    side.cancel_scope.cancel()
                 tg.cancel_scope.deadline = anyio.current_time() + 2.0  # writer: flush the close frame
                 pump.close(CloseCode.NORMAL)
         finally:
             del self._channels[client]
             self._apply(self.engine.disconnect(client, anyio.current_time()))
+
+
+async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
+    """Close after the peer has read our last response: half-close, then drain briefly.
+
+    Closing a socket that still has unread input makes the kernel send RST, which can destroy a
+    response (a 413, say) before the client reads it.
+    """
+    try:
+        await stream.send_eof()
+        with anyio.move_on_after(1.0):
+            drained = 0
+            while drained < 16 * 1024 * 1024:
+                drained += len(await stream.receive(65536))
+    except Exception:
+        pass
+    try:
+        await stream.aclose()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        pass
 
 
 async def _http_error(

@@ -168,6 +168,9 @@ class WebSocketPump:
                         self.close_code = event.code
                     if self._ws.state is ConnectionState.REMOTE_CLOSING:
                         self._push(self._ws.send(event.response()))
+                    elif self._ws.state is ConnectionState.OPEN:
+                        # wsproto found a protocol violation (bad UTF-8: 1007, bad framing: 1002).
+                        self.close(event.code, event.reason or "")
                     self._finish()
                     return
                 elif isinstance(event, Pong):

@@ -204,16 +204,22 @@ class HostEngine:
             raise LocalProtocolError(f"one-shot client {client} already sent its request")
         self.stats.frames_received += 1
         out: list[HostOutput] = []
-        if len(data) > self.max_message_size:
-            self._close(c, CloseCode.MESSAGE_TOO_BIG, f"message of {len(data)} bytes exceeds {self.max_message_size}", out)
+        # The limit is in bytes: a str frame counts its UTF-8 length (O(1) check when it is ASCII).
+        size = len(data) if not isinstance(data, str) or data.isascii() else len(data.encode("utf-8", "surrogatepass"))
+        if size > self.max_message_size:
+            self._close(c, CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes exceeds {self.max_message_size}", out)
             return out
         replies: list[bytes] = []
         try:
+            if not isinstance(data, str) and not data.isascii():
+                # msgspec does not check UTF-8 inside the Raw parts the host forwards unread, so check
+                # the frame here: bad bytes must not reach (and break) another client's text frames.
+                data.decode("utf-8")
             frame = wire.FRAME_DECODER.decode(data)
         except msgspec.ValidationError as exc:
             replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
             is_batch = False
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: bad UTF-8, or lone surrogates in a str
             replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
             is_batch = False
         else:

@@ -291,7 +291,7 @@ def pack_payload(data: bytes, content_type: str) -> tuple[Raw | UnsetType, str |
     if is_json_content_type(content_type):
         try:
             _json_validator.decode(data)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
             raise PayloadEncodingError(f"payload declared {content_type!r} is not valid JSON: {exc}") from exc
         return Raw(data), UNSET
     return UNSET, base64.b64encode(data).decode("ascii")

@@ -211,11 +211,13 @@ class WorkerEngine:
         """One frame from the host; returns what it means. Never raises on bad input."""
         events: list[WorkerEvent] = []
         try:
+            if not isinstance(data, str) and not data.isascii():
+                data.decode("utf-8")  # msgspec skips Raw parts without checking their UTF-8; later decodes would raise
             frame = wire.FRAME_DECODER.decode(data)
         except msgspec.ValidationError as exc:
             self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
             return events
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: bad UTF-8, or lone surrogates in a str
             self._queue(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
             return events
         if isinstance(frame, list):
@@ -310,8 +312,8 @@ class WorkerEngine:
         kind = self._requests.pop(request_id, None) if isinstance(request_id, int) else None
         if kind is None:
             return  # late answer to a call we cancelled or timed out
-        self._deadlines.discard(request_id)
         assert isinstance(request_id, int)
+        self._deadlines.discard(request_id)
         if not isinstance(m.error, UnsetType):
             error = _decode_error(m.error)
             events.append(CallFailed(request_id, error) if kind is _Kind.CALL else RequestFailed(request_id, error))

@@ -1,0 +1,131 @@
+"""Bad input gets a clear error and never takes the host down or disturbs other clients."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from autogen_core import AgentId
+from wsproto.frame_protocol import Opcode
+
+from io_backends import HttpAgentServer
+
+from ._raw import body_of, http_exchange, open_raw_channel, rpc_request, status_of
+from .conftest import Text, WorkerFactory
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def bystanders(server: HttpAgentServer, worker: WorkerFactory) -> WorkerFactory:
+    """An echo worker and a caller that must keep working through every test here."""
+    await worker(f"127.0.0.1:{server.port}", echo="echo")
+    return worker
+
+
+async def still_serving(server: HttpAgentServer, worker: WorkerFactory) -> None:
+    caller = await worker(f"127.0.0.1:{server.port}")
+    assert await caller.send_message(Text("still here"), AgentId("echo", "k")) == Text("STILL HERE")
+
+
+async def test_garbage_bytes_get_400(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    response = await http_exchange(server.port, b"\x00\x01\x02 this is not HTTP\r\n\r\n")
+    assert status_of(response) == 400
+    await still_serving(server, bystanders)
+
+
+async def test_oversized_headers_get_431(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    response = await http_exchange(server.port, request)
+    assert status_of(response) == 431
+    await still_serving(server, bystanders)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", -32700),
+        (b"[1, 2]", -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "no.such.method"}', -32601),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "agent.call", "params": {"target": 5}}', -32602),
+        (b'{"jsonrpc": "1.0", "id": 1, "method": "agent.call"}', -32600),
+    ],
+)
+async def test_json_rpc_errors_over_http(
+    server: HttpAgentServer, bystanders: WorkerFactory, body: bytes, code: int
+) -> None:
+    response = await http_exchange(server.port, rpc_request(body))
+    assert status_of(response) == 200
+    answer = body_of(response)
+    answers = answer if isinstance(answer, list) else [answer]
+    assert answers and all(a["error"]["code"] == code for a in answers), answer
+    await still_serving(server, bystanders)
+
+
+async def test_http_rpc_call_and_status_codes(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    call = {
+        "jsonrpc": "2.0",
+        "id": "c1",
+        "method": "agent.call",
+        "params": {
+            "target": {"type": "echo", "key": "k"},
+            "data_type": "Text",
+            "data_content_type": "application/json",
+            "data": {"text": "over http"},
+        },
+    }
+    answer = body_of(await http_exchange(server.port, rpc_request(json.dumps(call).encode())))
+    assert answer["id"] == "c1"
+    assert answer["result"]["data"] == {"text": "OVER HTTP"}
+    assert status_of(await http_exchange(server.port, rpc_request(b"{}", content_type=b"text/plain"))) == 415
+    big = b'"' + b"x" * (5 * 1024 * 1024) + b'"'
+    assert status_of(await http_exchange(server.port, rpc_request(big))) == 413
+    assert status_of(await http_exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")) == 404
+    assert status_of(await http_exchange(server.port, b"GET /v1/channel HTTP/1.1\r\nHost: x\r\n\r\n")) == 426
+    notification = {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}
+    assert status_of(await http_exchange(server.port, rpc_request(json.dumps(notification).encode()))) == 204
+
+
+async def test_oversized_frame_closes_with_1009(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    channel = await open_raw_channel(server.port)
+    await channel.send_text('"' + "x" * (4 * 1024 * 1024 + 10) + '"')
+    assert await channel.wait_closed() == 1009
+    await still_serving(server, bystanders)
+
+
+async def test_invalid_utf8_closes_with_1007(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    channel = await open_raw_channel(server.port)
+    proto = channel.ws.connection._proto  # type: ignore[union-attr]
+    frame = proto._serialize_frame(Opcode.TEXT, b'{"a": "\xff\xfe"}')
+    await channel.send_raw(frame)
+    assert await channel.wait_closed() == 1007
+    await still_serving(server, bystanders)
+
+
+async def test_channel_errors_and_frames_after_close(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    channel = await open_raw_channel(server.port)
+    await channel.send_text("garbage")
+    assert (await channel.next_json())["error"]["code"] == -32700
+    # Answering a call that was never sent to this client is dropped, not forwarded anywhere.
+    dropped = server.service.engine.stats.responses_dropped
+    await channel.send_json({"jsonrpc": "2.0", "id": 1, "result": {"data_type": "Text"}})
+    await channel.send_json({"jsonrpc": "2.0", "id": 2, "method": "runtime.unregister_agent", "params": {"type": "echo"}})
+    assert (await channel.next_json())["error"]["code"] == -32011  # belongs to another worker
+    assert server.service.engine.stats.responses_dropped == dropped + 1
+    assert "echo" in server.service.engine.agent_types()
+    await channel.send_raw(channel.ws.send(__import__("wsproto").events.CloseConnection(1000)))
+    try:
+        await channel.send_text("after close")
+    except Exception:
+        pass
+    assert await channel.wait_closed() == 1000
+    await still_serving(server, bystanders)
+
+
+async def test_a_live_client_id_cannot_be_taken_over(server: HttpAgentServer, bystanders: WorkerFactory) -> None:
+    first = await open_raw_channel(server.port, [(b"x-client-id", b"worker-7")])
+    with pytest.raises(ConnectionRefusedError) as refused:
+        await open_raw_channel(server.port, [(b"x-client-id", b"worker-7")])
+    assert refused.value.args[0] == 409
+    await first.aclose()
+    await still_serving(server, bystanders)
