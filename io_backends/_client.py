@@ -51,7 +51,12 @@ async def open_channel(
             rejection: RejectConnection | None = None
             body = b""
             while True:
-                data = await stream.receive(65536)
+                try:
+                    data = await stream.receive(65536)
+                except (anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+                    raise ConnectionError(
+                        f"the host at {address.authority} closed the connection during the WebSocket handshake"
+                    ) from exc
                 ws.receive_data(data)
                 for event in ws.events():
                     if isinstance(event, AcceptConnection):

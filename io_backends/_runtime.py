@@ -6,6 +6,7 @@ A drop-in for ``GrpcWorkerAgentRuntime``: change the import and the address, kee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
@@ -14,7 +15,7 @@ import signal
 import ssl
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -38,7 +39,9 @@ from autogen_core import (
 )
 from autogen_core._serialization import SerializationRegistry
 from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper, get_telemetry_grpc_metadata
+from opentelemetry import context as otel_context
 from opentelemetry.trace import TracerProvider
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sansio_runtime import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -75,6 +78,8 @@ NONE_TYPE_NAME = "NoneType"
 """``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
 
 _DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
+_TRACE_PROPAGATOR = TraceContextTextMapPropagator()
+_SEND_HIGH_WATER = 1024 * 1024  # senders wait while more than this is queued for the host
 _ENVELOPE_ALLOWANCE = 65536  # what the host adds around a payload when it forwards it
 
 
@@ -349,6 +354,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if deadline is not None and deadline < self._timer_at and self._timer_wakeup is not None:
             self._timer_wakeup.set()
 
+    async def _backpressure(self) -> None:
+        """Let a tight loop of sends wait for the socket instead of queueing without bound."""
+        pump = self._pump
+        if pump is not None and pump.queued_bytes > _SEND_HIGH_WATER:
+            await pump.drain(_SEND_HIGH_WATER)
+
     def _request(self, request_id: int) -> asyncio.Future[WorkerEvent]:
         future: asyncio.Future[WorkerEvent] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
@@ -399,7 +410,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise ValueError("Runtime must be running when sending message.")
         data_type = self._serialization_registry.type_name(message)
         with self._trace_helper.trace_block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
-            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
+            content_type = self._content_type_for(data_type)
+            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
             metadata = get_telemetry_grpc_metadata()
             with self._trace_helper.trace_block("send", recipient, parent=metadata):
@@ -407,7 +419,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 try:
                     request_id = self._engine.call(
                         AgentRef(recipient.type, recipient.key),
-                        Payload(data_type, self._payload_format, data),
+                        Payload(data_type, content_type, data),
                         now=asyncio.get_running_loop().time(),
                         source=None if sender is None else AgentRef(sender.type, sender.key),
                         metadata=metadata,
@@ -420,6 +432,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
             try:
+                await self._backpressure()
                 event = await future
             except asyncio.CancelledError:
                 self._futures.pop(request_id, None)
@@ -446,7 +459,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             message_id = str(uuid.uuid4())
         data_type = self._serialization_registry.type_name(message)
         with self._trace_helper.trace_block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
-            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=self._payload_format)
+            content_type = self._content_type_for(data_type)
+            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
             metadata = get_telemetry_grpc_metadata()
             with self._trace_helper.trace_block("publish", topic_id, parent=metadata):
@@ -454,7 +468,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     self._engine.publish(
                         topic_type=topic_id.type,
                         topic_source=topic_id.source,
-                        payload=Payload(data_type, self._payload_format, data),
+                        payload=Payload(data_type, content_type, data),
                         event_id=message_id,
                         sender=None if sender is None else AgentRef(sender.type, sender.key),
                         trace_context=get_telemetry_grpc_metadata(),
@@ -462,6 +476,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 except EnginePayloadTooLarge as exc:
                     raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
                 self._flush()
+            await self._backpressure()
 
     def _deserialize(self, payload: Payload) -> Any:
         if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
@@ -474,8 +489,21 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if result is None:
             return Payload(NONE_TYPE_NAME, JSON_DATA_CONTENT_TYPE, b"null")
         data_type = self._serialization_registry.type_name(result)
-        data = self._serialization_registry.serialize(result, type_name=data_type, data_content_type=self._payload_format)
-        return Payload(data_type, self._payload_format, data)
+        content_type = self._content_type_for(data_type)
+        data = self._serialization_registry.serialize(result, type_name=data_type, data_content_type=content_type)
+        return Payload(data_type, content_type, data)
+
+    def _content_type_for(self, data_type: str) -> str:
+        """The configured payload format if ``data_type`` has a serializer for it, else one it has.
+
+        gRPC's runtime sends every RPC payload as JSON whatever the format, so a protobuf-format
+        worker must still be able to exchange dataclasses (and a JSON one protobuf messages).
+        """
+        registry = self._serialization_registry
+        for content_type in (self._payload_format, JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE):
+            if registry.is_registered(data_type, content_type):
+                return content_type
+        return self._payload_format
 
     async def _handle_call(self, call: IncomingCall) -> None:
         token = CancellationToken()
@@ -493,7 +521,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
-            with MessageHandlerContext.populate_context(agent.id):
+            with MessageHandlerContext.populate_context(agent.id), _remote_parent(call.metadata):
                 with self._trace_helper.trace_block(
                     "process",
                     agent.id,
@@ -539,7 +567,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 cancellation_token=CancellationToken(),
                 message_id=event.event_id,
             )
-            with MessageHandlerContext.populate_context(agent.id):
+            with MessageHandlerContext.populate_context(agent.id), _remote_parent(event.trace_context):
                 with self._trace_helper.trace_block(
                     "process", agent.id, parent=event.trace_context, extraAttributes={"message_type": event.payload.data_type}
                 ):
@@ -702,6 +730,20 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
 
 builtin_type = type
+
+
+@contextlib.contextmanager
+def _remote_parent(trace_context: Mapping[str, str]) -> Iterator[None]:
+    """Make the sender's span (its W3C ``traceparent``) the current one while a message is processed.
+
+    autogen-core's TraceHelper only *links* the "process" span to the sender's span, which starts a
+    new trace in every process; with the remote context current, caller and callee share one trace.
+    """
+    token = otel_context.attach(_TRACE_PROPAGATOR.extract(dict(trace_context)))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _spec_of(subscription: Subscription) -> SubscriptionSpec:

@@ -223,7 +223,7 @@ class HttpAgentService:
         body = msgspec.json.encode(
             {"status": "ok", "connections": self._connections, "agent_types": len(self.engine.agent_types())}
         )
-        await _http.send_response(stream, conn, 200, body)
+        await _http.send_response(stream, conn, 200, b"" if request.method == b"HEAD" else body)
 
     async def _rpc(self, stream: anyio.abc.ByteStream, conn: h11.Connection, request: h11.Request) -> None:
         if request.method != b"POST":

@@ -52,6 +52,7 @@ class WebSocketPump:
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._wakeup = anyio.Event()
+        self._drained = anyio.Event()
         self._finished = False  # no more writes after the queue drains
         self._closing_deadline = math.inf
         self._receive_scope: anyio.CancelScope | None = None
@@ -60,6 +61,18 @@ class WebSocketPump:
         self.last_received = anyio.current_time()
 
     # ------------------------------------------------------------------ writing
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued and not yet handed to the socket."""
+        return self._queued_bytes
+
+    async def drain(self, high_water: int) -> None:
+        """Wait while more than ``high_water`` bytes are queued: backpressure for a producer."""
+        while self._queued_bytes > high_water and not self._finished:
+            if self._drained.is_set():
+                self._drained = anyio.Event()
+            await self._drained.wait()
 
     @property
     def is_open(self) -> bool:
@@ -111,6 +124,7 @@ class WebSocketPump:
     def _finish(self) -> None:
         self._finished = True
         self._wakeup.set()
+        self._drained.set()
 
     async def run_writer(self) -> None:
         """Write queued frames until the connection is finished; coalesces whatever is queued."""
@@ -125,6 +139,7 @@ class WebSocketPump:
                 chunks, self._queue = self._queue, []
                 self._queued_bytes = 0
                 await self._stream.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                self._drained.set()
         except _STREAM_ERRORS:
             self._mark_broken()
 
