@@ -50,9 +50,7 @@ class WorkloadSpec:
         return cls(**data)
 
 
-def _rpc(
-    name: str, count: int, cap_s: float, payload_bytes: int, warmup: int, **extra: Any
-) -> WorkloadSpec:
+def _rpc(name: str, count: int, cap_s: float, payload_bytes: int, warmup: int, **extra: Any) -> WorkloadSpec:
     return WorkloadSpec(
         name=name, kind="rpc", count=count, cap_s=cap_s, payload_bytes=payload_bytes, warmup=warmup, **extra
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import AsyncContextManager, Protocol
+from typing import Protocol
 
 from _config import Mode
 
@@ -63,10 +64,10 @@ class Peer(ABC):
     supports_pubsub: bool = True
 
     @abstractmethod
-    def rpc_topology(self, mode: Mode) -> AsyncContextManager[RpcClient]:
+    def rpc_topology(self, mode: Mode) -> AbstractAsyncContextManager[RpcClient]:
         """Host + callee worker with the echo agent + caller worker; yields the caller's client."""
 
-    def pubsub_topology(self, mode: Mode, subscribers: int, workers: int) -> AsyncContextManager[PubSubEnds]:
+    def pubsub_topology(self, mode: Mode, subscribers: int, workers: int) -> AbstractAsyncContextManager[PubSubEnds]:
         """Host + publisher worker + ``workers`` workers sharing ``subscribers`` counting agents."""
         raise NotApplicable(f"{self.name} has no publish/subscribe")
 

@@ -80,9 +80,9 @@ async def test_http_rpc_call_and_status_codes(server: HttpAgentServer, bystander
     assert status_of(await http_exchange(server.port, rpc_request(b"{}", content_type=b"text/plain"))) == 415
     big = b'"' + b"x" * (5 * 1024 * 1024) + b'"'
     assert status_of(await http_exchange(server.port, rpc_request(big))) == 413
-    assert status_of(await http_exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")) == 404
-    assert status_of(await http_exchange(server.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 200
-    assert status_of(await http_exchange(server.port, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n")) == 405
+    assert status_of(await http_exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404
+    assert status_of(await http_exchange(server.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
+    assert status_of(await http_exchange(server.port, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 405
     assert status_of(await http_exchange(server.port, b"GET /v1/channel HTTP/1.1\r\nHost: x\r\n\r\n")) == 426
     notification = {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}
     assert status_of(await http_exchange(server.port, rpc_request(json.dumps(notification).encode()))) == 204
