@@ -60,6 +60,24 @@ class _OneShot:
     done: anyio.Event
     body: bytes | None = None
     close_code: CloseCode = CloseCode.NORMAL
+    hung_up: bool = False
+
+
+class _ClientGone(Exception):
+    """The HTTP client went away before its answer was ready."""
+
+
+async def _watch_for_hangup(stream: anyio.abc.ByteStream, conn: h11.Connection, one_shot: _OneShot) -> None:
+    """While a ``/v1/rpc`` request waits for its calls, notice the client going away."""
+    try:
+        data = await stream.receive(65536)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        data = b""
+    if data:
+        conn.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
+        return
+    one_shot.hung_up = True
+    one_shot.done.set()
 
 
 class HttpAgentService:
@@ -198,6 +216,8 @@ class HttpAgentService:
                     await _http_error(stream, conn, exc.error_status_hint, str(exc), close=True)
                 except (h11.LocalProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     pass
+        except _ClientGone:
+            return
         except _http.BodyTooLarge:
             await _http_error(stream, conn, 413, f"body exceeds {self.max_message_size} bytes", close=True)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
@@ -248,10 +268,17 @@ class HttpAgentService:
         self._one_shots[client] = one_shot
         try:
             self._apply(self.engine.receive(client, body, anyio.current_time()))
-            await one_shot.done.wait()
+            if not one_shot.done.is_set():
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_watch_for_hangup, stream, conn, one_shot)
+                    await one_shot.done.wait()
+                    tg.cancel_scope.cancel()
         finally:
             del self._one_shots[client]
+            # A client that hung up cancels its calls at their targets here.
             self._apply(self.engine.disconnect(client, anyio.current_time()))
+        if one_shot.hung_up:
+            raise _ClientGone
         if one_shot.close_code is not CloseCode.NORMAL:
             status = http_status_for(one_shot.close_code)
             await _http_error(stream, conn, status, f"closed with {one_shot.close_code.name}")

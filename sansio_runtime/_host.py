@@ -416,6 +416,8 @@ class HostEngine:
         event = _decode(wire.EVENT_ROUTING_DECODER, params)
         if event.specversion != wire.CLOUDEVENTS_SPEC_VERSION:
             raise _Reject(ErrorCode.INVALID_PARAMS, f'specversion must be "1.0", not {event.specversion!r}')
+        if not wire.has_exactly_one_payload(event.data, event.data_base64):
+            raise _Reject(ErrorCode.INVALID_PARAMS, "exactly one of data, data_base64 is required")
         assert not isinstance(params, UnsetType)
         self.stats.events_published += 1
         clients = self._clients

@@ -168,6 +168,8 @@ class EventRouting(Struct, frozen=True):
     id: str
     source: str
     type: str
+    data: Raw | UnsetType = UNSET
+    data_base64: str | UnsetType = UNSET
 
 
 class EventDelivery(Struct, frozen=True):

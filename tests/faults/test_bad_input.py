@@ -131,3 +131,27 @@ async def test_a_live_client_id_cannot_be_taken_over(server: HttpAgentServer, by
     assert refused.value.args[0] == 409
     await first.aclose()
     await still_serving(server, bystanders)
+
+
+async def test_an_http_caller_that_hangs_up_cancels_its_call(server: HttpAgentServer) -> None:
+    target = await open_raw_channel(server.port)
+    await target.send_json({"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent", "params": {"type": "t"}})
+    assert (await target.next_json())["result"] is None
+    call = {
+        "jsonrpc": "2.0",
+        "id": 9,
+        "method": "agent.call",
+        "params": {"target": {"type": "t", "key": "k"}, "data_type": "Text", "data_content_type": "application/json",
+                   "data": {"text": "x"}},
+    }
+    import anyio
+
+    async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+        await stream.send(rpc_request(json.dumps(call).encode()))
+        forwarded = await target.next_json()
+        assert forwarded["method"] == "agent.call" and forwarded["id"] != 9
+    # The HTTP client is gone: the host cancels the call at the target and forgets it.
+    cancel = await target.next_json()
+    assert cancel == {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": forwarded["id"]}}
+    assert server.service.engine.pending_calls() == []
+    await target.aclose()
