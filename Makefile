@@ -23,16 +23,19 @@ test: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-dev
 	$(PY) samples/demo.py
 
-## Long Hypothesis profile over the engines and decoders.
+## Long Hypothesis profile over the engines and byte streams, then a bounded atheris run.
 fuzz: $(VENV)/.installed-dev
 	HYPOTHESIS_PROFILE=long $(PY) -m pytest -q fuzz
+	$(PY) -m pip install -q atheris
+	$(PY) fuzz/atheris_host.py -atheris_runs=20000
 
 ## Full benchmark against every peer (creates a separate venv for the 0.1.0 package).
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/throughput.py
 
-bench-smoke: $(VENV)/.installed-bench
-	$(PY) benchmarks/throughput.py --quick
+## A few seconds' smoke of the benchmark (our runtime, in-process and raw sockets; no extra installs).
+bench-smoke: $(VENV)/.installed-dev
+	$(PY) benchmarks/throughput.py --quick --only ours,inprocess,rawsocket --no-progress
 
 typecheck: $(VENV)/.installed-dev
 	$(PY) -m mypy
