@@ -1,0 +1,90 @@
+"""Byte-level fuzzing of the host's input path: HTTP (h11), WebSocket (wsproto) and the engine.
+
+Whatever bytes arrive, in whatever chunks: no exception escapes a connection, nothing hangs,
+nothing the connection owned outlives it, and the host still serves the next client.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import anyio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ._byte_harness import client_frames, run_connection, upgrade_request
+
+_LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
+_FAST = settings(
+    max_examples=2000 if _LONG else 60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
+)
+
+chunks = st.lists(st.binary(max_size=300), max_size=6)
+
+json_rpc_texts = st.one_of(
+    st.text(max_size=200),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+        max_leaves=20,
+    ).map(json.dumps),
+    st.fixed_dictionaries(
+        {
+            "jsonrpc": st.sampled_from(["2.0", "1.0"]),
+            "id": st.one_of(st.integers(), st.text(max_size=5), st.none()),
+            "method": st.sampled_from(
+                ["agent.call", "agent.publish", "runtime.register_agent", "runtime.add_subscription",
+                 "runtime.remove_subscription", "runtime.get_subscriptions", "$/cancelRequest", "nope"]
+            ),
+            "params": st.dictionaries(st.sampled_from(["type", "id", "target", "subscription", "data"]),
+                                      st.one_of(st.text(max_size=8), st.integers(), st.none()), max_size=3),
+        }
+    ).map(json.dumps),
+)
+
+
+def _serve(data: list[bytes]) -> bytes:
+    return bytes(anyio.run(run_connection, data).written)
+
+
+@_FAST
+@given(chunks)
+def test_arbitrary_bytes(data: list[bytes]) -> None:
+    _serve(data)
+
+
+@_FAST
+@given(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]), st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+       chunks)
+def test_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
+    written = _serve([method + b" " + path + b" HTTP/1.1\r\nHost: f\r\n", *tail])
+    assert written == b"" or written.startswith(b"HTTP/1.1 ")
+
+
+@_FAST
+@given(st.lists(json_rpc_texts, max_size=8), chunks)
+def test_websocket_messages_then_garbage(texts: list[str], tail: list[bytes]) -> None:
+    written = _serve([upgrade_request(), client_frames(texts), *tail])
+    assert written.startswith(b"HTTP/1.1 101 ")
+
+
+@_FAST
+@given(st.lists(json_rpc_texts, min_size=1, max_size=4), st.data())
+def test_mutated_websocket_frames(texts: list[str], data: st.DataObject) -> None:
+    frames = bytearray(client_frames(texts))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(frames) - 1))
+        frames[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(frames)))
+    _serve([upgrade_request(), bytes(frames[:cut]), bytes(frames[cut:])])
+
+
+@_FAST
+@given(json_rpc_texts)
+def test_rpc_bodies(body: str) -> None:
+    raw = body.encode()
+    request = (b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
+               + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+    written = _serve([request])
+    assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
