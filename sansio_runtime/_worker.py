@@ -203,7 +203,14 @@ class WorkerEngine:
         if not self._settle_incoming(call_id):
             return
         data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
-        self._queue(wire.error_response(call_id, code, message, data))
+        frame = wire.error_response(call_id, code, message, data)
+        if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back
+            frame = wire.error_response(
+                call_id,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the error is {len(frame)} bytes, over the limit of {self.max_message_size}",
+            )
+        self._outbox.append(frame)
 
     # ------------------------------------------------------------------ incoming
 
