@@ -1,9 +1,14 @@
-"""Host addresses as users write them: ``http://h:p``, ``ws://h:p``, ``https://``/``wss://``, or gRPC-style ``h:p``."""
+"""Where the host is: addresses as users write them (``http://h:p``, ``ws://h:p``, ``https://``,
+``wss://`` or gRPC-style ``h:p``) and the host's endpoint paths."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+CHANNEL_PATH = "/v1/channel"
+RPC_PATH = "/v1/rpc"
+HEALTH_PATH = "/healthz"
 
 _SCHEMES = {"http": False, "ws": False, "https": True, "wss": True}
 

@@ -64,10 +64,10 @@ from sansio_runtime import (
 )
 from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
-from ._address import parse_host_address
-from ._client import open_channel
+from ._address import CHANNEL_PATH, parse_host_address
+from ._asyncio_channel import open_asyncio_channel
 from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
-from ._websocket import WebSocketPump, keep_alive
+from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 
@@ -95,7 +95,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         ssl_context: for ``https://``/``wss://`` hosts (default: the system's trust store).
         call_timeout: default timeout, in seconds, of every ``send_message`` (None: no timeout).
         max_message_size: the largest frame this worker sends (the host's limit should match).
-        connect_timeout: seconds to wait for the host when connecting.
+        connect_timeout: how long ``start()`` keeps trying to reach the host (it may still be starting).
         client_id: this worker's id at the host (``X-Client-Id``); a random one by default. The
             host refuses a second live connection with the same id.
         reconnect: reconnect by itself, with exponential backoff and jitter, when the connection
@@ -146,7 +146,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
         self._serialization_registry = SerializationRegistry()
         self._engine = WorkerEngine(max_message_size=max_message_size)
-        self._pump: WebSocketPump | None = None
+        self._pump: Channel | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._running = False
         self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
@@ -169,7 +169,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         if self._running:
             raise ValueError("Runtime is already running.")
-        pump = await self._open()
+        pump = await self._open_first()
         self._running = True
         self._pump = pump
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(pump))
@@ -222,16 +222,35 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Whether the worker is connected to the host right now."""
         return self._pump is not None and self._pump.is_open
 
-    async def _open(self) -> WebSocketPump:
-        return await open_channel(
+    async def _open(self) -> Channel:
+        headers = [(b"x-client-id", self._client_id.encode())]
+        if self._auth_token is not None:
+            headers.append((b"authorization", b"Bearer " + self._auth_token.encode()))
+        return await open_asyncio_channel(
             self._address,
+            target=CHANNEL_PATH,
+            headers=headers,
             ssl_context=self._ssl_context,
-            auth_token=self._auth_token,
-            client_id=self._client_id,
             max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
             max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
             connect_timeout=self._connect_timeout,
         )
+
+    async def _open_first(self) -> Channel:
+        """Connect, retrying with backoff while the host is not up yet, for ``connect_timeout``."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self._connect_timeout
+        delay = self._reconnect_initial_delay
+        while True:
+            try:
+                return await self._open()
+            except (HostRejectedError, ssl.SSLError):
+                raise  # an answer, not an absence: retrying cannot help
+            except OSError:
+                if loop.time() + delay >= give_up_at:
+                    raise
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self._reconnect_max_delay)
 
     async def _announce(self) -> None:
         """Tell the host about every agent type and subscription this worker has."""
@@ -243,7 +262,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if isinstance(event, (RequestFailed, CallFailed)):
                 raise error_from_rpc(event.error)
 
-    async def _supervise(self, pump: WebSocketPump) -> None:
+    async def _supervise(self, pump: Channel) -> None:
         """Run the connection; when it is lost, reconnect with backoff and announce everything again."""
         announce = False
         while True:
@@ -256,7 +275,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 return
             pump, announce = reconnected, True
 
-    async def _reconnect_with_backoff(self) -> WebSocketPump | None:
+    async def _reconnect_with_backoff(self) -> Channel | None:
         delay = self._reconnect_initial_delay
         while self._running:
             await anyio.sleep(delay * random.uniform(0.5, 1.5))
@@ -275,28 +294,26 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             return pump
         return None
 
-    async def _run_connection(self, pump: WebSocketPump, announce: bool) -> None:
+    async def _run_connection(self, pump: Channel, announce: bool) -> None:
+        engine = self._engine
+        loop = asyncio.get_running_loop()
+
+        def on_message(message: str | bytes) -> None:
+            for event in engine.receive(message, loop.time()):
+                self._on_event(event)
+            if engine.has_data_to_send:
+                self._flush()
+
         try:
+            # Timers, keepalive and re-announcing end with the connection.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pump.run_writer)
-                # Timers, keepalive and re-announcing end with the connection; only the writer may
-                # linger (briefly) to flush the close frame.
-                async with anyio.create_task_group() as side:
-                    side.start_soon(self._run_timers)
-                    if self._keepalive_interval is not None:
-                        side.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
-                    if announce:
-                        side.start_soon(self._reannounce, pump)
-                    engine = self._engine
-                    loop = asyncio.get_running_loop()
-                    async for message in pump.messages():
-                        for event in engine.receive(message, loop.time()):
-                            self._on_event(event)
-                        if engine.has_data_to_send:
-                            self._flush()
-                    side.cancel_scope.cancel()
-                tg.cancel_scope.deadline = anyio.current_time() + 2.0
-                pump.close(1000)
+                tg.start_soon(self._run_timers)
+                if self._keepalive_interval is not None:
+                    tg.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
+                if announce:
+                    tg.start_soon(self._reannounce, pump)
+                await pump.serve(on_message)
+                tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await pump.aclose()
@@ -306,7 +323,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             for event in self._engine.connection_lost():
                 self._on_event(event)
 
-    async def _reannounce(self, pump: WebSocketPump) -> None:
+    async def _reannounce(self, pump: Channel) -> None:
         try:
             await self._announce()
         except Exception as exc:

@@ -41,12 +41,14 @@ from sansio_runtime import (
 )
 
 from . import _http
+from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH
 from ._websocket import WebSocketPump, keep_alive
 
 logger = logging.getLogger("io_backends.server")
 
 DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
+CHANNEL_PATH_BYTES, RPC_PATH_BYTES, HEALTH_PATH_BYTES = (p.encode() for p in (CHANNEL_PATH, RPC_PATH, HEALTH_PATH))
 _SMALL_BODY_LIMIT = 65536  # bodies of requests that should have none (/healthz, unknown paths)
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
@@ -165,7 +167,7 @@ class HttpAgentService:
                 continue
             pump = self._channels.get(out.client)
             if pump is not None:
-                if not pump.send_message(out.data):
+                if not pump.send_message(out.data) and pump.close_code == CloseCode.SLOW_CONSUMER:
                     # The peer stopped reading: it is being cut off, so settle its calls now.
                     self._apply(self.engine.disconnect(out.client, anyio.current_time()))
                 continue
@@ -196,14 +198,22 @@ class HttpAgentService:
                 if request is None:
                     return
                 path = request.target.split(b"?", 1)[0]
-                if path == b"/v1/channel":
+                if request.method == b"HEAD" and path != HEALTH_PATH_BYTES:
+                    # A HEAD response has no body; the only endpoint that answers HEAD is /healthz.
+                    await _http.read_body(stream, conn, _SMALL_BODY_LIMIT)
+                    await _http.send_response(stream, conn, 405, headers=[(b"allow", b"GET, POST")])
+                    if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                    continue
+                if path == CHANNEL_PATH_BYTES:
                     await self._channel(stream, conn, request)
                     return
-                if path == b"/v1/rpc":
+                if path == RPC_PATH_BYTES:
                     await self._rpc(stream, conn, request)
                 else:
                     await _http.read_body(stream, conn, _SMALL_BODY_LIMIT)
-                    if path == b"/healthz":
+                    if path == HEALTH_PATH_BYTES:
                         await self._healthz(stream, conn, request)
                     else:
                         await _http_error(stream, conn, 404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
@@ -325,21 +335,23 @@ class HttpAgentService:
             initial_data=bytes(trailing),
         )
         self._channels[client] = pump
+        engine = self.engine
+
+        def on_message(message: str | bytes) -> None:
+            if engine.client_state(client) is not None:  # not cut off by an earlier message
+                self._apply(engine.receive(client, message, anyio.current_time()))
+
+        def on_end() -> None:
+            # Release what the client owned before its close is acknowledged: a worker whose
+            # stop() returned has freed its agent types.
+            self._apply(engine.disconnect(client, anyio.current_time()))
+
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(pump.run_writer)
-                async with anyio.create_task_group() as side:  # ends with the connection
-                    if self.keepalive_interval is not None:
-                        side.start_soon(keep_alive, pump, self.keepalive_interval, self.keepalive_timeout)
-                    engine = self.engine
-                    async for message in pump.messages():
-                        self._apply(engine.receive(client, message, anyio.current_time()))
-                    # Release what the client owned before its close is acknowledged (no await since
-                    # the last frame): a worker whose stop() returned has freed its agent types.
-                    self._apply(engine.disconnect(client, anyio.current_time()))
-                    side.cancel_scope.cancel()
-                tg.cancel_scope.deadline = anyio.current_time() + 2.0  # writer: flush the close frame
-                pump.close(CloseCode.NORMAL)
+                if self.keepalive_interval is not None:
+                    tg.start_soon(keep_alive, pump, self.keepalive_interval, self.keepalive_timeout)
+                await pump.serve(on_message, on_end)
+                tg.cancel_scope.cancel()
         finally:
             del self._channels[client]
             self._apply(self.engine.disconnect(client, anyio.current_time()))

@@ -43,11 +43,13 @@ def main() -> int:
     env = {**os.environ, "AUTOGEN_HTTP_HOST": f"http://127.0.0.1:{port}"}
     py = sys.executable
     host = subprocess.Popen([py, str(HERE / "run_server.py"), "--port", str(port)], env=env)
-    workers = [
-        subprocess.Popen([py, str(HERE / "workers" / name)], env=env)
-        for name in ("reverse_agent.py", "upper_agent.py")
-    ]
+    workers: list[subprocess.Popen[bytes]] = []
     try:
+        wait_for_agent_types(port, 0, timeout=30)  # the host is up
+        workers += [
+            subprocess.Popen([py, str(HERE / "workers" / name)], env=env)
+            for name in ("reverse_agent.py", "upper_agent.py")
+        ]
         wait_for_agent_types(port, 2, timeout=30)
         result = subprocess.run(
             [py, str(HERE / "orchestrator.py")], env=env, capture_output=True, text=True, timeout=60

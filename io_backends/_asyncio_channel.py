@@ -1,0 +1,244 @@
+"""The asyncio WebSocket driver: a :class:`WebSocketCore` inside an ``asyncio.Protocol``.
+
+The worker runtime is asyncio-only (autogen-core is), so its hot path can skip the task
+switches a stream-based driver needs: received bytes become messages, and messages become
+engine events, inside ``data_received``; a message to send is written at once when the socket
+is idle, and otherwise coalesced with whatever else is queued in the same loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, RejectConnection, RejectData
+from wsproto.events import Request as WSRequest
+
+from ._address import HostAddress
+from ._errors import HostRejectedError
+from ._websocket import CLOSE_TIMEOUT, MessageHandler
+from ._wscore import WebSocketCore
+
+
+class AsyncioChannel(asyncio.Protocol):
+    """One worker-side WebSocket on an asyncio transport (a :class:`~._websocket.Channel`)."""
+
+    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._core = WebSocketCore(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+        self._request = request
+        self._transport: asyncio.Transport | None = None
+        self._accepted: asyncio.Future[None] = self._loop.create_future()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._rejection: RejectConnection | None = None
+        self._rejection_body = b""
+        self._early: list[str | bytes] = []
+        self._on_message: MessageHandler | None = None
+        self._flush_scheduled = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._give_up: asyncio.TimerHandle | None = None
+        self.last_received = self._loop.time()
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_received = self._loop.time()
+        if not self._accepted.done():
+            self._handshake(data)
+            return
+        self._deliver(self._core.receive_data(data))
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._core.mark_broken()
+        if not self._accepted.done():
+            self._accepted.set_exception(ConnectionError("the host closed the connection during the WebSocket handshake"))
+        self._writable.set()
+        if self._give_up is not None:
+            self._give_up.cancel()
+        if not self._done.done():
+            self._done.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    # ------------------------------------------------------------------ handshake
+
+    def _handshake(self, data: bytes) -> None:
+        ws = self._core.ws
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                self._accepted.set_result(None)
+                self._early.extend(self._core.receive_data(b""))  # frames that came with the 101
+                return
+            if isinstance(event, RejectConnection):
+                self._rejection = event
+                if not event.has_body:
+                    self._reject()
+                    return
+            elif isinstance(event, RejectData):
+                self._rejection_body += bytes(event.data)
+                if event.body_finished:
+                    self._reject()
+                    return
+
+    def _reject(self) -> None:
+        assert self._rejection is not None
+        body = self._rejection_body.decode("utf-8", "replace")
+        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
+        if self._transport is not None:
+            self._transport.close()
+
+    # ------------------------------------------------------------------ Channel
+
+    @property
+    def is_open(self) -> bool:
+        return self._core.is_open
+
+    @property
+    def queued_bytes(self) -> int:
+        backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
+        return self._core.queued_bytes + backlog
+
+    @property
+    def close_code(self) -> int | None:
+        return self._core.close_code
+
+    def send_message(self, data: bytes) -> bool:
+        backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
+        ok = self._core.send_message(data, backlog=backlog)
+        self._schedule_flush()
+        return ok
+
+    def send_ping(self) -> None:
+        self._core.send_ping()
+        self._schedule_flush()
+
+    def close(self, code: int, reason: str = "") -> None:
+        self._core.close(code, reason)
+        self._flush()
+        if self._give_up is None and not self._done.done():
+            self._give_up = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def abort(self) -> None:
+        self._core.mark_broken()
+        if self._transport is not None:
+            self._transport.abort()
+
+    async def drain(self, high_water: int) -> None:
+        """Wait while more than ``high_water`` bytes wait to be written: backpressure for a producer."""
+        transport = self._transport
+        if transport is None:
+            return
+        self._flush()
+        while transport.get_write_buffer_size() > high_water and not transport.is_closing():
+            transport.set_write_buffer_limits(high=high_water)  # pauses us now if over
+            await self._writable.wait()
+
+    async def serve(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
+        """Deliver messages to ``on_message`` (from ``data_received``) until the connection ends."""
+        self._on_message = on_message
+        early, self._early = self._early, []
+        self._deliver(early)
+        try:
+            await asyncio.shield(self._done)
+        finally:
+            if on_end is not None:
+                on_end()
+
+    async def aclose(self) -> None:
+        self._core.finished = True
+        if self._transport is not None:
+            self._transport.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._done), CLOSE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.abort()
+
+    # ------------------------------------------------------------------ internals
+
+    def _deliver(self, messages: list[str | bytes]) -> None:
+        handler = self._on_message
+        if handler is None:
+            self._early.extend(messages)
+        else:
+            for message in messages:
+                handler(message)
+        self._flush()
+
+    def _schedule_flush(self) -> None:
+        transport = self._transport
+        if transport is None or self._flush_scheduled:
+            return
+        if transport.get_write_buffer_size() == 0:
+            self._flush()  # the socket is idle: write now, no extra loop iteration
+        # Whatever else is queued in this loop iteration goes out together.
+        self._flush_scheduled = True
+        self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        chunks = self._core.take_output()
+        if chunks:
+            transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if self._core.finished:
+            transport.close()
+
+
+async def open_asyncio_channel(
+    address: HostAddress,
+    *,
+    target: str,
+    headers: list[tuple[bytes, bytes]],
+    ssl_context: ssl.SSLContext | None,
+    max_message_size: int,
+    max_outbound_bytes: int,
+    connect_timeout: float,
+) -> AsyncioChannel:
+    """Connect, upgrade to a WebSocket and return the open channel."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    request = ws.send(WSRequest(host=address.authority, target=target, extra_headers=headers))
+    loop = asyncio.get_running_loop()
+    context = (ssl_context or ssl.create_default_context()) if address.tls else None
+
+    def factory() -> AsyncioChannel:
+        return AsyncioChannel(
+            ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes
+        )
+
+    async def connect() -> AsyncioChannel:
+        transport, channel = await loop.create_connection(
+            factory, address.host, address.port, ssl=context, server_hostname=address.host if context else None
+        )
+        try:
+            await channel._accepted
+        except BaseException:
+            transport.abort()
+            raise
+        return channel
+
+    return await asyncio.wait_for(connect(), connect_timeout)

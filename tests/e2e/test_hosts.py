@@ -1,0 +1,172 @@
+"""The host itself: served under trio in another thread, and its plain-HTTP endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+from autogen_core import AgentId, TopicId, TypeSubscription
+
+from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
+
+from ._common import Answer, Ask, EchoAgent, Note, all_serializers, wait_until
+from .conftest import WorkerFactory
+
+pytestmark = pytest.mark.anyio
+
+
+class TrioHostThread:
+    """``HttpAgentServer.serve()`` under ``anyio.run(..., backend="trio")`` in a background thread."""
+
+    def __init__(self) -> None:
+        self._port: queue.Queue[int | None] = queue.Queue()
+        self._stop = threading.Event()
+        self.library: str | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="trio-host", daemon=True)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            self.library = sniffio.current_async_library()
+            server = HttpAgentServer("127.0.0.1", port=0)
+            async with anyio.create_task_group() as tg:
+                self._port.put(await tg.start(server.serve))
+                deadline = anyio.current_time() + 60  # never outlive a stuck test for long
+                while not self._stop.is_set() and anyio.current_time() < deadline:
+                    await anyio.sleep(0.02)
+                with anyio.fail_after(10):
+                    await server.stop(grace=2)
+
+        try:
+            anyio.run(main, backend="trio")
+        except BaseException as exc:  # reported to the test at teardown
+            self.error = exc
+            self._port.put(None)
+
+    def start(self) -> int:
+        self.thread.start()
+        port = self._port.get(timeout=10)
+        assert port is not None, f"the trio host failed to start: {self.error!r}"
+        return port
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture
+def trio_host() -> Iterator[tuple[TrioHostThread, int]]:
+    host = TrioHostThread()
+    port = host.start()
+    try:
+        yield host, port
+    finally:
+        host.stop()
+        assert not host.thread.is_alive(), "the trio host did not stop"
+        assert host.error is None, repr(host.error)
+
+
+def http_request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One blocking HTTP/1.1 request (run it in a thread); returns the status and the decoded JSON."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+    finally:
+        connection.close()
+
+
+async def http_call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    return await asyncio.wait_for(asyncio.to_thread(http_request, port, method, path, body), 15)
+
+
+async def check_plain_http_endpoints(port: int) -> None:
+    """/healthz and a JSON-RPC agent.call over POST /v1/rpc, to an agent on a connected worker."""
+    status, health = await http_call(port, "GET", "/healthz")
+    assert status == 200
+    assert health["status"] == "ok" and health["agent_types"] >= 1 and health["connections"] >= 2
+
+    call: dict[str, Any] = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "agent.call",
+        "params": {
+            "target": {"type": "echo", "key": "http"},
+            "data_type": "Ask",
+            "data_content_type": "application/json",
+            "data": {"text": "over http"},
+        },
+    }
+    status, reply = await http_call(port, "POST", "/v1/rpc", call)
+    assert status == 200
+    assert reply["jsonrpc"] == "2.0" and reply["id"] == 1, reply
+    assert reply["result"]["data_type"] == "Answer"
+    assert reply["result"]["data"] == {"text": "http:ptth revo"}
+
+    # Errors come back as JSON-RPC errors, in a batch too.
+    unknown = {**call, "id": "u", "params": {**call["params"], "target": {"type": "nobody", "key": "k"}}}
+    status, replies = await http_call(port, "POST", "/v1/rpc", [unknown, {**call, "id": 2}])
+    assert status == 200
+    by_id = {r["id"]: r for r in replies}
+    assert by_id["u"]["error"]["code"] == -32001
+    assert by_id[2]["result"]["data"] == {"text": "http:ptth revo"}
+
+
+async def test_trio_host_serves_asyncio_workers(trio_host: tuple[TrioHostThread, int]) -> None:
+    host, port = trio_host
+    assert host.library == "trio"
+    workers: list[HttpWorkerAgentRuntime] = []
+    try:
+        with anyio.fail_after(30):
+            for _ in range(2):
+                worker = HttpWorkerAgentRuntime(f"127.0.0.1:{port}")  # gRPC-style address
+                worker.add_message_serializer(all_serializers())
+                await worker.start()
+                workers.append(worker)
+            callee, caller = workers
+            await callee.register_factory("echo", EchoAgent)
+            await callee.add_subscription(TypeSubscription("trio-news", "echo"))
+
+            assert await caller.send_message(Ask("trio"), AgentId("echo", "t")) == Answer("t:oirt")
+            answers = await asyncio.gather(
+                *(caller.send_message(Ask(str(i)), AgentId("echo", "t")) for i in range(100))
+            )
+            assert answers == [Answer(f"t:{str(i)[::-1]}") for i in range(100)]
+
+            for i in range(50):
+                await caller.publish_message(Note("n", seq=i), TopicId("trio-news", "t"))
+            agent = await callee.try_get_underlying_agent_instance(AgentId("echo", "t"), EchoAgent)
+            assert await wait_until(lambda: len(agent.notes) == 50, 10), len(agent.notes)
+            assert [n.seq for n in agent.notes] == list(range(50))
+
+            await check_plain_http_endpoints(port)
+    finally:
+        with anyio.fail_after(10):
+            for worker in workers:
+                await worker.stop()
+
+
+async def test_plain_http_endpoints_on_the_asyncio_host(make_worker: WorkerFactory, server: HttpAgentServer) -> None:
+    with anyio.fail_after(30):
+        callee = await make_worker()
+        await make_worker()
+        await callee.register_factory("echo", EchoAgent)
+        started = time.perf_counter()
+        await check_plain_http_endpoints(server.port)
+        assert time.perf_counter() - started < 10
+        status, error = await http_call(server.port, "GET", "/nowhere")
+        assert status == 404 and error["error"]["status"] == 404
+        status, error = await http_call(server.port, "GET", "/v1/rpc")
+        assert status == 405
