@@ -217,9 +217,14 @@ class HostEngine:
                 data.decode("utf-8")
             frame = wire.FRAME_DECODER.decode(data)
         except msgspec.ValidationError as exc:
-            replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            syntax = wire.json_syntax_error(data)  # a type mismatch may come before a syntax error
+            if syntax is None:
+                replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            else:
+                replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {syntax}"))
             is_batch = False
-        except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: bad UTF-8, or lone surrogates in a str
+        # UnicodeError: bad UTF-8, or lone surrogates in a str; RecursionError: nested too deeply to parse
+        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
             replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
             is_batch = False
         else:
@@ -372,7 +377,7 @@ class HostEngine:
             assert not isinstance(error, UnsetType)
             try:
                 frame = wire.forwarded_error(pending.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
-            except msgspec.ValidationError:
+            except (msgspec.ValidationError, RecursionError):  # the call is settled already: always answer
                 frame = self._error(
                     pending.caller_request_id, ErrorCode.INTERNAL_ERROR, "the target answered with a malformed error object"
                 )
@@ -602,5 +607,5 @@ def _decode(decoder: msgspec.json.Decoder[_T], params: Raw | UnsetType) -> _T:
         raise _Reject(ErrorCode.INVALID_PARAMS, "params are required")
     try:
         return decoder.decode(params)
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, RecursionError) as exc:  # RecursionError: nested too deeply to decode here
         raise _Reject(ErrorCode.INVALID_PARAMS, f"invalid params: {exc}") from None

@@ -284,6 +284,21 @@ def decode_error_data(error: RpcError) -> object:
     return _json_validator.decode(error.data)
 
 
+def json_syntax_error(data: bytes | str) -> str | None:
+    """Why ``data`` is not one JSON text, or None if it is.
+
+    A typed msgspec decoder reports a member of the wrong type (ValidationError) as soon as it meets
+    it, before it reaches a syntax error further on; this tells such a frame apart from real JSON.
+    """
+    try:
+        _json_validator.decode(data)
+    except (msgspec.DecodeError, UnicodeError) as exc:
+        return str(exc)
+    except RecursionError:
+        return "nested too deeply"
+    return None
+
+
 class PayloadEncodingError(ValueError):
     """A payload cannot be put on the wire as declared (e.g. "JSON" bytes that are not JSON)."""
 
@@ -293,7 +308,8 @@ def pack_payload(data: bytes, content_type: str) -> tuple[Raw | UnsetType, str |
     if is_json_content_type(content_type):
         try:
             _json_validator.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for bad UTF-8
+        # msgspec raises UnicodeDecodeError for bad UTF-8, RecursionError for nesting deeper than it can parse
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise PayloadEncodingError(f"payload declared {content_type!r} is not valid JSON: {exc}") from exc
         return Raw(data), UNSET
     return UNSET, base64.b64encode(data).decode("ascii")

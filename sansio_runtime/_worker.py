@@ -222,17 +222,23 @@ class WorkerEngine:
                 data.decode("utf-8")  # msgspec skips Raw parts without checking their UTF-8; later decodes would raise
             frame = wire.FRAME_DECODER.decode(data)
         except msgspec.ValidationError as exc:
-            self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            syntax = wire.json_syntax_error(data)  # a type mismatch may come before a syntax error
+            if syntax is None:
+                self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+            else:
+                self._reply(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {syntax}"))
             return events
-        except (msgspec.DecodeError, UnicodeError) as exc:  # UnicodeError: bad UTF-8, or lone surrogates in a str
-            self._queue(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
+        # UnicodeError: bad UTF-8, or lone surrogates in a str; RecursionError: nested too deeply to parse
+        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
+            self._reply(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
             return events
         if isinstance(frame, list):
             for item in frame:
                 try:
                     self._dispatch(wire.MESSAGE_DECODER.decode(item), events)
                 except msgspec.ValidationError as exc:
-                    self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+                    message = f"not a JSON-RPC 2.0 message: {exc}"
+                    self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, message))
         else:
             self._dispatch(frame, events)
         return events
@@ -287,6 +293,12 @@ class WorkerEngine:
             raise PayloadTooLargeError(f"message of {len(frame)} bytes exceeds the limit of {self.max_message_size}")
         self._outbox.append(frame)
 
+    def _reply(self, frame: bytes) -> None:
+        """Queue an answer to something the host sent; one over the size limit (e.g. echoing a huge id)
+        is dropped: ``receive`` never raises on bad input."""
+        if len(frame) <= self.max_message_size:
+            self._outbox.append(frame)
+
     def _settle_incoming(self, call_id: RequestId) -> bool:
         if call_id in self._incoming:
             self._incoming.discard(call_id)
@@ -303,12 +315,12 @@ class WorkerEngine:
         elif m.method == wire.CANCEL_REQUEST:
             try:
                 cancel = wire.CANCEL_DECODER.decode(m.params) if not isinstance(m.params, UnsetType) else None
-            except msgspec.ValidationError:
+            except (msgspec.ValidationError, RecursionError):
                 cancel = None
             if cancel is not None and self._settle_incoming(cancel.id):
                 events.append(IncomingCallCancelled(cancel.id))
         elif not isinstance(m.id, UnsetType) and m.id is not None:
-            self._queue(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}"))
+            self._reply(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method[:100]!r}"))
 
     def _on_response(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
         request_id = m.id
@@ -334,7 +346,7 @@ class WorkerEngine:
         elif kind is _Kind.SUBSCRIPTIONS:
             try:
                 subscriptions = tuple(wire.SUBSCRIPTION_LIST_DECODER.decode(m.result))
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, RecursionError) as exc:
                 events.append(RequestFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed result: {exc}")))
             else:
                 events.append(RequestSucceeded(request_id, subscriptions))
@@ -342,7 +354,7 @@ class WorkerEngine:
             try:
                 result = wire.CALL_RESULT_DECODER.decode(m.result)
                 data = wire.unpack_payload(result.data, result.data_base64)
-            except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
+            except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
                 events.append(CallFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed call result: {exc}")))
             else:
                 metadata = _EMPTY if isinstance(result.metadata, UnsetType) else result.metadata
@@ -353,19 +365,20 @@ class WorkerEngine:
     def _on_call(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
         call_id = m.id
         if call_id is None or isinstance(call_id, UnsetType):
-            self._queue(wire.error_response(None, ErrorCode.INVALID_REQUEST, "agent.call needs an id"))
+            self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, "agent.call needs an id"))
             return
         if isinstance(m.params, UnsetType):
-            self._queue(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, "params are required"))
+            self._reply(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, "params are required"))
             return
         try:
             params = wire.CALL_PARAMS_DECODER.decode(m.params)
             data = wire.unpack_payload(params.data, params.data_base64)
-        except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
-            self._queue(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, f"invalid params: {exc}"))
+        except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
+            self._reply(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, f"invalid params: {exc}"))
             return
         if call_id in self._incoming:
-            self._queue(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, f"call id {call_id!r} is already in use"))
+            message = f"call id {call_id!r} is already in use"
+            self._reply(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, message))
             return
         self._incoming.add(call_id)
         events.append(
@@ -386,8 +399,8 @@ class WorkerEngine:
             delivery = wire.EVENT_DELIVERY_DECODER.decode(params)
             event = wire.CLOUD_EVENT_DECODER.decode(delivery.event)
             data = wire.unpack_payload(event.data, event.data_base64)
-        except (msgspec.ValidationError, wire.PayloadEncodingError) as exc:
-            self._queue(wire.error_response(None, ErrorCode.INVALID_PARAMS, f"invalid agent.event: {exc}"))
+        except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
+            self._reply(wire.error_response(None, ErrorCode.INVALID_PARAMS, f"invalid agent.event: {exc}"))
             return
         sender: AgentRef | None = None
         if not isinstance(event.agagentsendertype, UnsetType) and not isinstance(event.agagentsenderkey, UnsetType):
@@ -422,7 +435,7 @@ class WorkerEngine:
 def _decode_error(raw: Raw) -> RpcError:
     try:
         return wire.RPC_ERROR_DECODER.decode(raw)
-    except msgspec.ValidationError:
+    except (msgspec.ValidationError, RecursionError):
         return RpcError(ErrorCode.INTERNAL_ERROR, "the peer sent a malformed error object")
 
 
