@@ -1,9 +1,10 @@
 """The asyncio WebSocket driver: a :class:`WebSocketCore` inside an ``asyncio.Protocol``.
 
-The worker runtime is asyncio-only (autogen-core is), so its hot path can skip the task
-switches a stream-based driver needs: received bytes become messages, and messages become
-engine events, inside ``data_received``; a message to send is written at once when the socket
-is idle, and otherwise coalesced with whatever else is queued in the same loop iteration.
+Shared by the worker runtime (asyncio-only, as autogen-core is) and the host when it runs on
+asyncio. The hot path skips the task switches a stream-based driver needs: received bytes
+become messages, and messages become engine events, inside ``data_received``; a message to
+send is written at once when the socket is idle, and otherwise coalesced with whatever else is
+queued in the same loop iteration.
 """
 
 from __future__ import annotations
@@ -24,19 +25,29 @@ from ._wscore import WebSocketCore
 
 
 class AsyncioChannel(asyncio.Protocol):
-    """One worker-side WebSocket on an asyncio transport (a :class:`~._websocket.Channel`)."""
+    """One open WebSocket on an asyncio transport (a :class:`~._websocket.Channel`).
 
-    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
+    Used as is by the host (whose connection protocol hands it the transport and the bytes once
+    the upgrade is done, see :mod:`._asyncio_host`), and by the worker through
+    :class:`_ClientChannel`, which first performs the client's opening handshake.
+    """
+
+    def __init__(
+        self,
+        ws: WSConnection,
+        *,
+        max_message_size: int,
+        max_outbound_bytes: int,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._core = WebSocketCore(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
-        self._request = request
-        self._transport: asyncio.Transport | None = None
-        self._accepted: asyncio.Future[None] = self._loop.create_future()
+        self._transport = transport
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._rejection: RejectConnection | None = None
-        self._rejection_body = b""
         self._early: list[str | bytes] = []
         self._on_message: MessageHandler | None = None
+        self._on_end: Callable[[], None] | None = None
+        self._ended = False
         self._flush_scheduled = False
         self._writable = asyncio.Event()
         self._writable.set()
@@ -51,13 +62,9 @@ class AsyncioChannel(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
-        if not self._accepted.done():
-            self._handshake(data)
-            return
         self._deliver(self._core.receive_data(data))
 
     def eof_received(self) -> bool:
@@ -65,11 +72,10 @@ class AsyncioChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._core.mark_broken()
-        if not self._accepted.done():
-            self._accepted.set_exception(ConnectionError("the host closed the connection during the WebSocket handshake"))
         self._writable.set()
         if self._give_up is not None:
             self._give_up.cancel()
+        self._end()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -78,34 +84,6 @@ class AsyncioChannel(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
-
-    # ------------------------------------------------------------------ handshake
-
-    def _handshake(self, data: bytes) -> None:
-        ws = self._core.ws
-        ws.receive_data(data)
-        for event in ws.events():
-            if isinstance(event, AcceptConnection):
-                self._accepted.set_result(None)
-                self._early.extend(self._core.receive_data(b""))  # frames that came with the 101
-                return
-            if isinstance(event, RejectConnection):
-                self._rejection = event
-                if not event.has_body:
-                    self._reject()
-                    return
-            elif isinstance(event, RejectData):
-                self._rejection_body += bytes(event.data)
-                if event.body_finished:
-                    self._reject()
-                    return
-
-    def _reject(self) -> None:
-        assert self._rejection is not None
-        body = self._rejection_body.decode("utf-8", "replace")
-        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
-        if self._transport is not None:
-            self._transport.close()
 
     # ------------------------------------------------------------------ Channel
 
@@ -123,10 +101,15 @@ class AsyncioChannel(asyncio.Protocol):
         return self._core.close_code
 
     def send_message(self, data: bytes) -> bool:
-        backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
-        ok = self._core.send_message(data, backlog=backlog)
-        self._schedule_flush()
-        return ok
+        transport = self._transport
+        backlog = 0 if transport is None else transport.get_write_buffer_size()
+        if self._core.send_message(data, backlog=backlog):
+            self._schedule_flush()
+            return True
+        if self._core.closing:  # the peer is not reading: it is being cut off
+            self._flush()
+            self._arm_give_up()
+        return False
 
     def send_ping(self) -> None:
         self._core.send_ping()
@@ -135,8 +118,7 @@ class AsyncioChannel(asyncio.Protocol):
     def close(self, code: int, reason: str = "") -> None:
         self._core.close(code, reason)
         self._flush()
-        if self._give_up is None and not self._done.done():
-            self._give_up = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+        self._arm_give_up()
 
     def abort(self) -> None:
         self._core.mark_broken()
@@ -153,16 +135,26 @@ class AsyncioChannel(asyncio.Protocol):
             transport.set_write_buffer_limits(high=high_water)  # pauses us now if over
             await self._writable.wait()
 
-    async def serve(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
-        """Deliver messages to ``on_message`` (from ``data_received``) until the connection ends."""
+    def start(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
+        """Deliver messages to ``on_message`` (from ``data_received``) from now on, without a task.
+
+        ``on_end`` runs once, as soon as the input ends (before the answer to the peer's close
+        frame is written) or the connection is lost.
+        """
         self._on_message = on_message
+        self._on_end = on_end
         early, self._early = self._early, []
         self._deliver(early)
+        if self._done.done():
+            self._end()
+
+    async def serve(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
+        """Deliver messages to ``on_message`` (from ``data_received``) until the connection ends."""
+        self.start(on_message, on_end)
         try:
             await asyncio.shield(self._done)
         finally:
-            if on_end is not None:
-                on_end()
+            self._end()
 
     async def aclose(self) -> None:
         self._core.finished = True
@@ -175,6 +167,15 @@ class AsyncioChannel(asyncio.Protocol):
 
     # ------------------------------------------------------------------ internals
 
+    def _arm_give_up(self) -> None:
+        if self._give_up is None and not self._done.done():
+            self._give_up = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def _end(self) -> None:
+        if not self._ended and self._on_end is not None:
+            self._ended = True
+            self._on_end()
+
     def _deliver(self, messages: list[str | bytes]) -> None:
         handler = self._on_message
         if handler is None:
@@ -182,6 +183,8 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             for message in messages:
                 handler(message)
+            if self._core.finished:
+                self._end()
         self._flush()
 
     def _schedule_flush(self) -> None:
@@ -209,6 +212,61 @@ class AsyncioChannel(asyncio.Protocol):
             transport.close()
 
 
+class _ClientChannel(AsyncioChannel):
+    """The worker's side: sends the upgrade request and waits for the host's answer first."""
+
+    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
+        super().__init__(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+        self._request = request
+        self._accepted: asyncio.Future[None] = self._loop.create_future()
+        self._rejection: RejectConnection | None = None
+        self._rejection_body = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self._transport is not None
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._accepted.done():
+            self.last_received = self._loop.time()
+            self._handshake(data)
+            return
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._accepted.done():
+            error = ConnectionError("the host closed the connection during the WebSocket handshake")
+            self._accepted.set_exception(error)
+        super().connection_lost(exc)
+
+    def _handshake(self, data: bytes) -> None:
+        ws = self._core.ws
+        ws.receive_data(data)
+        for event in ws.events():
+            if isinstance(event, AcceptConnection):
+                self._accepted.set_result(None)
+                self._early.extend(self._core.receive_data(b""))  # frames that came with the 101
+                return
+            if isinstance(event, RejectConnection):
+                self._rejection = event
+                if not event.has_body:
+                    self._reject()
+                    return
+            elif isinstance(event, RejectData):
+                self._rejection_body += bytes(event.data)
+                if event.body_finished:
+                    self._reject()
+                    return
+
+    def _reject(self) -> None:
+        assert self._rejection is not None
+        body = self._rejection_body.decode("utf-8", "replace")
+        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
+        if self._transport is not None:
+            self._transport.close()
+
+
 async def open_asyncio_channel(
     address: HostAddress,
     *,
@@ -225,12 +283,12 @@ async def open_asyncio_channel(
     loop = asyncio.get_running_loop()
     context = (ssl_context or ssl.create_default_context()) if address.tls else None
 
-    def factory() -> AsyncioChannel:
-        return AsyncioChannel(
+    def factory() -> _ClientChannel:
+        return _ClientChannel(
             ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes
         )
 
-    async def connect() -> AsyncioChannel:
+    async def connect() -> _ClientChannel:
         transport, channel = await loop.create_connection(
             factory, address.host, address.port, ssl=context, server_hostname=address.host if context else None
         )

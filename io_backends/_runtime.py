@@ -284,7 +284,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             try:
                 pump = await self._open()
             except (OSError, TimeoutError, HostRejectedError) as exc:
-                logger.info("reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay)
+                logger.info(
+                    "reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay
+                )
                 delay = min(delay * 2, self._reconnect_max_delay)
                 continue
             if not self._running:
@@ -426,7 +428,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if not self._running:
             raise ValueError("Runtime must be running when sending message.")
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
+        with self._trace_helper.trace_block(
+            "create", recipient, parent=None, extraAttributes={"message_type": data_type}
+        ):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
@@ -475,7 +479,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if message_id is None:
             message_id = str(uuid.uuid4())
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
+        with self._trace_helper.trace_block(
+            "create", topic_id, parent=None, extraAttributes={"message_type": data_type}
+        ):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
@@ -551,7 +557,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 reply = self._serialize_result(result)
             except Exception as exc:
                 engine.respond_error(
-                    call.call_id, ErrorCode.HANDLER_ERROR, f"cannot serialize the result: {exc}", exception_type=type(exc).__name__
+                    call.call_id,
+                    ErrorCode.HANDLER_ERROR,
+                    f"cannot serialize the result: {exc}",
+                    exception_type=type(exc).__name__,
                 )
             else:
                 engine.respond(call.call_id, reply, metadata=get_telemetry_grpc_metadata())
@@ -586,7 +595,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             )
             with MessageHandlerContext.populate_context(agent.id), _remote_parent(event.trace_context):
                 with self._trace_helper.trace_block(
-                    "process", agent.id, parent=event.trace_context, extraAttributes={"message_type": event.payload.data_type}
+                    "process",
+                    agent.id,
+                    parent=event.trace_context,
+                    extraAttributes={"message_type": event.payload.data_type},
                 ):
                     await agent.on_message(message, ctx=context)
         except Exception:
@@ -676,7 +688,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise TypeError(f"Agent with name {id.type} is not of type {type.__name__}")
         return agent
 
-    async def get(self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True) -> AgentId:
+    async def get(
+        self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True
+    ) -> AgentId:
         if isinstance(id_or_type, AgentId):
             agent_id = id_or_type
         else:
