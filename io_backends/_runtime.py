@@ -16,6 +16,7 @@ import ssl
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -39,8 +40,20 @@ from autogen_core import (
 )
 from autogen_core._serialization import SerializationRegistry
 from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper, get_telemetry_grpc_metadata
+from autogen_core._telemetry._tracing_config import (
+    ExtraMessageRuntimeAttributes,
+    MessagingDestination,
+    MessagingOperation,
+)
 from opentelemetry import context as otel_context
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import (
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracer,
+    ProxyTracerProvider,
+    TracerProvider,
+    get_tracer_provider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sansio_runtime import (
@@ -70,6 +83,7 @@ from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeErro
 from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
+_NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
 
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
@@ -428,15 +442,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if not self._running:
             raise ValueError("Runtime must be running when sending message.")
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block(
-            "create", recipient, parent=None, extraAttributes={"message_type": data_type}
-        ):
+        with self._trace("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
-            metadata = get_telemetry_grpc_metadata()
-            with self._trace_helper.trace_block("send", recipient, parent=metadata):
-                metadata = get_telemetry_grpc_metadata()
+            metadata = self._trace_metadata()
+            with self._trace("send", recipient, parent=metadata):
+                metadata = self._trace_metadata()
                 try:
                     request_id = self._engine.call(
                         AgentRef(recipient.type, recipient.key),
@@ -479,14 +491,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if message_id is None:
             message_id = str(uuid.uuid4())
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block(
-            "create", topic_id, parent=None, extraAttributes={"message_type": data_type}
-        ):
+        with self._trace("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
-            metadata = get_telemetry_grpc_metadata()
-            with self._trace_helper.trace_block("publish", topic_id, parent=metadata):
+            metadata = self._trace_metadata()
+            with self._trace("publish", topic_id, parent=metadata):
                 try:
                     self._engine.publish(
                         topic_type=topic_id.type,
@@ -494,12 +504,48 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         payload=Payload(data_type, content_type, data),
                         event_id=message_id,
                         sender=None if sender is None else AgentRef(sender.type, sender.key),
-                        trace_context=get_telemetry_grpc_metadata(),
+                        trace_context=self._trace_metadata(),
                     )
                 except EnginePayloadTooLarge as exc:
                     raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
                 self._flush()
             await self._backpressure()
+
+    # ------------------------------------------------------------------ tracing
+
+    def _tracing(self) -> bool:
+        """Whether spans are recorded at all (a tracer provider is set up, and tracing is not disabled).
+
+        Without one, every span is the invalid span and no trace context leaves the process, so
+        the span blocks and the context propagation can be skipped: the same outcome, cheaper.
+        """
+        tracer = self._trace_helper.tracer
+        if isinstance(tracer, NoOpTracer):
+            return False
+        if isinstance(tracer, ProxyTracer):  # follows the global provider, which may be set later
+            return not isinstance(get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
+        return True
+
+    def _trace(
+        self,
+        operation: MessagingOperation,
+        destination: MessagingDestination,
+        parent: Mapping[str, str] | None,
+        *,
+        attributes: dict[str, str] | None = None,
+        extraAttributes: ExtraMessageRuntimeAttributes | None = None,
+    ) -> AbstractContextManager[object]:
+        if not self._tracing():
+            return _NO_SPAN
+        return self._trace_helper.trace_block(
+            operation, destination, parent, attributes=attributes, extraAttributes=extraAttributes
+        )
+
+    def _trace_metadata(self) -> dict[str, str] | None:
+        return get_telemetry_grpc_metadata() if self._tracing() else None
+
+    def _remote_parent(self, trace_context: Mapping[str, str]) -> AbstractContextManager[object]:
+        return _remote_parent(trace_context) if self._tracing() else _NO_SPAN
 
     def _deserialize(self, payload: Payload) -> Any:
         if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
@@ -544,8 +590,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
-            with MessageHandlerContext.populate_context(agent.id), _remote_parent(call.metadata):
-                with self._trace_helper.trace_block(
+            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(call.metadata):
+                with self._trace(
                     "process",
                     agent.id,
                     parent=call.metadata,
@@ -563,7 +609,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     exception_type=type(exc).__name__,
                 )
             else:
-                engine.respond(call.call_id, reply, metadata=get_telemetry_grpc_metadata())
+                engine.respond(call.call_id, reply, metadata=self._trace_metadata())
         except asyncio.CancelledError:
             engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled")
             if not token.is_cancelled():
@@ -578,7 +624,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         message = self._deserialize(event.payload)
         topic_id = TopicId(event.topic_type, event.topic_source)
         sender = None if event.sender is None else AgentId(event.sender.type, event.sender.key)
-        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in event.recipients]
+        recipients = event.recipients
+        if len(recipients) == 1:  # no task per delivery when there is only one
+            await self._deliver(AgentId(recipients[0].type, recipients[0].key), message, topic_id, sender, event)
+            return
+        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in recipients]
         await asyncio.gather(*deliveries)
 
     async def _deliver(
@@ -593,8 +643,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 cancellation_token=CancellationToken(),
                 message_id=event.event_id,
             )
-            with MessageHandlerContext.populate_context(agent.id), _remote_parent(event.trace_context):
-                with self._trace_helper.trace_block(
+            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(event.trace_context):
+                with self._trace(
                     "process",
                     agent.id,
                     parent=event.trace_context,
