@@ -212,6 +212,9 @@ class AsyncioChannel(asyncio.Protocol):
             transport.close()
 
 
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
 class _ClientChannel(AsyncioChannel):
     """The worker's side: sends the upgrade request and waits for the host's answer first."""
 
@@ -221,6 +224,7 @@ class _ClientChannel(AsyncioChannel):
         self._accepted: asyncio.Future[None] = self._loop.create_future()
         self._rejection: RejectConnection | None = None
         self._rejection_body = b""
+        self._head = b""  # the start of the host's handshake response
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -242,22 +246,42 @@ class _ClientChannel(AsyncioChannel):
 
     def _handshake(self, data: bytes) -> None:
         ws = self._core.ws
+        if self._rejection is None:
+            # Give wsproto the response head only: the frames after it are the core's to parse.
+            head = self._head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                self._head = head
+                if len(head) > _MAX_RESPONSE_HEAD and self._transport is not None:
+                    self._accepted.set_exception(ConnectionError("the host's handshake response is too large"))
+                    self._transport.abort()
+                return
+            self._head = b""
+            ws.receive_data(head[: end + 4])
+            data = head[end + 4 :]
+            if self._handshake_events(data):
+                return
         ws.receive_data(data)
-        for event in ws.events():
+        self._handshake_events(b"")
+
+    def _handshake_events(self, after_head: bytes) -> bool:
+        """Handle the handshake's events; True once it is accepted or rejected."""
+        for event in self._core.ws.events():
             if isinstance(event, AcceptConnection):
                 self._accepted.set_result(None)
-                self._early.extend(self._core.receive_data(b""))  # frames that came with the 101
-                return
+                self._early.extend(self._core.receive_data(after_head))  # frames that came with the 101
+                return True
             if isinstance(event, RejectConnection):
                 self._rejection = event
                 if not event.has_body:
                     self._reject()
-                    return
+                    return True
             elif isinstance(event, RejectData):
                 self._rejection_body += bytes(event.data)
                 if event.body_finished:
                     self._reject()
-                    return
+                    return True
+        return False
 
     def _reject(self) -> None:
         assert self._rejection is not None
