@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 
 from wsproto import ConnectionType, WSConnection
@@ -22,6 +23,48 @@ from ._address import HostAddress
 from ._errors import HostRejectedError
 from ._websocket import CLOSE_TIMEOUT, MessageHandler
 from ._wscore import WebSocketCore
+
+
+class _Flusher:
+    """Coalesces the writes of all channels on one loop.
+
+    While any channel's ``data_received`` runs, what is sent to any channel is only queued, and
+    written when that ``data_received`` returns: a message routed from one socket to others
+    costs one write per socket and no extra loop iteration. Sends from anywhere else (a task, a
+    timer) are written together by one callback at the end of the loop iteration.
+    """
+
+    __slots__ = ("depth", "dirty", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.depth = 0
+        self.dirty: list[AsyncioChannel] = []
+        self.scheduled = False
+
+    def add(self, channel: AsyncioChannel) -> None:
+        self.dirty.append(channel)
+        if not self.depth and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for channel in dirty:
+                channel._flush_pending = False
+                channel._flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 class AsyncioChannel(asyncio.Protocol):
@@ -48,7 +91,8 @@ class AsyncioChannel(asyncio.Protocol):
         self._on_message: MessageHandler | None = None
         self._on_end: Callable[[], None] | None = None
         self._ended = False
-        self._flush_scheduled = False
+        self._flusher = _flusher_for(self._loop)
+        self._flush_pending = False
         self._writable = asyncio.Event()
         self._writable.set()
         self._give_up: asyncio.TimerHandle | None = None
@@ -65,7 +109,14 @@ class AsyncioChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
-        self._deliver(self._core.receive_data(data))
+        flusher = self._flusher
+        flusher.depth += 1
+        try:
+            self._deliver(self._core.receive_data(data))
+        finally:
+            flusher.depth -= 1
+            if not flusher.depth and flusher.dirty:
+                flusher.flush()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -188,24 +239,20 @@ class AsyncioChannel(asyncio.Protocol):
         self._flush()
 
     def _schedule_flush(self) -> None:
-        transport = self._transport
-        if transport is None or self._flush_scheduled:
-            return
-        if transport.get_write_buffer_size() == 0:
-            self._flush()  # the socket is idle: write now, no extra loop iteration
-        # Whatever else is queued in this loop iteration goes out together.
-        self._flush_scheduled = True
-        self._loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self._flush()
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._flusher.add(self)
 
     def _flush(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        chunks = self._core.take_output()
+        core = self._core
+        if not core.queued_bytes:
+            if core.finished:
+                transport.close()
+            return
+        chunks = core.take_output()
         if chunks:
             transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._core.finished:

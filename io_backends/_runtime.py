@@ -13,6 +13,7 @@ import math
 import random
 import signal
 import ssl
+import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -84,6 +85,7 @@ from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 _NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
+_TRACING_RECHECK = 1.0  # seconds between looks at the global tracer provider while none is set
 
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
@@ -158,6 +160,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._keepalive_timeout = keepalive_timeout
         self._connected = asyncio.Event()
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
+        tracer = self._trace_helper.tracer
+        # Whether spans are recorded: known for good unless the tracer follows the global provider.
+        self._tracing_on: bool | None = (
+            False if isinstance(tracer, NoOpTracer) else None if isinstance(tracer, ProxyTracer) else True
+        )
+        self._tracing_checked_at = -math.inf
         self._serialization_registry = SerializationRegistry()
         self._engine = WorkerEngine(max_message_size=max_message_size)
         self._pump: Channel | None = None
@@ -518,12 +526,19 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
         Without one, every span is the invalid span and no trace context leaves the process, so
         the span blocks and the context propagation can be skipped: the same outcome, cheaper.
+        A tracer that follows the global provider (which may be set later, once) looks at it
+        again at most once a second.
         """
-        tracer = self._trace_helper.tracer
-        if isinstance(tracer, NoOpTracer):
+        on = self._tracing_on
+        if on is not None:
+            return on
+        now = time.monotonic()
+        if now - self._tracing_checked_at < _TRACING_RECHECK:
             return False
-        if isinstance(tracer, ProxyTracer):  # follows the global provider, which may be set later
-            return not isinstance(get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
+        self._tracing_checked_at = now
+        if isinstance(get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider)):
+            return False
+        self._tracing_on = True
         return True
 
     def _trace(
