@@ -239,9 +239,16 @@ class AsyncioChannel(asyncio.Protocol):
         self._flush()
 
     def _schedule_flush(self) -> None:
-        if not self._flush_pending:
-            self._flush_pending = True
-            self._flusher.add(self)
+        if self._flush_pending:
+            return
+        flusher = self._flusher
+        if not flusher.depth and not flusher.scheduled:
+            transport = self._transport
+            if transport is not None and not transport.get_write_buffer_size():
+                self._flush()  # an idle socket, nothing else pending: write now
+                return
+        self._flush_pending = True
+        flusher.add(self)
 
     def _flush(self) -> None:
         transport = self._transport
