@@ -13,6 +13,7 @@ wsproto still decides every unusual case. No extension is ever negotiated by eit
 
 from __future__ import annotations
 
+import codecs
 import os
 
 from wsproto import WSConnection
@@ -23,6 +24,7 @@ from sansio_runtime import CloseCode
 
 ABNORMAL_CLOSURE = 1006
 _TEXT, _BINARY, _PING, _PONG = 0x1, 0x2, 0x9, 0xA
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 def _xor(data: bytes, mask: bytes) -> bytes:
@@ -44,7 +46,9 @@ class WebSocketCore:
 
     __slots__ = (
         "_buffer",
+        "_checked",
         "_client",
+        "_decoder",
         "_fast",
         "_max_message_size",
         "_max_outbound_bytes",
@@ -75,6 +79,8 @@ class WebSocketCore:
         self._client = ws.client
         self._fast = True  # parsing frames here; False once wsproto has taken over the input
         self._buffer = b""  # the start of an incomplete frame (fast path)
+        self._checked = 0  # how much of an incomplete text frame's payload is known to be valid UTF-8
+        self._decoder = _utf8_decoder()
 
     @property
     def is_open(self) -> bool:
@@ -191,7 +197,10 @@ class WebSocketCore:
                 head += 4
             end = pos + head + length
             if end > size:
+                if opcode == _TEXT and not self._valid_so_far(buf, pos, head, expect_mask):
+                    break  # wsproto rejects bad UTF-8 as soon as it arrives: so must we
                 return self._keep(buf, pos)
+            self._checked = 0
             payload = buf[pos + head : end]
             if expect_mask:
                 payload = _xor(payload, buf[pos + head - 4 : pos + head])
@@ -215,6 +224,25 @@ class WebSocketCore:
         self._fast = False
         self._buffer = b""
         return bytes(buf[pos:])
+
+    def _valid_so_far(self, buf: bytes, pos: int, head: int, masked: bool) -> bool:
+        """Whether the received part of an incomplete text frame can still be valid UTF-8."""
+        start = pos + head + self._checked
+        if start >= len(buf):
+            return True
+        if self._checked == 0:
+            self._decoder = _utf8_decoder()
+        chunk = buf[start:]
+        if masked:
+            mask = buf[pos + head - 4 : pos + head]
+            k = self._checked % 4
+            chunk = _xor(chunk, mask[k:] + mask[:k])
+        self._checked += len(chunk)
+        try:
+            self._decoder.decode(chunk, final=False)
+        except UnicodeDecodeError:
+            return False
+        return True
 
     def _keep(self, buf: bytes, pos: int) -> bytes:
         self._buffer = bytes(buf[pos:]) if pos < len(buf) else b""
