@@ -54,6 +54,7 @@ class WebSocketCore:
         "_max_outbound_bytes",
         "_out",
         "_parts",
+        "_seen_open",
         "_size",
         "close_code",
         "closing",
@@ -79,12 +80,18 @@ class WebSocketCore:
         self._client = ws.client
         self._fast = True  # parsing frames here; False once wsproto has taken over the input
         self._buffer = b""  # the start of an incomplete frame (fast path)
+        self._seen_open = False  # ws.state was OPEN when last looked at (saves asking wsproto)
         self._checked = 0  # how much of an incomplete text frame's payload is known to be valid UTF-8
         self._decoder = _utf8_decoder()
 
     @property
     def is_open(self) -> bool:
-        return not self.finished and self.ws.state is ConnectionState.OPEN
+        if self._seen_open:  # wsproto's state only leaves OPEN in close() or _receive_wsproto()
+            return not self.finished
+        if not self.finished and self.ws.state is ConnectionState.OPEN:
+            self._seen_open = True
+            return True
+        return False
 
     # ------------------------------------------------------------------ output
 
@@ -134,6 +141,7 @@ class WebSocketCore:
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame (the closing handshake starts)."""
+        self._seen_open = False
         if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             if self.close_code is None:
                 self.close_code = code
@@ -249,6 +257,7 @@ class WebSocketCore:
         return b""
 
     def _receive_wsproto(self, data: bytes, messages: list[str | bytes]) -> list[str | bytes]:
+        self._seen_open = False
         if data:
             self.ws.receive_data(data)
         for event in self.ws.events():
