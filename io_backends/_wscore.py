@@ -27,6 +27,24 @@ _TEXT, _BINARY, _PING, _PONG = 0x1, 0x2, 0x9, 0xA
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
+class _MaskPool:
+    """Masking keys for one client connection's frames: os.urandom (as wsproto uses), 4 KiB at a time."""
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def take(self) -> bytes:
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool = os.urandom(4096)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
 def _xor(data: bytes, mask: bytes) -> bytes:
     """``data`` masked (or unmasked) with the 4-byte ``mask`` (RFC 6455 section 5.3)."""
     n = len(data)
@@ -50,6 +68,7 @@ class WebSocketCore:
         "_client",
         "_decoder",
         "_fast",
+        "_masks",
         "_max_message_size",
         "_max_outbound_bytes",
         "_out",
@@ -80,6 +99,7 @@ class WebSocketCore:
         self._client = ws.client
         self._fast = True  # parsing frames here; False once wsproto has taken over the input
         self._buffer = b""  # the start of an incomplete frame (fast path)
+        self._masks = _MaskPool()
         self._seen_open = False  # ws.state was OPEN when last looked at (saves asking wsproto)
         self._checked = 0  # how much of an incomplete text frame's payload is known to be valid UTF-8
         self._decoder = _utf8_decoder()
@@ -131,7 +151,7 @@ class WebSocketCore:
         else:
             head = bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
         if self._client:
-            mask = os.urandom(4)
+            mask = self._masks.take()
             return head + mask + _xor(payload, mask)
         return head + payload
 
