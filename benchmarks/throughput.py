@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick implies this unless v010 is named in --only",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="instead: routing cost vs unrelated subscriptions (ours and autogen's SubscriptionManager), "
+        "1,000 connected workers (host memory per connection, fan-out) and 10,000 subscriptions",
+    )
     parser.add_argument("--_child", help=argparse.SUPPRESS)
     parser.add_argument("--_role", help=argparse.SUPPRESS)
     return parser
@@ -144,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         return child_main(args._child)
     if args._role:
         return role_main(args._role)
+    if args.scale:
+        from _scale import run_scale
+
+        print(machine_info())
+        print(run_scale(args.quick))
+        return 0
     return run_benchmark(args)
 
 

@@ -390,6 +390,12 @@ class HostEngine:
             raise _Reject(ErrorCode.INVALID_PARAMS, "exactly one of data, data_base64 is required")
         if not isinstance(call.timeout_ms, UnsetType) and call.timeout_ms <= 0:
             raise _Reject(ErrorCode.INVALID_PARAMS, "timeout_ms must be a positive integer")
+        deadline: float | None = None
+        if not isinstance(call.timeout_ms, UnsetType):
+            try:  # before any state changes: an int too large for a float must not leave a half-made call
+                deadline = now + call.timeout_ms / 1000.0
+            except OverflowError:
+                raise _Reject(ErrorCode.INVALID_PARAMS, "timeout_ms is too large") from None
         if msg_id in c.outgoing:
             raise _Reject(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
         if len(c.outgoing) >= self.max_pending_calls:
@@ -401,8 +407,8 @@ class HostEngine:
         self._pending[host_id] = PendingCall(host_id, c.id, msg_id, target_id)
         c.outgoing[msg_id] = host_id
         self._clients[target_id].incoming.add(host_id)
-        if not isinstance(call.timeout_ms, UnsetType):
-            self._deadlines.set(host_id, now + call.timeout_ms / 1000.0)
+        if deadline is not None:
+            self._deadlines.set(host_id, deadline)
         assert not isinstance(params, UnsetType)
         out.append(Send(target_id, wire.request(host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1

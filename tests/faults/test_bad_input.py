@@ -155,3 +155,24 @@ async def test_an_http_caller_that_hangs_up_cancels_its_call(server: HttpAgentSe
     assert cancel == {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": forwarded["id"]}}
     assert server.service.engine.pending_calls() == []
     await target.aclose()
+
+
+async def test_an_oversized_frame_is_refused_before_it_is_buffered_whole(server: HttpAgentServer) -> None:
+    """A frame header announcing 1 GiB: the host closes with 1009 after a few MiB, not at the end."""
+    import os
+    import struct
+
+    channel = await open_raw_channel(server.port)
+    mask = os.urandom(4)
+    header = bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 1 << 30) + mask
+    await channel.send_raw(header)
+    sent = 0
+    chunk = bytes(1 << 20)  # masked zeros are the mask repeated: still arbitrary payload bytes
+    try:
+        while sent < 64 << 20:
+            await channel.send_raw(chunk)
+            sent += len(chunk)
+    except Exception:
+        pass  # the host closed the connection while we were still sending
+    assert sent < 64 << 20, "the host kept reading a frame far over its limit"
+    assert await channel.wait_closed() in (1009, 1006)

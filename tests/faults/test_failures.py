@@ -150,3 +150,36 @@ async def test_a_call_can_wait_for_the_reconnection(worker: WorkerFactory) -> No
         assert await asyncio.wait_for(pending, timeout=10) == Text("PATIENT")
     finally:
         await second.stop(grace=1)
+
+
+async def test_start_waits_for_a_host_that_is_still_starting(worker: WorkerFactory) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    starting = asyncio.ensure_future(worker(f"127.0.0.1:{port}", echo="echo", connect_timeout=10))
+    await asyncio.sleep(0.4)
+    assert not starting.done()  # still trying: nothing listens yet
+    server = HttpAgentServer(port=port)
+    server.start()
+    try:
+        runtime = await asyncio.wait_for(starting, timeout=10)
+        assert await runtime.send_message(Text("late"), AgentId("echo", "k")) == Text("LATE")
+    finally:
+        await server.stop(grace=1)
+
+
+async def test_start_gives_up_after_connect_timeout() -> None:
+    import socket
+
+    from io_backends import HttpWorkerAgentRuntime
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runtime = HttpWorkerAgentRuntime(f"127.0.0.1:{port}", connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(OSError):
+        await runtime.start()
+    assert time.monotonic() - started < 2
