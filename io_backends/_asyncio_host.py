@@ -53,12 +53,14 @@ class HostProtocol(asyncio.Protocol):
         self._lingering: asyncio.TimerHandle | None = None
         self._drained = 0
         self._lost = False
+        self._tls = False
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._tls = transport.get_extra_info("sslcontext") is not None
         self._registry.add(self)
         self._service.connection_opened()
         self._advance(None)
@@ -92,7 +94,9 @@ class HostProtocol(asyncio.Protocol):
         self._front.receive_data(b"")
         if not self._busy:
             self._advance(None)
-        return True  # still write what the front answers; it closes the connection after
+        # Still write what the front answers; it closes the connection after. (A TLS transport
+        # cannot stay half-open: asyncio closes it whatever we return, and warns if we say True.)
+        return not self._tls
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._lost:
