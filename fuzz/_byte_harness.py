@@ -8,6 +8,7 @@ connection, and still answer a well-formed request.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -108,3 +109,105 @@ async def run_connection(chunks: Sequence[bytes], *, timeout: float = 5.0) -> Sc
     assert list(engine.clients()) == [], "a connection outlived its socket"
     assert engine.agent_types() == {} and engine.subscriptions() == [] and engine.pending_calls() == []
     return stream
+
+
+class FakeTransport(asyncio.Transport):
+    """Just enough of an asyncio transport for :class:`HostProtocol`; everything written is kept."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._loop = asyncio.get_running_loop()
+        self.written = bytearray()
+        self.closed = False
+        self.lost = False
+        self.paused = False
+        self.eof_written = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed and not self.eof_written, "write after close or write_eof"
+        self.written += data
+
+    def write_eof(self) -> None:
+        self.eof_written = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._loop.call_soon(self._lose)
+
+    def abort(self) -> None:
+        self.close()
+
+    def _lose(self) -> None:
+        self.lost = True
+        self._protocol.connection_lost(None)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def is_reading(self) -> bool:
+        return not self.paused
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return default
+
+
+async def run_connection_asyncio(chunks: Sequence[bytes], *, timeout: float = 5.0) -> FakeTransport:
+    """Like :func:`run_connection`, through the asyncio driver: chunks go to ``data_received``."""
+    from io_backends._asyncio_host import HostProtocol
+
+    loop = asyncio.get_running_loop()
+    service = HttpAgentService(max_message_size=64 * 1024, keepalive_interval=None)
+    service.clock = loop.time
+    crashes = _Crashes()
+    logger = logging.getLogger("io_backends")
+    logger.addHandler(crashes)
+    registry: set[HostProtocol] = set()
+    protocol = HostProtocol(service, registry)
+    transport = FakeTransport(protocol)
+
+    async def feed() -> None:
+        protocol.connection_made(transport)
+        for chunk in chunks:
+            while transport.paused and not transport.closed:
+                await asyncio.sleep(0.001)  # the protocol stopped reading (an answer is pending)
+            if transport.closed:
+                break
+            protocol.data_received(chunk or b"\0")
+            await asyncio.sleep(0)
+        while transport.paused and not transport.closed:
+            await asyncio.sleep(0.001)
+        if not transport.closed and not protocol.eof_received():
+            transport.close()
+        while not transport.lost:
+            await asyncio.sleep(0.001)
+
+    timers = loop.create_task(service.run_timers())
+    try:
+        await asyncio.wait_for(feed(), timeout)
+    finally:
+        timers.cancel()
+        logger.removeHandler(crashes)
+    assert not crashes.records, [r.getMessage() for r in crashes.records]
+    assert service.connection_count == 0 and not registry
+    engine = service.engine
+    assert list(engine.clients()) == [], "a connection outlived its socket"
+    assert engine.agent_types() == {} and engine.subscriptions() == [] and engine.pending_calls() == []
+    return transport
+

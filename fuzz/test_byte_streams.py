@@ -6,6 +6,7 @@ nothing the connection owned outlives it, and the host still serves the next cli
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
@@ -13,7 +14,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ._byte_harness import client_frames, run_connection, upgrade_request
+from ._byte_harness import client_frames, run_connection, run_connection_asyncio, upgrade_request
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 _FAST = settings(
@@ -88,3 +89,61 @@ def test_rpc_bodies(body: str) -> None:
                + str(len(raw)).encode() + b"\r\n\r\n" + raw)
     written = _serve([request])
     assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
+
+
+# ---------------------------------------------------------------------- the asyncio driver
+# The same inputs through HostProtocol (what HttpAgentServer runs on asyncio), fed to
+# data_received; its answers must be the anyio driver's, byte for byte, up to the WebSocket
+# upgrade (after it, the engine's answers carry connection-specific ids).
+
+
+def _serve_asyncio(data: list[bytes]) -> bytes:
+    return bytes(asyncio.run(run_connection_asyncio(data)).written)
+
+
+def _http_part(written: bytes) -> bytes:
+    cut = written.find(b"\r\n\r\n", written.find(b"HTTP/1.1 101 ")) if b"HTTP/1.1 101 " in written else -1
+    return written if cut < 0 else written[: cut + 4]
+
+
+@_FAST
+@given(chunks)
+def test_asyncio_arbitrary_bytes(data: list[bytes]) -> None:
+    assert _http_part(_serve_asyncio(data)) == _http_part(_serve(data))
+
+
+@_FAST
+@given(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]), st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+       chunks)
+def test_asyncio_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
+    data = [method + b" " + path + b" HTTP/1.1\r\nHost: f\r\n", *tail]
+    assert _http_part(_serve_asyncio(data)) == _http_part(_serve(data))
+
+
+@_FAST
+@given(st.lists(json_rpc_texts, max_size=8), chunks)
+def test_asyncio_websocket_messages_then_garbage(texts: list[str], tail: list[bytes]) -> None:
+    written = _serve_asyncio([upgrade_request(), client_frames(texts), *tail])
+    assert written.startswith(b"HTTP/1.1 101 ")
+
+
+@_FAST
+@given(st.lists(json_rpc_texts, min_size=1, max_size=4), st.data())
+def test_asyncio_mutated_websocket_frames(texts: list[str], data: st.DataObject) -> None:
+    frames = bytearray(client_frames(texts))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(frames) - 1))
+        frames[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(frames)))
+    _serve_asyncio([upgrade_request(), bytes(frames[:cut]), bytes(frames[cut:])])
+
+
+@_FAST
+@given(json_rpc_texts, st.integers(0, 400))
+def test_asyncio_rpc_bodies(body: str, cut: int) -> None:
+    raw = body.encode()
+    request = (b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
+               + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+    written = _serve_asyncio([c for c in (request[:cut], request[cut:]) if c])
+    assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
+    assert written == _serve([request])

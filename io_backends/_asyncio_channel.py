@@ -1,9 +1,10 @@
 """The asyncio WebSocket driver: a :class:`WebSocketCore` inside an ``asyncio.Protocol``.
 
-The worker runtime is asyncio-only (autogen-core is), so its hot path can skip the task
-switches a stream-based driver needs: received bytes become messages, and messages become
-engine events, inside ``data_received``; a message to send is written at once when the socket
-is idle, and otherwise coalesced with whatever else is queued in the same loop iteration.
+Shared by the worker runtime (asyncio-only, as autogen-core is) and the host when it runs on
+asyncio. The hot path skips the task switches a stream-based driver needs: received bytes
+become messages, and messages become engine events, inside ``data_received``; a message to
+send is written at once when the socket is idle, and otherwise coalesced with whatever else is
+queued in the same loop iteration.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import weakref
 from collections.abc import Callable
 
 from wsproto import ConnectionType, WSConnection
@@ -23,21 +25,74 @@ from ._websocket import CLOSE_TIMEOUT, MessageHandler
 from ._wscore import WebSocketCore
 
 
-class AsyncioChannel(asyncio.Protocol):
-    """One worker-side WebSocket on an asyncio transport (a :class:`~._websocket.Channel`)."""
+class _Flusher:
+    """Coalesces the writes of all channels on one loop.
 
-    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
+    While any channel's ``data_received`` runs, what is sent to any channel is only queued, and
+    written when that ``data_received`` returns: a message routed from one socket to others
+    costs one write per socket and no extra loop iteration. Sends from anywhere else (a task, a
+    timer) are written together by one callback at the end of the loop iteration.
+    """
+
+    __slots__ = ("depth", "dirty", "loop", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.depth = 0
+        self.dirty: list[AsyncioChannel] = []
+        self.scheduled = False
+
+    def add(self, channel: AsyncioChannel) -> None:
+        self.dirty.append(channel)
+        if not self.depth and not self.scheduled:
+            self.scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for channel in dirty:
+                channel._flush_pending = False
+                channel._flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
+
+
+class AsyncioChannel(asyncio.Protocol):
+    """One open WebSocket on an asyncio transport (a :class:`~._websocket.Channel`).
+
+    Used as is by the host (whose connection protocol hands it the transport and the bytes once
+    the upgrade is done, see :mod:`._asyncio_host`), and by the worker through
+    :class:`_ClientChannel`, which first performs the client's opening handshake.
+    """
+
+    def __init__(
+        self,
+        ws: WSConnection,
+        *,
+        max_message_size: int,
+        max_outbound_bytes: int,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._core = WebSocketCore(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
-        self._request = request
-        self._transport: asyncio.Transport | None = None
-        self._accepted: asyncio.Future[None] = self._loop.create_future()
+        self._transport = transport
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._rejection: RejectConnection | None = None
-        self._rejection_body = b""
         self._early: list[str | bytes] = []
         self._on_message: MessageHandler | None = None
-        self._flush_scheduled = False
+        self._on_end: Callable[[], None] | None = None
+        self._ended = False
+        self._flusher = _flusher_for(self._loop)
+        self._flush_pending = False
         self._writable = asyncio.Event()
         self._writable.set()
         self._give_up: asyncio.TimerHandle | None = None
@@ -51,25 +106,27 @@ class AsyncioChannel(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.write(self._request)
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
-        if not self._accepted.done():
-            self._handshake(data)
-            return
-        self._deliver(self._core.receive_data(data))
+        flusher = self._flusher
+        flusher.depth += 1
+        try:
+            self._deliver(self._core.receive_data(data))
+        finally:
+            flusher.depth -= 1
+            if not flusher.depth and flusher.dirty:
+                flusher.flush()
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._core.mark_broken()
-        if not self._accepted.done():
-            self._accepted.set_exception(ConnectionError("the host closed the connection during the WebSocket handshake"))
         self._writable.set()
         if self._give_up is not None:
             self._give_up.cancel()
+        self._end()
         if not self._done.done():
             self._done.set_result(None)
 
@@ -78,34 +135,6 @@ class AsyncioChannel(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._writable.set()
-
-    # ------------------------------------------------------------------ handshake
-
-    def _handshake(self, data: bytes) -> None:
-        ws = self._core.ws
-        ws.receive_data(data)
-        for event in ws.events():
-            if isinstance(event, AcceptConnection):
-                self._accepted.set_result(None)
-                self._early.extend(self._core.receive_data(b""))  # frames that came with the 101
-                return
-            if isinstance(event, RejectConnection):
-                self._rejection = event
-                if not event.has_body:
-                    self._reject()
-                    return
-            elif isinstance(event, RejectData):
-                self._rejection_body += bytes(event.data)
-                if event.body_finished:
-                    self._reject()
-                    return
-
-    def _reject(self) -> None:
-        assert self._rejection is not None
-        body = self._rejection_body.decode("utf-8", "replace")
-        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
-        if self._transport is not None:
-            self._transport.close()
 
     # ------------------------------------------------------------------ Channel
 
@@ -123,10 +152,15 @@ class AsyncioChannel(asyncio.Protocol):
         return self._core.close_code
 
     def send_message(self, data: bytes) -> bool:
-        backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
-        ok = self._core.send_message(data, backlog=backlog)
-        self._schedule_flush()
-        return ok
+        transport = self._transport
+        backlog = 0 if transport is None else transport.get_write_buffer_size()
+        if self._core.send_message(data, backlog=backlog):
+            self._schedule_flush()
+            return True
+        if self._core.closing:  # the peer is not reading: it is being cut off
+            self._flush()
+            self._arm_give_up()
+        return False
 
     def send_ping(self) -> None:
         self._core.send_ping()
@@ -135,8 +169,7 @@ class AsyncioChannel(asyncio.Protocol):
     def close(self, code: int, reason: str = "") -> None:
         self._core.close(code, reason)
         self._flush()
-        if self._give_up is None and not self._done.done():
-            self._give_up = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+        self._arm_give_up()
 
     def abort(self) -> None:
         self._core.mark_broken()
@@ -153,16 +186,26 @@ class AsyncioChannel(asyncio.Protocol):
             transport.set_write_buffer_limits(high=high_water)  # pauses us now if over
             await self._writable.wait()
 
-    async def serve(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
-        """Deliver messages to ``on_message`` (from ``data_received``) until the connection ends."""
+    def start(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
+        """Deliver messages to ``on_message`` (from ``data_received``) from now on, without a task.
+
+        ``on_end`` runs once, as soon as the input ends (before the answer to the peer's close
+        frame is written) or the connection is lost.
+        """
         self._on_message = on_message
+        self._on_end = on_end
         early, self._early = self._early, []
         self._deliver(early)
+        if self._done.done():
+            self._end()
+
+    async def serve(self, on_message: MessageHandler, on_end: Callable[[], None] | None = None) -> None:
+        """Deliver messages to ``on_message`` (from ``data_received``) until the connection ends."""
+        self.start(on_message, on_end)
         try:
             await asyncio.shield(self._done)
         finally:
-            if on_end is not None:
-                on_end()
+            self._end()
 
     async def aclose(self) -> None:
         self._core.finished = True
@@ -175,6 +218,15 @@ class AsyncioChannel(asyncio.Protocol):
 
     # ------------------------------------------------------------------ internals
 
+    def _arm_give_up(self) -> None:
+        if self._give_up is None and not self._done.done():
+            self._give_up = self._loop.call_later(CLOSE_TIMEOUT, self.abort)
+
+    def _end(self) -> None:
+        if not self._ended and self._on_end is not None:
+            self._ended = True
+            self._on_end()
+
     def _deliver(self, messages: list[str | bytes]) -> None:
         handler = self._on_message
         if handler is None:
@@ -182,31 +234,115 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             for message in messages:
                 handler(message)
+            if self._core.finished:
+                self._end()
         self._flush()
 
     def _schedule_flush(self) -> None:
-        transport = self._transport
-        if transport is None or self._flush_scheduled:
+        if self._flush_pending:
             return
-        if transport.get_write_buffer_size() == 0:
-            self._flush()  # the socket is idle: write now, no extra loop iteration
-        # Whatever else is queued in this loop iteration goes out together.
-        self._flush_scheduled = True
-        self._loop.call_soon(self._scheduled_flush)
-
-    def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
-        self._flush()
+        flusher = self._flusher
+        if not flusher.depth and not flusher.scheduled:
+            transport = self._transport
+            if transport is not None and not transport.get_write_buffer_size():
+                self._flush()  # an idle socket, nothing else pending: write now
+                return
+        self._flush_pending = True
+        flusher.add(self)
 
     def _flush(self) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        chunks = self._core.take_output()
+        core = self._core
+        if not core.queued_bytes:
+            if core.finished:
+                transport.close()
+            return
+        chunks = core.take_output()
         if chunks:
             transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if self._core.finished:
             transport.close()
+
+
+_MAX_RESPONSE_HEAD = 64 * 1024
+
+
+class _ClientChannel(AsyncioChannel):
+    """The worker's side: sends the upgrade request and waits for the host's answer first."""
+
+    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
+        super().__init__(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+        self._request = request
+        self._accepted: asyncio.Future[None] = self._loop.create_future()
+        self._rejection: RejectConnection | None = None
+        self._rejection_body = b""
+        self._head = b""  # the start of the host's handshake response
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self._transport is not None
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._accepted.done():
+            self.last_received = self._loop.time()
+            self._handshake(data)
+            return
+        super().data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._accepted.done():
+            error = ConnectionError("the host closed the connection during the WebSocket handshake")
+            self._accepted.set_exception(error)
+        super().connection_lost(exc)
+
+    def _handshake(self, data: bytes) -> None:
+        ws = self._core.ws
+        if self._rejection is None:
+            # Give wsproto the response head only: the frames after it are the core's to parse.
+            head = self._head + data
+            end = head.find(b"\r\n\r\n")
+            if end < 0:
+                self._head = head
+                if len(head) > _MAX_RESPONSE_HEAD and self._transport is not None:
+                    self._accepted.set_exception(ConnectionError("the host's handshake response is too large"))
+                    self._transport.abort()
+                return
+            self._head = b""
+            ws.receive_data(head[: end + 4])
+            data = head[end + 4 :]
+            if self._handshake_events(data):
+                return
+        ws.receive_data(data)
+        self._handshake_events(b"")
+
+    def _handshake_events(self, after_head: bytes) -> bool:
+        """Handle the handshake's events; True once it is accepted or rejected."""
+        for event in self._core.ws.events():
+            if isinstance(event, AcceptConnection):
+                self._accepted.set_result(None)
+                self._early.extend(self._core.receive_data(after_head))  # frames that came with the 101
+                return True
+            if isinstance(event, RejectConnection):
+                self._rejection = event
+                if not event.has_body:
+                    self._reject()
+                    return True
+            elif isinstance(event, RejectData):
+                self._rejection_body += bytes(event.data)
+                if event.body_finished:
+                    self._reject()
+                    return True
+        return False
+
+    def _reject(self) -> None:
+        assert self._rejection is not None
+        body = self._rejection_body.decode("utf-8", "replace")
+        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
+        if self._transport is not None:
+            self._transport.close()
 
 
 async def open_asyncio_channel(
@@ -225,12 +361,12 @@ async def open_asyncio_channel(
     loop = asyncio.get_running_loop()
     context = (ssl_context or ssl.create_default_context()) if address.tls else None
 
-    def factory() -> AsyncioChannel:
-        return AsyncioChannel(
+    def factory() -> _ClientChannel:
+        return _ClientChannel(
             ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes
         )
 
-    async def connect() -> AsyncioChannel:
+    async def connect() -> _ClientChannel:
         transport, channel = await loop.create_connection(
             factory, address.host, address.port, ssl=context, server_hostname=address.host if context else None
         )

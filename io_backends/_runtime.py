@@ -13,9 +13,11 @@ import math
 import random
 import signal
 import ssl
+import time
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -39,8 +41,20 @@ from autogen_core import (
 )
 from autogen_core._serialization import SerializationRegistry
 from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper, get_telemetry_grpc_metadata
+from autogen_core._telemetry._tracing_config import (
+    ExtraMessageRuntimeAttributes,
+    MessagingDestination,
+    MessagingOperation,
+)
 from opentelemetry import context as otel_context
-from opentelemetry.trace import TracerProvider
+from opentelemetry.trace import (
+    NoOpTracer,
+    NoOpTracerProvider,
+    ProxyTracer,
+    ProxyTracerProvider,
+    TracerProvider,
+    get_tracer_provider,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sansio_runtime import (
@@ -70,6 +84,8 @@ from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeErro
 from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
+_NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
+_TRACING_RECHECK = 1.0  # seconds between looks at the global tracer provider while none is set
 
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
@@ -144,6 +160,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._keepalive_timeout = keepalive_timeout
         self._connected = asyncio.Event()
         self._trace_helper = TraceHelper(tracer_provider, MessageRuntimeTracingConfig("Worker Runtime"))
+        tracer = self._trace_helper.tracer
+        # Whether spans are recorded: known for good unless the tracer follows the global provider.
+        self._tracing_on: bool | None = (
+            False if isinstance(tracer, NoOpTracer) else None if isinstance(tracer, ProxyTracer) else True
+        )
+        self._tracing_checked_at = -math.inf
         self._serialization_registry = SerializationRegistry()
         self._engine = WorkerEngine(max_message_size=max_message_size)
         self._pump: Channel | None = None
@@ -284,7 +306,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             try:
                 pump = await self._open()
             except (OSError, TimeoutError, HostRejectedError) as exc:
-                logger.info("reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay)
+                logger.info(
+                    "reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay
+                )
                 delay = min(delay * 2, self._reconnect_max_delay)
                 continue
             if not self._running:
@@ -426,13 +450,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if not self._running:
             raise ValueError("Runtime must be running when sending message.")
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
+        with self._trace("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
-            metadata = get_telemetry_grpc_metadata()
-            with self._trace_helper.trace_block("send", recipient, parent=metadata):
-                metadata = get_telemetry_grpc_metadata()
+            metadata = self._trace_metadata()
+            with self._trace("send", recipient, parent=metadata):
+                metadata = self._trace_metadata()
                 try:
                     request_id = self._engine.call(
                         AgentRef(recipient.type, recipient.key),
@@ -475,12 +499,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if message_id is None:
             message_id = str(uuid.uuid4())
         data_type = self._serialization_registry.type_name(message)
-        with self._trace_helper.trace_block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
+        with self._trace("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
             content_type = self._content_type_for(data_type)
             data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
             await self._wait_connected()
-            metadata = get_telemetry_grpc_metadata()
-            with self._trace_helper.trace_block("publish", topic_id, parent=metadata):
+            metadata = self._trace_metadata()
+            with self._trace("publish", topic_id, parent=metadata):
                 try:
                     self._engine.publish(
                         topic_type=topic_id.type,
@@ -488,12 +512,55 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         payload=Payload(data_type, content_type, data),
                         event_id=message_id,
                         sender=None if sender is None else AgentRef(sender.type, sender.key),
-                        trace_context=get_telemetry_grpc_metadata(),
+                        trace_context=self._trace_metadata(),
                     )
                 except EnginePayloadTooLarge as exc:
                     raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
                 self._flush()
             await self._backpressure()
+
+    # ------------------------------------------------------------------ tracing
+
+    def _tracing(self) -> bool:
+        """Whether spans are recorded at all (a tracer provider is set up, and tracing is not disabled).
+
+        Without one, every span is the invalid span and no trace context leaves the process, so
+        the span blocks and the context propagation can be skipped: the same outcome, cheaper.
+        A tracer that follows the global provider (which may be set later, once) looks at it
+        again at most once a second.
+        """
+        on = self._tracing_on
+        if on is not None:
+            return on
+        now = time.monotonic()
+        if now - self._tracing_checked_at < _TRACING_RECHECK:
+            return False
+        self._tracing_checked_at = now
+        if isinstance(get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider)):
+            return False
+        self._tracing_on = True
+        return True
+
+    def _trace(
+        self,
+        operation: MessagingOperation,
+        destination: MessagingDestination,
+        parent: Mapping[str, str] | None,
+        *,
+        attributes: dict[str, str] | None = None,
+        extraAttributes: ExtraMessageRuntimeAttributes | None = None,
+    ) -> AbstractContextManager[object]:
+        if not self._tracing():
+            return _NO_SPAN
+        return self._trace_helper.trace_block(
+            operation, destination, parent, attributes=attributes, extraAttributes=extraAttributes
+        )
+
+    def _trace_metadata(self) -> dict[str, str] | None:
+        return get_telemetry_grpc_metadata() if self._tracing() else None
+
+    def _remote_parent(self, trace_context: Mapping[str, str]) -> AbstractContextManager[object]:
+        return _remote_parent(trace_context) if self._tracing() else _NO_SPAN
 
     def _deserialize(self, payload: Payload) -> Any:
         if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
@@ -538,8 +605,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
-            with MessageHandlerContext.populate_context(agent.id), _remote_parent(call.metadata):
-                with self._trace_helper.trace_block(
+            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(call.metadata):
+                with self._trace(
                     "process",
                     agent.id,
                     parent=call.metadata,
@@ -551,10 +618,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 reply = self._serialize_result(result)
             except Exception as exc:
                 engine.respond_error(
-                    call.call_id, ErrorCode.HANDLER_ERROR, f"cannot serialize the result: {exc}", exception_type=type(exc).__name__
+                    call.call_id,
+                    ErrorCode.HANDLER_ERROR,
+                    f"cannot serialize the result: {exc}",
+                    exception_type=type(exc).__name__,
                 )
             else:
-                engine.respond(call.call_id, reply, metadata=get_telemetry_grpc_metadata())
+                engine.respond(call.call_id, reply, metadata=self._trace_metadata())
         except asyncio.CancelledError:
             engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled")
             if not token.is_cancelled():
@@ -569,7 +639,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         message = self._deserialize(event.payload)
         topic_id = TopicId(event.topic_type, event.topic_source)
         sender = None if event.sender is None else AgentId(event.sender.type, event.sender.key)
-        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in event.recipients]
+        recipients = event.recipients
+        if len(recipients) == 1:  # no task per delivery when there is only one
+            await self._deliver(AgentId(recipients[0].type, recipients[0].key), message, topic_id, sender, event)
+            return
+        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in recipients]
         await asyncio.gather(*deliveries)
 
     async def _deliver(
@@ -584,9 +658,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 cancellation_token=CancellationToken(),
                 message_id=event.event_id,
             )
-            with MessageHandlerContext.populate_context(agent.id), _remote_parent(event.trace_context):
-                with self._trace_helper.trace_block(
-                    "process", agent.id, parent=event.trace_context, extraAttributes={"message_type": event.payload.data_type}
+            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(event.trace_context):
+                with self._trace(
+                    "process",
+                    agent.id,
+                    parent=event.trace_context,
+                    extraAttributes={"message_type": event.payload.data_type},
                 ):
                     await agent.on_message(message, ctx=context)
         except Exception:
@@ -676,7 +753,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise TypeError(f"Agent with name {id.type} is not of type {type.__name__}")
         return agent
 
-    async def get(self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True) -> AgentId:
+    async def get(
+        self, id_or_type: AgentId | AgentType | str, /, key: str = "default", *, lazy: bool = True
+    ) -> AgentId:
         if isinstance(id_or_type, AgentId):
             agent_id = id_or_type
         else:

@@ -1,9 +1,12 @@
-"""The host: an anyio TCP listener in front of one :class:`~sansio_runtime.HostEngine`.
+"""The host: a TCP listener in front of one :class:`~sansio_runtime.HostEngine`.
 
 :class:`HttpAgentService` owns the engine and the live connections and turns bytes into engine
-calls and engine instructions into bytes; :class:`HttpAgentServer` binds a socket and runs the
-service (on the running asyncio loop via :meth:`~HttpAgentServer.start`, or anyio-natively via
-:meth:`~HttpAgentServer.serve`, which also works under trio).
+calls and engine instructions into bytes; the HTTP handling itself is the sans-IO
+:class:`~._http_front.HttpFront`. Two drivers run it: the anyio one here
+(:meth:`HttpAgentService.handle_connection`, for any anyio byte stream, under asyncio or trio)
+and the asyncio protocol in :mod:`._asyncio_host`. :class:`HttpAgentServer` binds a socket and
+serves with the asyncio driver when running on asyncio (:meth:`~HttpAgentServer.start`, or
+:meth:`~HttpAgentServer.serve`), and with the anyio one otherwise (``serve()`` under trio).
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ import anyio
 import anyio.abc
 import h11
 import msgspec
+import sniffio
 from anyio.streams.tls import TLSListener
-from wsproto import ConnectionType, WSConnection
+from wsproto import WSConnection
 from wsproto.events import AcceptConnection
-from wsproto.events import Request as WSRequest
 
 from sansio_runtime import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -37,49 +40,37 @@ from sansio_runtime import (
     CloseCode,
     HostEngine,
     HostOutput,
-    http_status_for,
 )
 
 from . import _http
-from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH
-from ._websocket import WebSocketPump, keep_alive
+from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
+from ._http_front import NEED_DATA, Authorize, HttpError, HttpFront, OpenChannel, Reply, RpcAnswer, RpcCall, Send
+from ._websocket import Channel, MessageHandler, WebSocketPump, keep_alive
 
 logger = logging.getLogger("io_backends.server")
 
 DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
-CHANNEL_PATH_BYTES, RPC_PATH_BYTES, HEALTH_PATH_BYTES = (p.encode() for p in (CHANNEL_PATH, RPC_PATH, HEALTH_PATH))
-_SMALL_BODY_LIMIT = 65536  # bodies of requests that should have none (/healthz, unknown paths)
+_READ_SIZE = 65536
+_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
 """Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
 
 
 @dataclass(eq=False)
-class _OneShot:
-    """What a ``POST /v1/rpc`` request waits for."""
+class OneShot:
+    """What a ``POST /v1/rpc`` request waits for; ``on_done`` runs once its answer is known."""
 
-    done: anyio.Event
+    on_done: Callable[[], None]
+    done: bool = False
     body: bytes | None = None
     close_code: CloseCode = CloseCode.NORMAL
-    hung_up: bool = False
 
-
-class _ClientGone(Exception):
-    """The HTTP client went away before its answer was ready."""
-
-
-async def _watch_for_hangup(stream: anyio.abc.ByteStream, conn: h11.Connection, one_shot: _OneShot) -> None:
-    """While a ``/v1/rpc`` request waits for its calls, notice the client going away."""
-    try:
-        data = await stream.receive(65536)
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        data = b""
-    if data:
-        conn.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
-        return
-    one_shot.hung_up = True
-    one_shot.done.set()
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.on_done()
 
 
 class HttpAgentService:
@@ -109,13 +100,14 @@ class HttpAgentService:
         self.keepalive_timeout = keepalive_timeout
         self._auth_token = None if auth_token is None else auth_token.encode()
         self._authenticator = authenticator
-        self._channels: dict[ClientId, WebSocketPump] = {}
-        self._one_shots: dict[ClientId, _OneShot] = {}
+        self._channels: dict[ClientId, Channel] = {}
+        self._one_shots: dict[ClientId, OneShot] = {}
         self._timer_wakeup = anyio.Event()
         self._timer_at = math.inf
         self._connections = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._idle: anyio.Event | None = None
+        self.clock: Callable[[], float] = anyio.current_time
+        """The engine's clock; the asyncio driver sets the loop's (the same time, called from callbacks)."""
 
     # ------------------------------------------------------------------ public
 
@@ -125,8 +117,7 @@ class HttpAgentService:
 
     async def handle_connection(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one accepted connection (HTTP/1.1 keep-alive; may become a WebSocket) until it ends."""
-        self._connections += 1
-        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self.connection_opened()
         try:
             await self._serve_http(stream)
         except Exception:
@@ -135,9 +126,7 @@ class HttpAgentService:
         finally:
             with anyio.CancelScope(shield=True):
                 await _linger_and_close(stream)
-            self._connections -= 1
-            if self._connections == 0:
-                self._idle.set()
+            self.connection_closed()
 
     async def run_timers(self) -> None:
         """Drive the engine's deadlines; run for as long as the service runs."""
@@ -156,20 +145,101 @@ class HttpAgentService:
 
     async def wait_idle(self) -> None:
         """Return when no connection is open."""
+        if self._connections == 0:
+            return
+        if self._idle is None:
+            self._idle = anyio.Event()
         await self._idle.wait()
+
+    # ------------------------------------------------------------------ shared by the drivers
+
+    def connection_opened(self) -> None:
+        self._connections += 1
+
+    def connection_closed(self) -> None:
+        self._connections -= 1
+        if self._connections == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def new_front(self) -> HttpFront:
+        """The HTTP request handling of one new connection."""
+        return HttpFront(max_header_size=self.max_header_size, max_message_size=self.max_message_size,
+                         health=self._health_body)
+
+    def _health_body(self) -> bytes:
+        return msgspec.json.encode(
+            {"status": "ok", "connections": self._connections, "agent_types": len(self.engine.agent_types())}
+        )
+
+    def authorize(self, request: h11.Request) -> bool | Awaitable[bool]:
+        """The verdict on a request's credentials (awaitable when the authenticator is async)."""
+        if self._auth_token is not None:
+            value = _http.header(request, b"authorization") or b""
+            scheme, _, token = value.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._auth_token):
+                return False
+        if self._authenticator is not None:
+            return self._authenticator(request)
+        return True
+
+    def start_one_shot(self, body: bytes, on_done: Callable[[], None]) -> tuple[ClientId, OneShot]:
+        """Run a ``/v1/rpc`` body; ``on_done`` runs (maybe at once) when the answer is known."""
+        client = self.engine.connect(ClientKind.ONE_SHOT)
+        one_shot = OneShot(on_done)
+        self._one_shots[client] = one_shot
+        self._apply(self.engine.receive(client, body, self.clock()))
+        return client, one_shot
+
+    def end_one_shot(self, client: ClientId, one_shot: OneShot) -> RpcAnswer:
+        """Forget a one-shot; if its caller hung up, its calls are cancelled at their targets here."""
+        if self._one_shots.pop(client, None) is not None:
+            self._apply(self.engine.disconnect(client, self.clock()))
+        return RpcAnswer(one_shot.close_code, one_shot.body)
+
+    def accept_channel(self, request: h11.Request) -> ClientId | HttpError:
+        """Register the client of a WebSocket upgrade (its X-Client-Id must not be in use)."""
+        name = _http.header(request, b"x-client-id")
+        try:
+            return self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
+        except ClientNameInUse:
+            return HttpError(409, "another live connection uses this X-Client-Id")
+
+    def channel_opened(self, client: ClientId, channel: Channel) -> tuple[MessageHandler, Callable[[], None]]:
+        """Route ``client``'s messages; returns the channel's ``on_message`` and ``on_end`` callbacks."""
+        self._channels[client] = channel
+        engine = self.engine
+        clock = self.clock
+        apply = self._apply
+
+        def on_message(message: str | bytes) -> None:
+            if engine.client_state(client) is not None:  # not cut off by an earlier message
+                apply(engine.receive(client, message, clock()))
+
+        def on_end() -> None:
+            # Release what the client owned before its close is acknowledged: a worker whose
+            # stop() returned has freed its agent types.
+            apply(engine.disconnect(client, clock()))
+
+        return on_message, on_end
+
+    def channel_closed(self, client: ClientId) -> None:
+        self._channels.pop(client, None)
+        self._apply(self.engine.disconnect(client, self.clock()))
 
     # ------------------------------------------------------------------ engine instructions
 
     def _apply(self, outputs: list[HostOutput]) -> None:
+        channels = self._channels
         for out in outputs:
             if isinstance(out, Close):
                 self._close(out)
                 continue
-            pump = self._channels.get(out.client)
-            if pump is not None:
-                if not pump.send_message(out.data) and pump.close_code == CloseCode.SLOW_CONSUMER:
+            channel = channels.get(out.client)
+            if channel is not None:
+                if not channel.send_message(out.data) and channel.close_code == CloseCode.SLOW_CONSUMER:
                     # The peer stopped reading: it is being cut off, so settle its calls now.
-                    self._apply(self.engine.disconnect(out.client, anyio.current_time()))
+                    self._apply(self.engine.disconnect(out.client, self.clock()))
                 continue
             one_shot = self._one_shots.get(out.client)
             if one_shot is not None:
@@ -179,173 +249,96 @@ class HttpAgentService:
             self._timer_wakeup.set()
 
     def _close(self, out: Close) -> None:
-        pump = self._channels.get(out.client)
-        if pump is not None:
-            pump.close(out.code, out.reason)
+        channel = self._channels.get(out.client)
+        if channel is not None:
+            channel.close(out.code, out.reason)
             return
         one_shot = self._one_shots.get(out.client)
         if one_shot is not None:
             one_shot.close_code = out.code
-            one_shot.done.set()
+            one_shot.finish()
 
-    # ------------------------------------------------------------------ HTTP
+    # ------------------------------------------------------------------ the anyio driver
 
     async def _serve_http(self, stream: anyio.abc.ByteStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_header_size)
+        front = self.new_front()
+        reply: Reply = None
         try:
             while True:
-                request = await _http.read_request(stream, conn)
-                if request is None:
+                action = front.next_action(reply)
+                reply = None
+                if action is NEED_DATA:
+                    try:
+                        data = await stream.receive(_READ_SIZE)
+                    except _STREAM_ERRORS:
+                        data = b""
+                    front.receive_data(data)
+                elif isinstance(action, Send):
+                    await stream.send(action.data)
+                elif isinstance(action, Authorize):
+                    verdict = self.authorize(action.request)
+                    reply = verdict if isinstance(verdict, bool) else await verdict
+                elif isinstance(action, RpcCall):
+                    answer = await self._one_shot(stream, front, action.body)
+                    if answer is None:
+                        return  # the client went away before its answer was ready
+                    reply = answer
+                elif isinstance(action, OpenChannel):
+                    accepted = self.accept_channel(action.request)
+                    if isinstance(accepted, HttpError):
+                        reply = accepted
+                        continue
+                    await self._channel(stream, front, accepted, action.ws)
                     return
-                path = request.target.split(b"?", 1)[0]
-                if request.method == b"HEAD" and path != HEALTH_PATH_BYTES:
-                    # A HEAD response has no body; the only endpoint that answers HEAD is /healthz.
-                    await _http.read_body(stream, conn, _SMALL_BODY_LIMIT)
-                    await _http.send_response(stream, conn, 405, headers=[(b"allow", b"GET, POST")])
-                    if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-                    continue
-                if path == CHANNEL_PATH_BYTES:
-                    await self._channel(stream, conn, request)
-                    return
-                if path == RPC_PATH_BYTES:
-                    await self._rpc(stream, conn, request)
                 else:
-                    await _http.read_body(stream, conn, _SMALL_BODY_LIMIT)
-                    if path == HEALTH_PATH_BYTES:
-                        await self._healthz(stream, conn, request)
-                    else:
-                        await _http_error(stream, conn, 404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
-                conn.start_next_cycle()
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                try:
-                    await _http_error(stream, conn, exc.error_status_hint, str(exc), close=True)
-                except (h11.LocalProtocolError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                    pass
-        except _ClientGone:
-            return
-        except _http.BodyTooLarge:
-            await _http_error(stream, conn, 413, f"body exceeds {self.max_message_size} bytes", close=True)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+        except _STREAM_ERRORS:
             return
 
-    async def _authorized(self, request: h11.Request) -> bool:
-        if self._auth_token is not None:
-            value = _http.header(request, b"authorization") or b""
-            scheme, _, token = value.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._auth_token):
-                return False
-        if self._authenticator is not None:
-            verdict = self._authenticator(request)
-            if not isinstance(verdict, bool):
-                verdict = await verdict
-            return verdict
-        return True
+    async def _one_shot(self, stream: anyio.abc.ByteStream, front: HttpFront, body: bytes) -> RpcAnswer | None:
+        done = anyio.Event()
+        hung_up = False
 
-    async def _healthz(self, stream: anyio.abc.ByteStream, conn: h11.Connection, request: h11.Request) -> None:
-        if request.method not in (b"GET", b"HEAD"):
-            await _http_error(stream, conn, 405, "use GET", headers=[(b"allow", b"GET")])
-            return
-        body = msgspec.json.encode(
-            {"status": "ok", "connections": self._connections, "agent_types": len(self.engine.agent_types())}
-        )
-        await _http.send_response(stream, conn, 200, b"" if request.method == b"HEAD" else body)
+        async def watch_for_hangup() -> None:
+            # While the calls run, notice the client going away.
+            nonlocal hung_up
+            try:
+                data = await stream.receive(_READ_SIZE)
+            except _STREAM_ERRORS:
+                data = b""
+            if data:
+                front.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
+                return
+            hung_up = True
+            done.set()
 
-    async def _rpc(self, stream: anyio.abc.ByteStream, conn: h11.Connection, request: h11.Request) -> None:
-        if request.method != b"POST":
-            await _http.read_body(stream, conn, self.max_message_size)
-            await _http_error(stream, conn, 405, "use POST", headers=[(b"allow", b"POST")])
-            return
-        if not await self._authorized(request):
-            await _http_error(stream, conn, 401, "missing or wrong credentials", close=True,
-                              headers=[(b"www-authenticate", b"Bearer")])
-            return
-        content_type = (_http.header(request, b"content-type") or b"").split(b";", 1)[0].strip().lower()
-        length = _http.header(request, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_message_size:
-            await _http_error(stream, conn, 413, f"body exceeds {self.max_message_size} bytes", close=True)
-            return
-        body = await _http.read_body(stream, conn, self.max_message_size)
-        if content_type != b"application/json":
-            await _http_error(stream, conn, 415, "Content-Type must be application/json")
-            return
-        client = self.engine.connect(ClientKind.ONE_SHOT)
-        one_shot = _OneShot(anyio.Event())
-        self._one_shots[client] = one_shot
+        client, one_shot = self.start_one_shot(body, done.set)
         try:
-            self._apply(self.engine.receive(client, body, anyio.current_time()))
-            if not one_shot.done.is_set():
+            if not one_shot.done:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_watch_for_hangup, stream, conn, one_shot)
-                    await one_shot.done.wait()
+                    tg.start_soon(watch_for_hangup)
+                    await done.wait()
                     tg.cancel_scope.cancel()
         finally:
-            del self._one_shots[client]
-            # A client that hung up cancels its calls at their targets here.
-            self._apply(self.engine.disconnect(client, anyio.current_time()))
-        if one_shot.hung_up:
-            raise _ClientGone
-        if one_shot.close_code is not CloseCode.NORMAL:
-            status = http_status_for(one_shot.close_code)
-            await _http_error(stream, conn, status, f"closed with {one_shot.close_code.name}")
-        elif one_shot.body is None:
-            await _http.send_response(stream, conn, 204)
-        else:
-            await _http.send_response(stream, conn, 200, one_shot.body)
+            answer = self.end_one_shot(client, one_shot)
+        return None if hung_up else answer
 
-    # ------------------------------------------------------------------ WebSocket
-
-    async def _channel(self, stream: anyio.abc.ByteStream, conn: h11.Connection, request: h11.Request) -> None:
-        upgrade = (_http.header(request, b"upgrade") or b"").lower()
-        if request.method != b"GET" or upgrade != b"websocket":
-            await _http_error(stream, conn, 426, "/v1/channel needs a WebSocket upgrade", close=True,
-                              headers=[(b"upgrade", b"websocket")])
-            return
-        if not await self._authorized(request):
-            await _http_error(stream, conn, 401, "missing or wrong credentials", close=True,
-                              headers=[(b"www-authenticate", b"Bearer")])
-            return
-        ws = WSConnection(ConnectionType.SERVER)
-        ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
-        handshake = next(ws.events(), None)
-        if not isinstance(handshake, WSRequest):
-            await _http_error(stream, conn, 400, "invalid WebSocket handshake", close=True)
-            return
-        name = _http.header(request, b"x-client-id")
-        try:
-            client = self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
-        except ClientNameInUse:
-            await _http_error(stream, conn, 409, "another live connection uses this X-Client-Id", close=True)
-            return
+    async def _channel(
+        self, stream: anyio.abc.ByteStream, front: HttpFront, client: ClientId, ws: WSConnection
+    ) -> None:
         try:
             await stream.send(ws.send(AcceptConnection()))
         except BaseException:
             self._apply(self.engine.disconnect(client, anyio.current_time()))
             raise
-        trailing, _ = conn.trailing_data
         pump = WebSocketPump(
             stream,
             ws,
             max_message_size=self.max_message_size,
             max_outbound_bytes=self.max_outbound_bytes,
-            initial_data=bytes(trailing),
+            initial_data=front.trailing_data(),
         )
-        self._channels[client] = pump
-        engine = self.engine
-
-        def on_message(message: str | bytes) -> None:
-            if engine.client_state(client) is not None:  # not cut off by an earlier message
-                self._apply(engine.receive(client, message, anyio.current_time()))
-
-        def on_end() -> None:
-            # Release what the client owned before its close is acknowledged: a worker whose
-            # stop() returned has freed its agent types.
-            self._apply(engine.disconnect(client, anyio.current_time()))
-
+        on_message, on_end = self.channel_opened(client, pump)
         try:
             async with anyio.create_task_group() as tg:
                 if self.keepalive_interval is not None:
@@ -353,8 +346,7 @@ class HttpAgentService:
                 await pump.serve(on_message, on_end)
                 tg.cancel_scope.cancel()
         finally:
-            del self._channels[client]
-            self._apply(self.engine.disconnect(client, anyio.current_time()))
+            self.channel_closed(client)
 
 
 async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
@@ -365,9 +357,9 @@ async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
     """
     try:
         await stream.send_eof()
-        with anyio.move_on_after(1.0):
+        with anyio.move_on_after(LINGER_TIMEOUT):
             drained = 0
-            while drained < 16 * 1024 * 1024:
+            while drained < LINGER_MAX_BYTES:
                 drained += len(await stream.receive(65536))
     except Exception:
         pass
@@ -375,19 +367,6 @@ async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
         await stream.aclose()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
         pass
-
-
-async def _http_error(
-    stream: anyio.abc.ByteStream,
-    conn: h11.Connection,
-    status: int,
-    message: str,
-    *,
-    close: bool = False,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    body = msgspec.json.encode({"error": {"status": status, "message": message}})
-    await _http.send_response(stream, conn, status, body, headers=headers, close=close)
 
 
 class HttpAgentServer:
@@ -427,6 +406,7 @@ class HttpAgentServer:
         self._grace = 5.0
         self._started = False
         self._stopped = anyio.Event()
+        self._stop_requested: anyio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -450,7 +430,8 @@ class HttpAgentServer:
         loop = asyncio.get_running_loop()
         self._socket = self._bind()
         self._started = True
-        self._task = loop.create_task(self._serve(self._socket, anyio.TASK_STATUS_IGNORED))
+        self._stop_requested = anyio.Event()
+        self._task = loop.create_task(self._serve_asyncio(self._socket, anyio.TASK_STATUS_IGNORED))
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind and serve until :meth:`stop` (anyio-native; ``await tg.start(server.serve)`` gives the port)."""
@@ -458,9 +439,50 @@ class HttpAgentServer:
             raise RuntimeError("the server is already started")
         self._started = True
         self._socket = self._bind()
-        await self._serve(self._socket, task_status)
+        if sniffio.current_async_library() == "asyncio":
+            self._stop_requested = anyio.Event()
+            await self._serve_asyncio(self._socket, task_status)
+        else:
+            await self._serve_anyio(self._socket, task_status)
 
-    async def _serve(self, sock: socket.socket, task_status: anyio.abc.TaskStatus[int]) -> None:
+    async def _serve_asyncio(self, sock: socket.socket, task_status: anyio.abc.TaskStatus[int]) -> None:
+        """Serve with :class:`~._asyncio_host.HostProtocol` connections (no task per connection)."""
+        service = self.service
+        loop = asyncio.get_running_loop()
+        service.clock = loop.time
+        connections: set[HostProtocol] = set()
+        tasks: list[asyncio.Task[None]] = []
+        server: asyncio.Server | None = None
+        try:
+            server = await loop.create_server(
+                lambda: HostProtocol(service, connections), sock=sock, ssl=self._ssl_context, backlog=self._backlog
+            )
+            tasks.append(loop.create_task(service.run_timers()))
+            if service.keepalive_interval is not None:
+                sweep = keepalive_sweep(connections, service.keepalive_interval, service.keepalive_timeout)
+                tasks.append(loop.create_task(sweep))
+            task_status.started(self.port)
+            assert self._stop_requested is not None
+            await self._stop_requested.wait()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if server is not None:
+                    server.close()
+                else:
+                    sock.close()
+                service.close_all()
+                with anyio.move_on_after(self._grace):
+                    await service.wait_idle()
+                for connection in list(connections):
+                    connection.abort()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                with anyio.move_on_after(1.0):
+                    await service.wait_idle()  # the aborted connections' connection_lost
+                self._stopped.set()
+
+    async def _serve_anyio(self, sock: socket.socket, task_status: anyio.abc.TaskStatus[int]) -> None:
         try:
             listener: anyio.abc.Listener[anyio.abc.ByteStream] = await anyio.abc.SocketListener.from_socket(sock)
             if self._ssl_context is not None:
@@ -487,8 +509,8 @@ class HttpAgentServer:
         self._grace = grace
         if self._accept_scope is not None:
             self._accept_scope.cancel()
-        elif self._task is not None:
-            self._task.cancel()
+        elif self._stop_requested is not None:
+            self._stop_requested.set()
         await self._stopped.wait()
 
     async def stop_when_signal(

@@ -191,22 +191,31 @@ class WebSocketPump:
                 pass
 
 
-async def keep_alive(channel: Channel, interval: float, timeout: float) -> None:
-    """Ping a peer that has been silent for ``interval``; cut it off after ``timeout`` more silence.
+def keepalive_check(channel: Channel, now: float, interval: float, timeout: float) -> bool:
+    """One keepalive step: ping a peer silent for ``interval``, cut it off after ``timeout`` more.
 
-    Finds a peer that is gone without closing its socket (a frozen process, a dead link).
+    Returns True when it pinged. Finds a peer that is gone without closing its socket (a frozen
+    process, a dead link).
     """
+    silent_for = now - channel.last_received
+    if silent_for >= interval + timeout:
+        logger.warning("peer silent for %.1fs: giving up on the connection", silent_for)
+        channel.abort()
+        return False
+    if silent_for >= interval:
+        channel.send_ping()
+        return True
+    return False
+
+
+async def keep_alive(channel: Channel, interval: float, timeout: float) -> None:
+    """Run :func:`keepalive_check` for one channel in its own task, for as long as it is open."""
     while channel.is_open:
-        silent_for = anyio.current_time() - channel.last_received
-        if silent_for >= interval + timeout:
-            logger.warning("peer silent for %.1fs: giving up on the connection", silent_for)
-            channel.abort()
-            return
-        if silent_for >= interval:
-            channel.send_ping()
+        now = anyio.current_time()
+        if keepalive_check(channel, now, interval, timeout):
             await anyio.sleep(min(interval, timeout))
-        else:
-            await anyio.sleep(interval - silent_for)
+        elif channel.is_open:
+            await anyio.sleep(max(0.0, interval - (now - channel.last_received)))
 
 
-__all__ = ["Channel", "MessageHandler", "WebSocketPump", "keep_alive"]
+__all__ = ["Channel", "MessageHandler", "WebSocketPump", "keep_alive", "keepalive_check"]

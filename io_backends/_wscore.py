@@ -3,9 +3,18 @@
 The drivers (:mod:`._websocket` over anyio streams, :mod:`._asyncio_channel` over an asyncio
 protocol) feed it received bytes and write what it has queued; everything they have in common
 lives here, once.
+
+The frames of the hot path (whole text and binary messages, pings and pongs) are parsed and
+built here directly, which costs a fraction of wsproto's general machinery. Anything else (a
+close frame, a fragmented message, a message over the size limit, a frame wsproto would call a
+protocol violation) is handed to wsproto from that frame on, for the rest of the connection, so
+wsproto still decides every unusual case. No extension is ever negotiated by either side.
 """
 
 from __future__ import annotations
+
+import codecs
+import os
 
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
@@ -14,6 +23,35 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from sansio_runtime import CloseCode
 
 ABNORMAL_CLOSURE = 1006
+_TEXT, _BINARY, _PING, _PONG = 0x1, 0x2, 0x9, 0xA
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _MaskPool:
+    """Masking keys for one client connection's frames: os.urandom (as wsproto uses), 4 KiB at a time."""
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def take(self) -> bytes:
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool = os.urandom(4096)
+            pos = 0
+        self._pos = pos + 4
+        return self._pool[pos : pos + 4]
+
+
+def _xor(data: bytes, mask: bytes) -> bytes:
+    """``data`` masked (or unmasked) with the 4-byte ``mask`` (RFC 6455 section 5.3)."""
+    n = len(data)
+    if not n:
+        return b""
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
+    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
 
 
 class WebSocketCore:
@@ -25,10 +63,17 @@ class WebSocketCore:
     """
 
     __slots__ = (
+        "_buffer",
+        "_checked",
+        "_client",
+        "_decoder",
+        "_fast",
+        "_masks",
         "_max_message_size",
         "_max_outbound_bytes",
         "_out",
         "_parts",
+        "_seen_open",
         "_size",
         "close_code",
         "closing",
@@ -51,10 +96,22 @@ class WebSocketCore:
         """We sent a close frame and wait for the peer's."""
         self.close_code: int | None = None
         """The connection's close code once known (ours or the peer's; 1006 if it just broke)."""
+        self._client = ws.client
+        self._fast = True  # parsing frames here; False once wsproto has taken over the input
+        self._buffer = b""  # the start of an incomplete frame (fast path)
+        self._masks = _MaskPool()
+        self._seen_open = False  # ws.state was OPEN when last looked at (saves asking wsproto)
+        self._checked = 0  # how much of an incomplete text frame's payload is known to be valid UTF-8
+        self._decoder = _utf8_decoder()
 
     @property
     def is_open(self) -> bool:
-        return not self.finished and self.ws.state is ConnectionState.OPEN
+        if self._seen_open:  # wsproto's state only leaves OPEN in close() or _receive_wsproto()
+            return not self.finished
+        if not self.finished and self.ws.state is ConnectionState.OPEN:
+            self._seen_open = True
+            return True
+        return False
 
     # ------------------------------------------------------------------ output
 
@@ -75,7 +132,7 @@ class WebSocketCore:
         """
         if not self.is_open:
             return False
-        self._push(self.ws.send(TextMessage(data.decode("utf-8"))))
+        self._push(self._frame(_TEXT, data))
         if self.queued_bytes + backlog > self._max_outbound_bytes:
             self._out.clear()
             self.queued_bytes = 0
@@ -83,12 +140,28 @@ class WebSocketCore:
             return False
         return True
 
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        """One whole frame (FIN set), masked if we are the client."""
+        n = len(payload)
+        mask_bit = 0x80 if self._client else 0
+        if n < 126:
+            head = bytes((0x80 | opcode, mask_bit | n))
+        elif n < 65536:
+            head = bytes((0x80 | opcode, mask_bit | 126)) + n.to_bytes(2, "big")
+        else:
+            head = bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
+        if self._client:
+            mask = self._masks.take()
+            return head + mask + _xor(payload, mask)
+        return head + payload
+
     def send_ping(self, payload: bytes = b"") -> None:
         if self.is_open:
             self._push(self.ws.send(Ping(payload)))
 
     def close(self, code: int, reason: str = "") -> None:
         """Queue a close frame (the closing handshake starts)."""
+        self._seen_open = False
         if self.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
             if self.close_code is None:
                 self.close_code = code
@@ -112,6 +185,99 @@ class WebSocketCore:
         messages: list[str | bytes] = []
         if self.finished:
             return messages
+        if self._fast:
+            data = self._receive_fast(data, messages)
+            if self._fast:
+                return messages
+        return self._receive_wsproto(data, messages)
+
+    def _receive_fast(self, data: bytes, messages: list[str | bytes]) -> bytes:
+        """Parse whole frames of the common kinds; returns what wsproto must take over, if anything."""
+        buf = self._buffer + data if self._buffer else data
+        size = len(buf)
+        pos = 0
+        expect_mask = not self._client
+        while size - pos >= 2:
+            b0 = buf[pos]
+            b1 = buf[pos + 1]
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            if b0 & 0xF0 != 0x80 or bool(b1 & 0x80) is not expect_mask or opcode not in (_TEXT, _BINARY, _PING, _PONG):
+                break  # a fragment, reserved bits, a close frame, a bad opcode or masking: wsproto's
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    return self._keep(buf, pos)
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+                if length < 126:
+                    break
+            elif length == 127:
+                if size - pos < 10:
+                    return self._keep(buf, pos)
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+                if length < 65536 or length >> 63:
+                    break
+            if length > self._max_message_size or (opcode >= _PING and length > 125):
+                break
+            if expect_mask:
+                head += 4
+            end = pos + head + length
+            if end > size:
+                if opcode == _TEXT and not self._valid_so_far(buf, pos, head, expect_mask):
+                    break  # wsproto rejects bad UTF-8 as soon as it arrives: so must we
+                return self._keep(buf, pos)
+            self._checked = 0
+            payload = buf[pos + head : end]
+            if expect_mask:
+                payload = _xor(payload, buf[pos + head - 4 : pos + head])
+            if opcode == _TEXT:
+                try:
+                    text = payload.decode("utf-8")
+                except UnicodeDecodeError:
+                    break
+                if self.is_open:
+                    messages.append(text)
+            elif opcode == _BINARY:
+                if self.is_open:
+                    messages.append(bytes(payload))
+            elif opcode == _PING:
+                if self.is_open:
+                    self._push(self._frame(_PONG, bytes(payload)))
+            pos = end
+        else:
+            return self._keep(buf, pos)
+        # Hand over to wsproto from the frame at ``pos`` on, for good.
+        self._fast = False
+        self._buffer = b""
+        return bytes(buf[pos:])
+
+    def _valid_so_far(self, buf: bytes, pos: int, head: int, masked: bool) -> bool:
+        """Whether the received part of an incomplete text frame can still be valid UTF-8."""
+        start = pos + head + self._checked
+        if start >= len(buf):
+            return True
+        if self._checked == 0:
+            self._decoder = _utf8_decoder()
+        chunk = buf[start:]
+        if masked:
+            mask = buf[pos + head - 4 : pos + head]
+            k = self._checked % 4
+            chunk = _xor(chunk, mask[k:] + mask[:k])
+        self._checked += len(chunk)
+        try:
+            self._decoder.decode(chunk, final=False)
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    def _keep(self, buf: bytes, pos: int) -> bytes:
+        self._buffer = bytes(buf[pos:]) if pos < len(buf) else b""
+        return b""
+
+    def _receive_wsproto(self, data: bytes, messages: list[str | bytes]) -> list[str | bytes]:
+        self._seen_open = False
         if data:
             self.ws.receive_data(data)
         for event in self.ws.events():

@@ -1,4 +1,4 @@
-"""The host itself: served under trio in another thread, and its plain-HTTP endpoints."""
+"""The host itself: served under trio in another thread, by serve() on asyncio, and its plain-HTTP endpoints."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import sniffio
 from autogen_core import AgentId, TopicId, TypeSubscription
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
+from io_backends._asyncio_channel import AsyncioChannel
 
 from ._common import Answer, Ask, EchoAgent, Note, all_serializers, wait_until
 from .conftest import WorkerFactory
@@ -170,3 +171,31 @@ async def test_plain_http_endpoints_on_the_asyncio_host(make_worker: WorkerFacto
         assert status == 404 and error["error"]["status"] == 404
         status, error = await http_call(server.port, "GET", "/v1/rpc")
         assert status == 405
+
+
+async def test_serve_on_asyncio_uses_the_asyncio_driver_and_stops_either_way() -> None:
+    """``serve()`` in an anyio task group on asyncio: stop() ends it, and so does cancelling it."""
+    for ending in ("stop", "cancel"):
+        server = HttpAgentServer("127.0.0.1", port=0)
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                port = await tg.start(server.serve)
+                assert sniffio.current_async_library() == "asyncio"
+                worker = HttpWorkerAgentRuntime(f"127.0.0.1:{port}")
+                worker.add_message_serializer(all_serializers())
+                await worker.start()
+                try:
+                    await worker.register_factory("echo", EchoAgent)
+                    assert await worker.send_message(Ask("io"), AgentId("echo", "k")) == Answer("k:oi")
+                    assert server.service.connection_count == 1
+                    channels = list(server.service._channels.values())
+                    assert len(channels) == 1 and isinstance(channels[0], AsyncioChannel)
+                    await check_plain_http_endpoints(port)
+                finally:
+                    await worker.stop()
+                if ending == "stop":
+                    await server.stop(grace=2)
+                else:
+                    tg.cancel_scope.cancel()
+        assert server.service.connection_count == 0
+        assert list(server.service.engine.clients()) == []

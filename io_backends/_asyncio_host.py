@@ -1,0 +1,279 @@
+"""The host's asyncio driver: one ``asyncio.Protocol`` per accepted connection, no task per hop.
+
+It feeds received bytes to the connection's :class:`~._http_front.HttpFront` (the same HTTP
+handling as the anyio driver) and carries out its actions; after the upgrade to a WebSocket it
+hands the transport to an :class:`~._asyncio_channel.AsyncioChannel` (the class the worker
+uses too): messages reach the engine inside ``data_received``, and the engine's output is
+written at once to idle sockets and coalesced per loop iteration otherwise. Keepalive is one
+periodic sweep over all channels, and the engine's deadlines stay with
+:meth:`HttpAgentService.run_timers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING
+
+from wsproto import WSConnection
+from wsproto.events import AcceptConnection
+
+from sansio_runtime import ClientId
+
+from ._asyncio_channel import AsyncioChannel
+from ._http_front import NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
+from ._websocket import keepalive_check
+
+if TYPE_CHECKING:
+    from ._server import HttpAgentService, OneShot
+
+logger = logging.getLogger("io_backends.server")
+
+LINGER_TIMEOUT = 1.0  # how long a closing connection's input is drained before the close
+LINGER_MAX_BYTES = 16 * 1024 * 1024
+
+
+class HostProtocol(asyncio.Protocol):
+    """One accepted host connection: HTTP/1.1 keep-alive, then maybe a WebSocket."""
+
+    def __init__(self, service: HttpAgentService, registry: set[HostProtocol]) -> None:
+        self._service = service
+        self._registry = registry
+        self._loop = asyncio.get_running_loop()
+        self._front = service.new_front()
+        self._transport: asyncio.Transport | None = None
+        self.channel: AsyncioChannel | None = None
+        self._client: ClientId | None = None
+        self._one_shot: tuple[ClientId, OneShot] | None = None
+        self._auth: asyncio.Future[bool] | None = None
+        self._busy = False  # waiting for a verdict or an answer: input is only buffered
+        self._paused = False
+        self._eof = False
+        self._lingering: asyncio.TimerHandle | None = None
+        self._drained = 0
+        self._lost = False
+        self._tls = False
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._tls = transport.get_extra_info("sslcontext") is not None
+        self._registry.add(self)
+        self._service.connection_opened()
+        self._advance(None)
+
+    def data_received(self, data: bytes) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.data_received(data)
+            return
+        if self._lingering is not None:
+            self._drained += len(data)
+            if self._drained > LINGER_MAX_BYTES:
+                self.abort()
+            return
+        self._front.receive_data(data)
+        if self._busy:
+            self._pause()  # buffered for the next request; read more once this one is answered
+            return
+        self._advance(None)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self.channel is not None:
+            return self.channel.eof_received()
+        if self._lingering is not None:
+            return False
+        if self._one_shot is not None:
+            # The caller hung up before its answer was ready: its calls are cancelled.
+            self._end_one_shot()
+            return False
+        self._front.receive_data(b"")
+        if not self._busy:
+            self._advance(None)
+        # Still write what the front answers; it closes the connection after. (A TLS transport
+        # cannot stay half-open: asyncio closes it whatever we return, and warns if we say True.)
+        return not self._tls
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._lingering is not None:
+            self._lingering.cancel()
+        if self._auth is not None:
+            self._auth.cancel()
+        try:
+            if self.channel is not None:
+                self.channel.connection_lost(exc)
+            if self._client is not None:
+                self._service.channel_closed(self._client)
+            if self._one_shot is not None:
+                self._end_one_shot()
+        finally:
+            self._registry.discard(self)
+            self._service.connection_closed()
+
+    def pause_writing(self) -> None:
+        if self.channel is not None:
+            self.channel.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.channel is not None:
+            self.channel.resume_writing()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+
+    def _advance(self, reply: Reply) -> None:
+        """Carry out the front's actions until it needs more input or an answer."""
+        try:
+            self._run_front(reply)
+        except Exception:
+            # One connection's failure must never take the host down.
+            logger.exception("error serving a connection")
+            self._linger()
+
+    def _run_front(self, reply: Reply) -> None:
+        front = self._front
+        transport = self._transport
+        assert transport is not None
+        service = self._service
+        self._busy = False
+        while not self._lost:
+            action = front.next_action(reply)
+            reply = None
+            if action is NEED_DATA:
+                if self._eof:  # (h11 does not ask for more after the end of input)
+                    self._linger()
+                else:
+                    self._resume()
+                return
+            if isinstance(action, Send):
+                transport.write(action.data)
+            elif isinstance(action, Authorize):
+                verdict = service.authorize(action.request)
+                if isinstance(verdict, bool):
+                    reply = verdict
+                    continue
+                self._wait_for_verdict(verdict)
+                return
+            elif isinstance(action, RpcCall):
+                self._busy = True
+                client, one_shot = service.start_one_shot(action.body, self._one_shot_done)
+                self._one_shot = (client, one_shot)
+                if not one_shot.done:
+                    return
+                reply = self._end_one_shot()
+                self._busy = False
+            elif isinstance(action, OpenChannel):
+                accepted = service.accept_channel(action.request)
+                if isinstance(accepted, HttpError):
+                    reply = accepted
+                    continue
+                self._open_channel(accepted, action.ws)
+                return
+            else:
+                self._linger()
+                return
+
+    def _wait_for_verdict(self, verdict: Awaitable[bool]) -> None:
+        self._busy = True
+        self._auth = asyncio.ensure_future(verdict)
+        self._auth.add_done_callback(self._verdict)
+
+    def _verdict(self, future: asyncio.Future[bool]) -> None:
+        self._auth = None
+        if future.cancelled() or self._lost:
+            return
+        exc = future.exception()
+        if exc is not None:
+            logger.error("error serving a connection", exc_info=exc)
+            self._linger()
+            return
+        self._advance(future.result())
+
+    def _one_shot_done(self) -> None:
+        # Called from inside the engine's output handling: answer on the next loop iteration.
+        if self._one_shot is not None:
+            self._loop.call_soon(self._answer_one_shot)
+
+    def _answer_one_shot(self) -> None:
+        if self._one_shot is not None and not self._lost:
+            self._advance(self._end_one_shot())
+
+    def _end_one_shot(self) -> Reply:
+        assert self._one_shot is not None
+        client, one_shot = self._one_shot
+        self._one_shot = None
+        return self._service.end_one_shot(client, one_shot)
+
+    def _linger(self) -> None:
+        """Close after the peer has read our last response: half-close, then drain briefly."""
+        transport = self._transport
+        if transport is None or self._lingering is not None or transport.is_closing():
+            return
+        if self._eof or not transport.can_write_eof():
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except OSError:
+            transport.close()
+            return
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT, transport.close)
+        self._resume()
+
+    # ------------------------------------------------------------------ WebSocket
+
+    def _open_channel(self, client: ClientId, ws: WSConnection) -> None:
+        transport = self._transport
+        assert transport is not None
+        service = self._service
+        transport.write(ws.send(AcceptConnection()))
+        channel = AsyncioChannel(
+            ws,
+            max_message_size=service.max_message_size,
+            max_outbound_bytes=service.max_outbound_bytes,
+            transport=transport,
+        )
+        self.channel = channel
+        self._client = client
+        on_message, on_end = service.channel_opened(client, channel)
+        channel.start(on_message, on_end)
+        trailing = self._front.trailing_data()
+        if trailing:
+            channel.data_received(trailing)
+        self._resume()
+
+
+async def keepalive_sweep(connections: Iterable[HostProtocol], interval: float, timeout: float) -> None:
+    """Ping silent WebSocket peers and give up on dead ones: one task for all connections."""
+    loop = asyncio.get_running_loop()
+    period = min(interval, timeout) / 2
+    while True:
+        await asyncio.sleep(period)
+        now = loop.time()
+        for connection in list(connections):
+            channel = connection.channel
+            if channel is not None and channel.is_open:
+                keepalive_check(channel, now, interval, timeout)
+
+
+__all__ = ["HostProtocol", "keepalive_sweep"]
