@@ -24,8 +24,8 @@ settings.register_profile(
 )
 settings.register_profile(
     "long",
-    max_examples=3000,
-    stateful_step_count=80,
+    max_examples=2000,
+    stateful_step_count=60,
     deadline=None,
     suppress_health_check=_SLOW_OK,
     print_blob=True,

@@ -344,7 +344,7 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
-member_values = st.one_of(
+member_values: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(["2.0", "1.0", "", "agent.call", "runtime.get_subscriptions", "nope", "$/cancelRequest"]),
     json_scalars,
     st.just({}),

@@ -372,7 +372,8 @@ def get_subs_req() -> st.SearchStrategy[Req]:
 def call_req(draw: st.DrawFn, registered: tuple[str, ...] = (), in_flight: tuple[Any, ...] = ()) -> Req:
     """An agent.call; with ``registered`` types given, it usually targets one of them, and with the
     caller's ids ``in_flight`` given, it usually uses another id (so calls pile up to the limit)."""
-    if registered and draw(st.integers(0, 3)):
+    usual = draw(st.integers(0, 3)) > 0
+    if registered and usual:
         target = draw(st.sampled_from(registered))
     else:
         target = draw(st.sampled_from([*AGENT_TYPES, "zzz"]))
@@ -381,14 +382,16 @@ def call_req(draw: st.DrawFn, registered: tuple[str, ...] = (), in_flight: tuple
     if draw(st.integers(0, 9)) == 0:  # now and then an invalid one
         timeout = draw(st.sampled_from([0, -5, 10**400]))
     fresh = [i for i in REQUEST_IDS if i not in in_flight]
-    rid = draw(st.sampled_from(fresh) if fresh and in_flight and draw(st.booleans()) else request_ids)
+    prefer_fresh = draw(st.booleans())
+    rid = draw(st.sampled_from(fresh) if fresh and in_flight and prefer_fresh else request_ids)
     return Req("agent.call", draw(call_params(target, payload, timeout)), Call(target, payload, timeout), rid)
 
 
 @st.composite
 def publish_req(draw: st.DrawFn, subscribed: tuple[str, ...] = ()) -> Req:
     """An agent.publish; with ``subscribed`` topics given, it usually goes to one of them."""
-    if subscribed and draw(st.integers(0, 3)):
+    usual = draw(st.integers(0, 3)) > 0
+    if subscribed and usual:
         topic = draw(st.sampled_from(subscribed))
     else:
         topic = draw(st.sampled_from([*TOPICS, "abcd", "x:"]))
@@ -400,7 +403,8 @@ def publish_req(draw: st.DrawFn, subscribed: tuple[str, ...] = ()) -> Req:
 @st.composite
 def cancel_req(draw: st.DrawFn, in_flight: tuple[Any, ...] = ()) -> Req:
     """A $/cancelRequest; with the caller's ids ``in_flight`` given, it usually names one of them."""
-    if in_flight and draw(st.integers(0, 3)):
+    usual = draw(st.integers(0, 3)) > 0
+    if in_flight and usual:
         target_id = draw(st.sampled_from(in_flight))
     else:
         target_id = draw(st.sampled_from([*REQUEST_IDS, 99]))
@@ -973,7 +977,8 @@ class HostMachine(RuleBasedStateMachine):
     @rule(data=st.data(), twice=st.booleans())
     def disconnect(self, data: st.DataObject, twice: bool) -> None:
         busy = sorted({c for p in self.model.pending.values() for c in (p.caller, p.target)})
-        if busy and data.draw(st.booleans(), label="a client with calls in flight?"):
+        pick_busy = data.draw(st.booleans(), label="a client with calls in flight?")
+        if busy and pick_busy:
             client = data.draw(st.sampled_from(busy), label="client")
         else:
             client = self.live(data)
@@ -1043,7 +1048,8 @@ class HostMachine(RuleBasedStateMachine):
     @rule(data=st.data(), as_text=st.booleans())
     def call(self, data: st.DataObject, as_text: bool) -> None:
         callers = sorted(c for c, m in self.model.clients.items() if m.outgoing and m.state is ClientState.OPEN)
-        if callers and data.draw(st.booleans(), label="a caller with calls in flight?"):
+        pick_busy = data.draw(st.booleans(), label="a caller with calls in flight?")
+        if callers and pick_busy:
             client = data.draw(st.sampled_from(callers), label="client")
         else:
             client = self.live(data, sendable=True)
@@ -1161,9 +1167,11 @@ class HostMachine(RuleBasedStateMachine):
         head = b'{"jsonrpc":"2.0","method":"agent.publish","params":{"pad":"'
         tail = b'"}}'
         room = size - len(head) - len(tail)
+        frame: bytes | str
         if as_text:  # two-byte characters: the str is shorter than its UTF-8 form
-            frame: bytes | str = (head + "é".encode() * (room // 2) + b"x" * (room % 2) + tail).decode()
-            assert len(frame.encode()) == size
+            text = (head + "é".encode() * (room // 2) + b"x" * (room % 2) + tail).decode()
+            assert len(text.encode()) == size and len(text) < size
+            frame = text
         else:
             frame = head + b"x" * room + tail
         if size > MAX_MESSAGE_SIZE:

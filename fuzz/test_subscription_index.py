@@ -58,7 +58,7 @@ ops = st.lists(st.one_of(st.builds(Add, specs), st.builds(Add, specs), st.builds
 TOPICS = sorted({t[:i] for t in [*TOPIC_PARTS, "abcd", "a:bc", "bab", "éé"] for i in range(len(t) + 1)})
 
 
-@settings(max_examples=5 * settings.default.max_examples)  # cheap: run more of them
+@settings(max_examples=5 * settings().max_examples)  # cheap: run more of them
 @given(ops, st.text(max_size=5))
 def test_match_equals_brute_force(operations: list[Add | Remove], extra_topic: str) -> None:
     index = SubscriptionIndex()

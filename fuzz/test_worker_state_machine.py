@@ -117,7 +117,12 @@ class ErrCode:
         return f"ErrCode({self.code})"
 
 
-INTERNAL: Any = ErrCode(ErrorCode.INTERNAL_ERROR)
+def code_is(code: int) -> Any:
+    """An :class:`ErrCode`, typed to stand in for an RpcError in the expected events."""
+    return ErrCode(code)
+
+
+INTERNAL = code_is(ErrorCode.INTERNAL_ERROR)
 
 
 def jdump(value: object) -> bytes:
@@ -592,7 +597,7 @@ class WorkerMachine(RuleBasedStateMachine):
                                           "bad_recipients"]), label="event form")
         raw = data.draw(json_texts(), label="data")
         binary = data.draw(st.binary(max_size=8), label="bytes")
-        extras = data.draw(st.fixed_dictionaries({}, optional={
+        extras: dict[str, Any] = data.draw(st.fixed_dictionaries({}, optional={
             "datacontenttype": st.sampled_from(["application/json", "x/y"]), "dataschema": st.just("S"),
             "agmsgkind": st.just("publish"), "traceparent": st.just("00-1"), "tracestate": st.just("a=b"),
             "myext": st.just([1])}), label="attributes")
@@ -622,7 +627,7 @@ class WorkerMachine(RuleBasedStateMachine):
         sender_ref = AgentRef(sender[0], sender[1]) if sender is not None and sender[1] is not None else None
         kept = tuple(AgentRef(t, source) for t in recipients if sender_ref is None or sender_ref != AgentRef(t, source))
         if kept:
-            trace = {k: extras[k] for k in ("traceparent", "tracestate") if k in extras}
+            trace: dict[str, str] = {k: extras[k] for k in ("traceparent", "tracestate") if k in extras}
             self.model.events.append(IncomingEvent(
                 event_id="e9", topic_type="t", topic_source=source, sender=sender_ref, recipients=kept,
                 payload=Payload(extras.get("dataschema", ""), extras.get("datacontenttype", "application/json"),
@@ -691,7 +696,8 @@ class WorkerMachine(RuleBasedStateMachine):
         choices: list[st.SearchStrategy[Any]] = [st.sampled_from(HOST_CALL_IDS)]
         if self.model.incoming:
             choices += [st.sampled_from(sorted(self.model.incoming, key=repr))] * 3
-        return data.draw(st.one_of(choices), label="call id")
+        call_id: int | str = data.draw(st.one_of(choices), label="call id")
+        return call_id
 
     @rule(data=st.data(), payload=payloads(),
           metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["k"]), st.text(max_size=3))))
@@ -740,7 +746,7 @@ class WorkerMachine(RuleBasedStateMachine):
         expired = sorted((r.deadline, r.seq, i) for i, r in self.model.requests.items()
                          if r.deadline is not None and r.deadline <= self.model.now)
         for _, _, rid in expired:
-            self.model.resolve(rid, CallFailed(rid, ErrCode(ErrorCode.DEADLINE_EXCEEDED)))
+            self.model.resolve(rid, CallFailed(rid, code_is(ErrorCode.DEADLINE_EXCEEDED)))
             self.model.frames.append(("cancel", rid))
 
     @rule(dt=st.sampled_from([0.0, 0.001, 0.5, 1.0, 2.5]))
@@ -765,7 +771,7 @@ class WorkerMachine(RuleBasedStateMachine):
         if queue_first:  # something still queued is dropped with the connection
             rid = self.engine.register_agent("a")
             self.model.issue(rid, Kind.RUNTIME)
-        lost: Any = ErrCode(ErrorCode.CONNECTION_LOST)
+        lost = code_is(ErrorCode.CONNECTION_LOST)
         for rid in self.pending_of():
             kind = self.model.requests[rid].kind
             self.model.resolve(rid, CallFailed(rid, lost) if kind is Kind.CALL else RequestFailed(rid, lost))

@@ -175,4 +175,4 @@ async def test_an_oversized_frame_is_refused_before_it_is_buffered_whole(server:
     except Exception:
         pass  # the host closed the connection while we were still sending
     assert sent < 64 << 20, "the host kept reading a frame far over its limit"
-    assert await channel.wait_closed() in (1009, 1006)
+    assert await channel.wait_closed(timeout=20) in (1009, 1006)
