@@ -9,6 +9,23 @@ routes, next deadline) with the model after every step.
 
 Alphabets are tiny on purpose: agent types, topics, subscription ids and request ids collide all
 the time, so two callers reuse the same request ids, subscriptions clash, and so on.
+
+What is checked, at every step:
+
+* the host's outputs equal the model's exactly: each call gets exactly one answer (result, relayed
+  error, or -32001/-32003/-32005/-32006/-32012/-32600/-32602/-32603), only to its caller, under the
+  caller's own id; nobody else ever sees it; forwarded params, results, error data and events are
+  byte for byte what was sent; calls to unknown types fail at once with -32001; cancel, caller
+  disconnect and deadline send ``$/cancelRequest`` (host id) to the target; a publish reaches
+  exactly the clients owning an agent type some subscription matches (brute force: type = equality,
+  type_prefix = startswith), once each, with sorted recipients; garbage gets one error with the
+  right code (-32700 not JSON, -32600 not a JSON-RPC message, -32601 unknown method, -32602 bad
+  params); one-shot clients get one body, then Close(1000); oversized frames get Close(1009);
+* every frame is UTF-8 JSON and well-formed JSON-RPC, and no client gets a frame after its Close;
+* ``agent_types()``, ``subscriptions()`` (in order), ``subscription_owner()``, ``pending_calls()``,
+  ``clients()``/``client_state()`` and ``subscribers(topic)`` equal the model; no pending call
+  involves a gone or closing client, so after a disconnect nothing of that client remains;
+* ``next_deadline()`` equals the earliest deadline of a pending call (never later, never stale).
 """
 
 from __future__ import annotations
@@ -926,9 +943,6 @@ class HostMachine(RuleBasedStateMachine):
 
     def has_sendable(self) -> bool:
         return any(m.state is not ClientState.ANSWERING for m in self.model.clients.values())
-
-    def has_channel(self) -> bool:
-        return any(m.kind is ClientKind.CHANNEL and m.state is ClientState.OPEN for m in self.model.clients.values())
 
     def frame(self, client: ClientId, data: bytes | str) -> None:
         note(f"client {client} sends {data!r}")
