@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from autogen_core import AgentRuntime
-from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime, GrpcWorkerAgentRuntimeHost
-
 from _agents import payload_serializers
 from _net import LOOPBACK, free_port, wait_port_open
 from _runtime_peer import RuntimeDriver
+from autogen_core import AgentRuntime
+from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime, GrpcWorkerAgentRuntimeHost
 
 HOST_STOP_GRACE_S = 1
 

@@ -8,9 +8,8 @@ in its usual configuration).
 
 from __future__ import annotations
 
-from autogen_core import AgentRuntime, SingleThreadedAgentRuntime
-
 from _runtime_peer import RuntimeDriver
+from autogen_core import AgentRuntime, SingleThreadedAgentRuntime
 
 
 class InProcessDriver(RuntimeDriver):

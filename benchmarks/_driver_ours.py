@@ -12,12 +12,12 @@ Expected API (written against the announced interface, not an implementation):
 
 from __future__ import annotations
 
-from autogen_core import AgentRuntime
-from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
-
 from _agents import payload_serializers
 from _net import LOOPBACK, wait_port_open
 from _runtime_peer import RuntimeDriver
+from autogen_core import AgentRuntime
+
+from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
 
 BIND_CHECK_TIMEOUT_S = 2.0
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 
-from autogen_core import AgentRuntime
-from autogen_http_runtime.runtimes.http import HttpAgentServer, HttpWorkerAgentRuntime
-
 from _agents import payload_serializers
 from _net import LOOPBACK, free_port, wait_port_open
 from _runtime_peer import RuntimeDriver
+from autogen_core import AgentRuntime
+
+from autogen_http_runtime.runtimes.http import HttpAgentServer, HttpWorkerAgentRuntime
 
 
 class V010Driver(RuntimeDriver):

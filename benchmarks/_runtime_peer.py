@@ -14,12 +14,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from typing import Any
 
-from autogen_core import AgentRuntime
-
 from _agents import ECHO_ID, PUB_TOPIC, Payload, Tally, register_counter, register_echo
 from _config import Mode
 from _endpoints import Deliveries, NotApplicable, Peer, PubSubEnds, RoleSpec, RpcClient
 from _roles import RemoteDeliveries, RoleChannel, RoleProcess
+from autogen_core import AgentRuntime
 
 TEARDOWN_TIMEOUT_S = 10.0
 logger = logging.getLogger("benchmarks")

@@ -38,16 +38,37 @@ def routing_cost(sizes: tuple[int, ...], publishes: int) -> list[dict[str, Any]]
         owner = engine.connect()
         frames = [
             json.dumps({"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent", "params": {"type": "hit"}}),
-            json.dumps({"jsonrpc": "2.0", "id": 2, "method": "runtime.add_subscription",
-                        "params": {"subscription": {"id": "hit", "kind": "type", "topic_type": "news", "agent_type": "hit"}}}),
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "runtime.add_subscription",
+                    "params": {
+                        "subscription": {"id": "hit", "kind": "type", "topic_type": "news", "agent_type": "hit"}
+                    },
+                }
+            ),
         ]
         for i in range(size):  # unrelated: other exact topics and other prefixes of many lengths
             if i % 2:
                 sub = {"id": f"u{i}", "kind": "type", "topic_type": f"other.{i}", "agent_type": f"a{i % 97}"}
             else:
-                sub = {"id": f"u{i}", "kind": "type_prefix", "topic_type_prefix": f"zz{i % 13}.{i}.", "agent_type": f"a{i % 89}"}
-            frames.append(json.dumps({"jsonrpc": "2.0", "id": 3 + i, "method": "runtime.add_subscription",
-                                      "params": {"subscription": sub}}))
+                sub = {
+                    "id": f"u{i}",
+                    "kind": "type_prefix",
+                    "topic_type_prefix": f"zz{i % 13}.{i}.",
+                    "agent_type": f"a{i % 89}",
+                }
+            frames.append(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 3 + i,
+                        "method": "runtime.add_subscription",
+                        "params": {"subscription": sub},
+                    }
+                )
+            )
         for frame in frames:
             engine.receive(owner, frame, 0.0)
         publisher = engine.connect()
@@ -60,8 +81,14 @@ def routing_cost(sizes: tuple[int, ...], publishes: int) -> list[dict[str, Any]]
         for frame in miss:
             engine.receive(publisher, frame, 0.0)
         t2 = time.perf_counter()
-        rows.append({"subscriptions": size, "ours_hit_us": (t1 - t0) / publishes * 1e6,
-                     "ours_miss_us": (t2 - t1) / publishes * 1e6, **_autogen_manager(size, publishes)})
+        rows.append(
+            {
+                "subscriptions": size,
+                "ours_hit_us": (t1 - t0) / publishes * 1e6,
+                "ours_miss_us": (t2 - t1) / publishes * 1e6,
+                **_autogen_manager(size, publishes),
+            }
+        )
     return rows
 
 
@@ -87,8 +114,11 @@ def _autogen_manager(size: int, publishes: int) -> dict[str, float]:
         t2 = time.perf_counter()
         await manager.add_subscription(TypeSubscription("late", "hit"))  # rebuilds every cached topic
         t3 = time.perf_counter()
-        return {"autogen_hit_us": (t1 - t0) / publishes * 1e6, "autogen_miss_us": (t2 - t1) / publishes * 1e6,
-                "autogen_change_ms": (t3 - t2) * 1e3}
+        return {
+            "autogen_hit_us": (t1 - t0) / publishes * 1e6,
+            "autogen_miss_us": (t2 - t1) / publishes * 1e6,
+            "autogen_change_ms": (t3 - t2) * 1e3,
+        }
 
     return asyncio.run(measure())
 
@@ -108,8 +138,13 @@ async def _open_workers(port: int, count: int) -> list[Any]:
     channels = []
     for i in range(count):
         channel = await open_asyncio_channel(
-            address, target=CHANNEL_PATH, headers=[(b"x-client-id", f"scale-{i}".encode())], ssl_context=None,
-            max_message_size=1 << 22, max_outbound_bytes=1 << 26, connect_timeout=10,
+            address,
+            target=CHANNEL_PATH,
+            headers=[(b"x-client-id", f"scale-{i}".encode())],
+            ssl_context=None,
+            max_message_size=1 << 22,
+            max_outbound_bytes=1 << 26,
+            connect_timeout=10,
         )
         channels.append(channel)
     return channels
@@ -117,8 +152,13 @@ async def _open_workers(port: int, count: int) -> list[Any]:
 
 def connections(count: int, subscriptions: int) -> dict[str, Any]:
     """A host process, ``count`` workers on it, then ``subscriptions`` added by one of them."""
-    host = subprocess.Popen([sys.executable, "-m", "io_backends", "--port", "0", "--log-level", "WARNING"],
-                            stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    host = subprocess.Popen(
+        [sys.executable, "-m", "io_backends", "--port", "0", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         assert host.stdout is not None
         port = int(host.stdout.readline().rsplit(":", 1)[1])
@@ -156,10 +196,23 @@ async def _drive(port: int, count: int, subscriptions: int, pid: int, before: in
     connect_s = time.perf_counter() - t0
     servers = [asyncio.ensure_future(c.serve(on_message)) for c in channels]
     for i, channel in enumerate(channels):  # every worker hosts one type subscribed to "fanout"
-        channel.send_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent",
-                                         "params": {"type": f"t{i}"}}).encode())
-        channel.send_message(json.dumps({"jsonrpc": "2.0", "id": 2, "method": "runtime.add_subscription", "params": {
-            "subscription": {"id": f"f{i}", "kind": "type", "topic_type": "fanout", "agent_type": f"t{i}"}}}).encode())
+        channel.send_message(
+            json.dumps(
+                {"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent", "params": {"type": f"t{i}"}}
+            ).encode()
+        )
+        channel.send_message(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "runtime.add_subscription",
+                    "params": {
+                        "subscription": {"id": f"f{i}", "kind": "type", "topic_type": "fanout", "agent_type": f"t{i}"}
+                    },
+                }
+            ).encode()
+        )
     await asyncio.sleep(1.0)
     after = _rss_kib(pid)
     t1 = time.perf_counter()
@@ -170,8 +223,23 @@ async def _drive(port: int, count: int, subscriptions: int, pid: int, before: in
     adder = channels[0]
     t2 = time.perf_counter()
     for i in range(subscriptions):
-        adder.send_message(json.dumps({"jsonrpc": "2.0", "id": f"bulk-{i}", "method": "runtime.add_subscription", "params": {
-            "subscription": {"id": f"bulk{i}", "kind": "type", "topic_type": f"bulk.{i}", "agent_type": "t0"}}}).encode())
+        adder.send_message(
+            json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "id": f"bulk-{i}",
+                    "method": "runtime.add_subscription",
+                    "params": {
+                        "subscription": {
+                            "id": f"bulk{i}",
+                            "kind": "type",
+                            "topic_type": f"bulk.{i}",
+                            "agent_type": "t0",
+                        }
+                    },
+                }
+            ).encode()
+        )
         if i % 500 == 499:
             await adder.drain(1 << 20)
     await asyncio.wait_for(all_added.wait(), 60)
@@ -190,20 +258,33 @@ async def _drive(port: int, count: int, subscriptions: int, pid: int, before: in
 
 
 def render_scale(routing: list[dict[str, Any]], conns: dict[str, Any]) -> str:
-    lines = ["=== scale ===", "routing cost per publish (µs) as unrelated subscriptions grow:",
-             f"  {'subs':>6} {'ours hit':>9} {'ours miss':>10} {'autogen hit':>12} {'autogen miss':>13} {'autogen change ms':>18}"]
+    lines = [
+        "=== scale ===",
+        "routing cost per publish (µs) as unrelated subscriptions grow:",
+        f"  {'subs':>6} {'ours hit':>9} {'ours miss':>10} {'autogen hit':>12} {'autogen miss':>13}"
+        f" {'autogen change ms':>18}",
+    ]
     for r in routing:
-        lines.append(f"  {r['subscriptions']:>6} {r['ours_hit_us']:>9.2f} {r['ours_miss_us']:>10.2f} "
-                     f"{r['autogen_hit_us']:>12.2f} {r['autogen_miss_us']:>13.2f} {r['autogen_change_ms']:>18.2f}")
+        lines.append(
+            f"  {r['subscriptions']:>6} {r['ours_hit_us']:>9.2f} {r['ours_miss_us']:>10.2f} "
+            f"{r['autogen_hit_us']:>12.2f} {r['autogen_miss_us']:>13.2f} {r['autogen_change_ms']:>18.2f}"
+        )
     first, last = routing[0], routing[-1]
-    lines.append(f"  ours {last['subscriptions']} vs {first['subscriptions']}: hit {last['ours_hit_us'] / first['ours_hit_us']:.2f}x, "
-                 f"miss {last['ours_miss_us'] / first['ours_miss_us']:.2f}x; autogen miss "
-                 f"{last['autogen_miss_us'] / first['autogen_miss_us']:.2f}x")
-    lines.append(f"{conns['connections']} workers connected in {conns['connect_s']:.1f} s; host RSS "
-                 f"{conns['host_rss_before_mib']:.1f} -> {conns['host_rss_after_mib']:.1f} MiB "
-                 f"({conns['host_kib_per_connection']:.1f} KiB per connection, with one type and one subscription each)")
+    lines.append(
+        f"  ours {last['subscriptions']} vs {first['subscriptions']}: "
+        f"hit {last['ours_hit_us'] / first['ours_hit_us']:.2f}x, "
+        f"miss {last['ours_miss_us'] / first['ours_miss_us']:.2f}x; autogen miss "
+        f"{last['autogen_miss_us'] / first['autogen_miss_us']:.2f}x"
+    )
+    lines.append(
+        f"{conns['connections']} workers connected in {conns['connect_s']:.1f} s; host RSS "
+        f"{conns['host_rss_before_mib']:.1f} -> {conns['host_rss_after_mib']:.1f} MiB "
+        f"({conns['host_kib_per_connection']:.1f} KiB per connection, with one type and one subscription each)"
+    )
     lines.append(f"one publish fanned out to all {conns['connections']} workers in {conns['fanout_ms']:.1f} ms")
-    lines.append(f"{conns['subscriptions_added']} subscriptions added over the wire: {conns['add_subscription_us']:.1f} µs each")
+    lines.append(
+        f"{conns['subscriptions_added']} subscriptions added over the wire: {conns['add_subscription_us']:.1f} µs each"
+    )
     return "\n".join(lines)
 
 

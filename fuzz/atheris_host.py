@@ -24,7 +24,7 @@ with atheris.instrument_imports():
     import io_backends  # noqa: F401
     import sansio_runtime  # noqa: F401
 
-from fuzz._byte_harness import client_frames, run_connection, upgrade_request  # noqa: E402
+from fuzz._byte_harness import client_frames, run_connection, upgrade_request
 
 _SEEDS = client_frames(['{"jsonrpc":"2.0","id":1,"method":"runtime.register_agent","params":{"type":"a"}}'])
 runs = 0

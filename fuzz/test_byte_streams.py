@@ -35,11 +35,22 @@ json_rpc_texts = st.one_of(
             "jsonrpc": st.sampled_from(["2.0", "1.0"]),
             "id": st.one_of(st.integers(), st.text(max_size=5), st.none()),
             "method": st.sampled_from(
-                ["agent.call", "agent.publish", "runtime.register_agent", "runtime.add_subscription",
-                 "runtime.remove_subscription", "runtime.get_subscriptions", "$/cancelRequest", "nope"]
+                [
+                    "agent.call",
+                    "agent.publish",
+                    "runtime.register_agent",
+                    "runtime.add_subscription",
+                    "runtime.remove_subscription",
+                    "runtime.get_subscriptions",
+                    "$/cancelRequest",
+                    "nope",
+                ]
             ),
-            "params": st.dictionaries(st.sampled_from(["type", "id", "target", "subscription", "data"]),
-                                      st.one_of(st.text(max_size=8), st.integers(), st.none()), max_size=3),
+            "params": st.dictionaries(
+                st.sampled_from(["type", "id", "target", "subscription", "data"]),
+                st.one_of(st.text(max_size=8), st.integers(), st.none()),
+                max_size=3,
+            ),
         }
     ).map(json.dumps),
 )
@@ -56,8 +67,11 @@ def test_arbitrary_bytes(data: list[bytes]) -> None:
 
 
 @_FAST
-@given(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]), st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
-       chunks)
+@given(
+    st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]),
+    st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+    chunks,
+)
 def test_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
     written = _serve([method + b" " + path + b" HTTP/1.1\r\nHost: f\r\n", *tail])
     assert written == b"" or written.startswith(b"HTTP/1.1 ")
@@ -85,8 +99,12 @@ def test_mutated_websocket_frames(texts: list[str], data: st.DataObject) -> None
 @given(json_rpc_texts)
 def test_rpc_bodies(body: str) -> None:
     raw = body.encode()
-    request = (b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
-               + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+    request = (
+        b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(raw)).encode()
+        + b"\r\n\r\n"
+        + raw
+    )
     written = _serve([request])
     assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
 
@@ -113,8 +131,11 @@ def test_asyncio_arbitrary_bytes(data: list[bytes]) -> None:
 
 
 @_FAST
-@given(st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]), st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
-       chunks)
+@given(
+    st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]),
+    st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+    chunks,
+)
 def test_asyncio_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
     data = [method + b" " + path + b" HTTP/1.1\r\nHost: f\r\n", *tail]
     assert _http_part(_serve_asyncio(data)) == _http_part(_serve(data))
@@ -142,8 +163,12 @@ def test_asyncio_mutated_websocket_frames(texts: list[str], data: st.DataObject)
 @given(json_rpc_texts, st.integers(0, 400))
 def test_asyncio_rpc_bodies(body: str, cut: int) -> None:
     raw = body.encode()
-    request = (b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
-               + str(len(raw)).encode() + b"\r\n\r\n" + raw)
+    request = (
+        b"POST /v1/rpc HTTP/1.1\r\nHost: f\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(raw)).encode()
+        + b"\r\n\r\n"
+        + raw
+    )
     written = _serve_asyncio([c for c in (request[:cut], request[cut:]) if c])
     assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
     assert written == _serve([request])

@@ -362,9 +362,7 @@ async def open_asyncio_channel(
     context = (ssl_context or ssl.create_default_context()) if address.tls else None
 
     def factory() -> _ClientChannel:
-        return _ClientChannel(
-            ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes
-        )
+        return _ClientChannel(ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
 
     async def connect() -> _ClientChannel:
         transport, channel = await loop.create_connection(

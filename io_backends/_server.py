@@ -164,8 +164,9 @@ class HttpAgentService:
 
     def new_front(self) -> HttpFront:
         """The HTTP request handling of one new connection."""
-        return HttpFront(max_header_size=self.max_header_size, max_message_size=self.max_message_size,
-                         health=self._health_body)
+        return HttpFront(
+            max_header_size=self.max_header_size, max_message_size=self.max_message_size, health=self._health_body
+        )
 
     def _health_body(self) -> bytes:
         return msgspec.json.encode(

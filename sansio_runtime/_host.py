@@ -237,7 +237,9 @@ class HostEngine:
                     try:
                         message = wire.MESSAGE_DECODER.decode(item)
                     except msgspec.ValidationError as exc:
-                        replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
+                        replies.append(
+                            self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}")
+                        )
                         continue
                     reply = self._dispatch(c, message, now, out)
                     if reply is not None:
@@ -342,7 +344,9 @@ class HostEngine:
             return self._error(reply_id, ErrorCode.INVALID_REQUEST, 'member "jsonrpc" must be "2.0"')
         if isinstance(m.method, UnsetType):
             if isinstance(m.result, UnsetType) == isinstance(m.error, UnsetType) or isinstance(msg_id, UnsetType):
-                return self._error(reply_id, ErrorCode.INVALID_REQUEST, "a response needs an id and exactly one of result, error")
+                return self._error(
+                    reply_id, ErrorCode.INVALID_REQUEST, "a response needs an id and exactly one of result, error"
+                )
             self._on_response(c, msg_id, m.result, m.error, out)
             return None
         if not isinstance(m.result, UnsetType) or not isinstance(m.error, UnsetType):
@@ -360,7 +364,12 @@ class HostEngine:
             return self._error(reply_id, rej.code, rej.message)
 
     def _on_response(
-        self, c: _Client, host_id: RequestId | None, result: Raw | UnsetType, error: Raw | UnsetType, out: list[HostOutput]
+        self,
+        c: _Client,
+        host_id: RequestId | None,
+        result: Raw | UnsetType,
+        error: Raw | UnsetType,
+        out: list[HostOutput],
     ) -> None:
         pending = self._pending.get(host_id) if isinstance(host_id, int) else None
         if pending is None or pending.target != c.id:
@@ -379,7 +388,9 @@ class HostEngine:
                 frame = wire.forwarded_error(pending.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
             except (msgspec.ValidationError, RecursionError):  # the call is settled already: always answer
                 frame = self._error(
-                    pending.caller_request_id, ErrorCode.INTERNAL_ERROR, "the target answered with a malformed error object"
+                    pending.caller_request_id,
+                    ErrorCode.INTERNAL_ERROR,
+                    "the target answered with a malformed error object",
                 )
         self._reply_to(caller, frame, out)
 
@@ -460,7 +471,9 @@ class HostEngine:
         owner = self._agent_types.get(agent_type)
         if owner is not None:
             whose = "this connection" if owner == c.id else "another worker"
-            raise _Reject(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}")
+            raise _Reject(
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}"
+            )
         self._agent_types[agent_type] = c.id
         c.agent_types.add(agent_type)
         self._routes.clear()

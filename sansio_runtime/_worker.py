@@ -196,9 +196,7 @@ class WorkerEngine:
             )
         self._outbox.append(frame)
 
-    def respond_error(
-        self, call_id: RequestId, code: int, message: str, *, exception_type: str | None = None
-    ) -> None:
+    def respond_error(self, call_id: RequestId, code: int, message: str, *, exception_type: str | None = None) -> None:
         """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``)."""
         if not self._settle_incoming(call_id):
             return
@@ -262,7 +260,8 @@ class WorkerEngine:
         """
         error = RpcError(ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
         events: list[WorkerEvent] = [
-            CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error) for rid, kind in self._requests.items()
+            CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error)
+            for rid, kind in self._requests.items()
         ]
         self._requests.clear()
         self._deadlines = DeadlineHeap()
@@ -355,7 +354,9 @@ class WorkerEngine:
                 result = wire.CALL_RESULT_DECODER.decode(m.result)
                 data = wire.unpack_payload(result.data, result.data_base64)
             except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
-                events.append(CallFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed call result: {exc}")))
+                events.append(
+                    CallFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed call result: {exc}"))
+                )
             else:
                 metadata = _EMPTY if isinstance(result.metadata, UnsetType) else result.metadata
                 events.append(
@@ -425,7 +426,9 @@ class WorkerEngine:
                 topic_source=event.source,
                 sender=sender,
                 recipients=recipients,
-                payload=Payload("" if isinstance(event.dataschema, UnsetType) else event.dataschema, content_type, data),
+                payload=Payload(
+                    "" if isinstance(event.dataschema, UnsetType) else event.dataschema, content_type, data
+                ),
                 message_kind=wire.MESSAGE_KIND_PUBLISH if isinstance(event.agmsgkind, UnsetType) else event.agmsgkind,
                 trace_context=trace,
             )

@@ -112,7 +112,7 @@ async def test_storm_of_cancellations_leaves_nothing_pending(
         await asyncio.sleep(0.05)
         for task in tasks[::2]:
             task.cancel()
-        done, pending = await asyncio.wait(tasks, timeout=20)
+        _, pending = await asyncio.wait(tasks, timeout=20)
         assert not pending
         for i, task in enumerate(tasks):
             if i % 2 == 0:

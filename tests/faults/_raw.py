@@ -40,8 +40,14 @@ def body_of(response: bytes) -> Any:
 
 def rpc_request(body: bytes, *, content_type: bytes = b"application/json", extra: bytes = b"") -> bytes:
     return (
-        b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " + content_type + b"\r\n"
-        + extra + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+        + content_type
+        + b"\r\n"
+        + extra
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
     )
 
 

@@ -80,9 +80,18 @@ async def test_http_rpc_call_and_status_codes(server: HttpAgentServer, bystander
     assert status_of(await http_exchange(server.port, rpc_request(b"{}", content_type=b"text/plain"))) == 415
     big = b'"' + b"x" * (5 * 1024 * 1024) + b'"'
     assert status_of(await http_exchange(server.port, rpc_request(big))) == 413
-    assert status_of(await http_exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 404
-    assert status_of(await http_exchange(server.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
-    assert status_of(await http_exchange(server.port, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 405
+    assert (
+        status_of(await http_exchange(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        == 404
+    )
+    assert (
+        status_of(await http_exchange(server.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        == 200
+    )
+    assert (
+        status_of(await http_exchange(server.port, b"DELETE /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        == 405
+    )
     assert status_of(await http_exchange(server.port, b"GET /v1/channel HTTP/1.1\r\nHost: x\r\n\r\n")) == 426
     notification = {"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 1}}
     assert status_of(await http_exchange(server.port, rpc_request(json.dumps(notification).encode()))) == 204
@@ -111,7 +120,9 @@ async def test_channel_errors_and_frames_after_close(server: HttpAgentServer, by
     # Answering a call that was never sent to this client is dropped, not forwarded anywhere.
     dropped = server.service.engine.stats.responses_dropped
     await channel.send_json({"jsonrpc": "2.0", "id": 1, "result": {"data_type": "Text"}})
-    await channel.send_json({"jsonrpc": "2.0", "id": 2, "method": "runtime.unregister_agent", "params": {"type": "echo"}})
+    await channel.send_json(
+        {"jsonrpc": "2.0", "id": 2, "method": "runtime.unregister_agent", "params": {"type": "echo"}}
+    )
     assert (await channel.next_json())["error"]["code"] == -32011  # belongs to another worker
     assert server.service.engine.stats.responses_dropped == dropped + 1
     assert "echo" in server.service.engine.agent_types()
@@ -141,8 +152,12 @@ async def test_an_http_caller_that_hangs_up_cancels_its_call(server: HttpAgentSe
         "jsonrpc": "2.0",
         "id": 9,
         "method": "agent.call",
-        "params": {"target": {"type": "t", "key": "k"}, "data_type": "Text", "data_content_type": "application/json",
-                   "data": {"text": "x"}},
+        "params": {
+            "target": {"type": "t", "key": "k"},
+            "data_type": "Text",
+            "data_content_type": "application/json",
+            "data": {"text": "x"},
+        },
     }
     import anyio
 

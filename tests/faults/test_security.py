@@ -41,7 +41,12 @@ async def test_bearer_token_is_required_on_channel_and_rpc(worker: WorkerFactory
         authorized = rpc_request(body, extra=b"Authorization: Bearer s3cret\r\n")
         assert status_of(await http_exchange(server.port, authorized)) == 200
         # /healthz stays open for probes.
-        assert status_of(await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
+        assert (
+            status_of(
+                await http_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            )
+            == 200
+        )
     finally:
         await server.stop(grace=1)
 
@@ -103,9 +108,13 @@ async def test_a_reader_that_never_reads_is_cut_off_with_bounded_memory(worker: 
     try:
         good = await worker(address, echo="fast")
         stalled = await open_raw_channel(server.port)  # registers a type and a subscription, then never reads
-        await stalled.send_json({"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent", "params": {"type": "slow"}})
+        await stalled.send_json(
+            {"jsonrpc": "2.0", "id": 1, "method": "runtime.register_agent", "params": {"type": "slow"}}
+        )
         sub = {"id": "s", "kind": "type", "topic_type": "flood", "agent_type": "slow"}
-        await stalled.send_json({"jsonrpc": "2.0", "id": 2, "method": "runtime.add_subscription", "params": {"subscription": sub}})
+        await stalled.send_json(
+            {"jsonrpc": "2.0", "id": 2, "method": "runtime.add_subscription", "params": {"subscription": sub}}
+        )
         with anyio.fail_after(5):
             while "slow" not in server.service.engine.agent_types() or not server.service.engine.subscriptions():
                 await anyio.sleep(0.01)
@@ -126,7 +135,10 @@ async def test_a_reader_that_never_reads_is_cut_off_with_bounded_memory(worker: 
         assert "slow" not in server.service.engine.agent_types(), f"still connected after {sent} events"
         # The host buffered at most about `limit` for the stalled reader (plus what the test itself holds).
         assert peak - baseline < 8 * limit, (peak - baseline, sent)
-        print(f"slow consumer cut off after {sent} events of 8 KiB; traced peak growth {(peak - baseline) / 2**20:.1f} MiB")
+        print(
+            f"slow consumer cut off after {sent} events of 8 KiB; "
+            f"traced peak growth {(peak - baseline) / 2**20:.1f} MiB"
+        )
         # Everyone else is unaffected.
         assert await publisher.send_message(Text("alive"), AgentId("fast", "k")) == Text("ALIVE")
         del good
