@@ -168,7 +168,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracing_checked_at = -math.inf
         self._serialization_registry = SerializationRegistry()
         self._engine = WorkerEngine(max_message_size=max_message_size)
-        self._pump: Channel | None = None
+        self._channel: Channel | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._running = False
         self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
@@ -191,10 +191,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """
         if self._running:
             raise ValueError("Runtime is already running.")
-        pump = await self._open_first()
+        channel = await self._open_first()
         self._running = True
-        self._pump = pump
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(pump))
+        self._channel = channel
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(channel))
         try:
             await self._announce()
         except BaseException:
@@ -208,9 +208,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise RuntimeError("Runtime is not running.")
         self._running = False
         self._connected.set()  # wake calls waiting for a reconnection: they see the runtime stopped
-        pump, self._pump = self._pump, None
-        if pump is not None:
-            pump.close(1000, "worker stopping")
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close(1000, "worker stopping")
         if self._supervisor is not None:
             with anyio.move_on_after(3):
                 await asyncio.shield(self._supervisor)
@@ -242,7 +242,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     @property
     def connected(self) -> bool:
         """Whether the worker is connected to the host right now."""
-        return self._pump is not None and self._pump.is_open
+        return self._channel is not None and self._channel.is_open
 
     async def _open(self) -> Channel:
         headers = [(b"x-client-id", self._client_id.encode())]
@@ -284,18 +284,18 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if isinstance(event, (RequestFailed, CallFailed)):
                 raise error_from_rpc(event.error)
 
-    async def _supervise(self, pump: Channel) -> None:
+    async def _supervise(self, channel: Channel) -> None:
         """Run the connection; when it is lost, reconnect with backoff and announce everything again."""
         announce = False
         while True:
-            await self._run_connection(pump, announce)
+            await self._run_connection(channel, announce)
             if not self._running or not self._reconnect:
                 return
             self._connected.clear()
             reconnected = await self._reconnect_with_backoff()
             if reconnected is None:
                 return
-            pump, announce = reconnected, True
+            channel, announce = reconnected, True
 
     async def _reconnect_with_backoff(self) -> Channel | None:
         delay = self._reconnect_initial_delay
@@ -304,7 +304,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if not self._running:
                 return None
             try:
-                pump = await self._open()
+                channel = await self._open()
             except (OSError, TimeoutError, HostRejectedError) as exc:
                 logger.info(
                     "reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay
@@ -312,13 +312,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 delay = min(delay * 2, self._reconnect_max_delay)
                 continue
             if not self._running:
-                await pump.aclose()
+                await channel.aclose()
                 return None
-            self._pump = pump
-            return pump
+            self._channel = channel
+            return channel
         return None
 
-    async def _run_connection(self, pump: Channel, announce: bool) -> None:
+    async def _run_connection(self, channel: Channel, announce: bool) -> None:
         engine = self._engine
         loop = asyncio.get_running_loop()
 
@@ -333,27 +333,27 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._run_timers)
                 if self._keepalive_interval is not None:
-                    tg.start_soon(keep_alive, pump, self._keepalive_interval, self._keepalive_timeout)
+                    tg.start_soon(keep_alive, channel, self._keepalive_interval, self._keepalive_timeout)
                 if announce:
-                    tg.start_soon(self._reannounce, pump)
-                await pump.serve(on_message)
+                    tg.start_soon(self._reannounce, channel)
+                await channel.serve(on_message)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                await pump.aclose()
-            if self._pump is pump:
-                self._pump = None
+                await channel.aclose()
+            if self._channel is channel:
+                self._channel = None
                 logger.warning("lost the connection to the host at %s", self._address.authority)
             for event in self._engine.connection_lost():
                 self._on_event(event)
 
-    async def _reannounce(self, pump: Channel) -> None:
+    async def _reannounce(self, channel: Channel) -> None:
         try:
             await self._announce()
         except Exception as exc:
             # Typically: the host still holds our old connection's agent types. Try again later.
             logger.warning("re-registering with the host failed (%s); reconnecting", exc)
-            pump.close(1000, "re-registration failed")
+            channel.close(1000, "re-registration failed")
             return
         logger.info("reconnected to the host at %s", self._address.authority)
         self._connected.set()
@@ -387,19 +387,19 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def _flush(self) -> None:
         frames = self._engine.data_to_send()
-        pump = self._pump
-        if pump is not None:
+        channel = self._channel
+        if channel is not None:
             for frame in frames:
-                pump.send_message(frame)
+                channel.send_message(frame)
         deadline = self._engine.next_deadline()
         if deadline is not None and deadline < self._timer_at and self._timer_wakeup is not None:
             self._timer_wakeup.set()
 
     async def _backpressure(self) -> None:
         """Let a tight loop of sends wait for the socket instead of queueing without bound."""
-        pump = self._pump
-        if pump is not None and pump.queued_bytes > _SEND_HIGH_WATER:
-            await pump.drain(_SEND_HIGH_WATER)
+        channel = self._channel
+        if channel is not None and channel.queued_bytes > _SEND_HIGH_WATER:
+            await channel.drain(_SEND_HIGH_WATER)
 
     def _request(self, request_id: int) -> asyncio.Future[WorkerEvent]:
         future: asyncio.Future[WorkerEvent] = asyncio.get_running_loop().create_future()
@@ -451,8 +451,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise ValueError("Runtime must be running when sending message.")
         data_type = self._serialization_registry.type_name(message)
         with self._trace("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
-            content_type = self._content_type_for(data_type)
-            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
+            payload = self._payload_of(message, data_type)
             await self._wait_connected()
             metadata = self._trace_metadata()
             with self._trace("send", recipient, parent=metadata):
@@ -460,7 +459,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 try:
                     request_id = self._engine.call(
                         AgentRef(recipient.type, recipient.key),
-                        Payload(data_type, content_type, data),
+                        payload,
                         now=asyncio.get_running_loop().time(),
                         source=None if sender is None else AgentRef(sender.type, sender.key),
                         metadata=metadata,
@@ -500,8 +499,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             message_id = str(uuid.uuid4())
         data_type = self._serialization_registry.type_name(message)
         with self._trace("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
-            content_type = self._content_type_for(data_type)
-            data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
+            payload = self._payload_of(message, data_type)
             await self._wait_connected()
             metadata = self._trace_metadata()
             with self._trace("publish", topic_id, parent=metadata):
@@ -509,7 +507,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     self._engine.publish(
                         topic_type=topic_id.type,
                         topic_source=topic_id.source,
-                        payload=Payload(data_type, content_type, data),
+                        payload=payload,
                         event_id=message_id,
                         sender=None if sender is None else AgentRef(sender.type, sender.key),
                         trace_context=self._trace_metadata(),
@@ -572,9 +570,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     def _serialize_result(self, result: Any) -> Payload:
         if result is None:
             return Payload(NONE_TYPE_NAME, JSON_DATA_CONTENT_TYPE, b"null")
-        data_type = self._serialization_registry.type_name(result)
+        return self._payload_of(result, self._serialization_registry.type_name(result))
+
+    def _payload_of(self, message: Any, data_type: str) -> Payload:
+        """``message`` serialized in the format its type has a serializer for (see :meth:`_content_type_for`)."""
         content_type = self._content_type_for(data_type)
-        data = self._serialization_registry.serialize(result, type_name=data_type, data_content_type=content_type)
+        data = self._serialization_registry.serialize(message, type_name=data_type, data_content_type=content_type)
         return Payload(data_type, content_type, data)
 
     def _content_type_for(self, data_type: str) -> str:
@@ -717,7 +718,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     async def _register_type(self, agent_type: str, factory: AgentFactory) -> None:
         # Record first: a call may arrive as soon as the host has accepted the type.
         self._agent_factories[agent_type] = factory
-        if self._pump is None:
+        if self._channel is None:
             return  # announced on start()
         try:
             await self._runtime_call(self._engine.register_agent(agent_type))
@@ -771,7 +772,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if spec.id in self._subscriptions:
             raise ValueError("Subscription already exists")
         self._subscriptions[spec.id] = spec
-        if self._pump is None:
+        if self._channel is None:
             return  # announced on start()
         try:
             await self._runtime_call(self._engine.add_subscription(spec))
@@ -780,7 +781,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise
 
     async def remove_subscription(self, id: str) -> None:
-        if self._pump is None:
+        if self._channel is None:
             if self._subscriptions.pop(id, None) is None:
                 raise ValueError("Subscription does not exist")
             return
