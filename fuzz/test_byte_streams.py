@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Callable
 
 import anyio
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -77,22 +79,33 @@ def test_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[
     assert written == b"" or written.startswith(b"HTTP/1.1 ")
 
 
+def _serve_asyncio(data: list[bytes]) -> bytes:
+    return bytes(asyncio.run(run_connection_asyncio(data)).written)
+
+
+DRIVERS = pytest.mark.parametrize("serve", [_serve, _serve_asyncio], ids=["anyio", "asyncio"])
+
+
+@DRIVERS
 @_FAST
 @given(st.lists(json_rpc_texts, max_size=8), chunks)
-def test_websocket_messages_then_garbage(texts: list[str], tail: list[bytes]) -> None:
-    written = _serve([upgrade_request(), client_frames(texts), *tail])
+def test_websocket_messages_then_garbage(
+    serve: Callable[[list[bytes]], bytes], texts: list[str], tail: list[bytes]
+) -> None:
+    written = serve([upgrade_request(), client_frames(texts), *tail])
     assert written.startswith(b"HTTP/1.1 101 ")
 
 
+@DRIVERS
 @_FAST
 @given(st.lists(json_rpc_texts, min_size=1, max_size=4), st.data())
-def test_mutated_websocket_frames(texts: list[str], data: st.DataObject) -> None:
+def test_mutated_websocket_frames(serve: Callable[[list[bytes]], bytes], texts: list[str], data: st.DataObject) -> None:
     frames = bytearray(client_frames(texts))
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(frames) - 1))
         frames[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(frames)))
-    _serve([upgrade_request(), bytes(frames[:cut]), bytes(frames[cut:])])
+    serve([upgrade_request(), bytes(frames[:cut]), bytes(frames[cut:])])
 
 
 @_FAST
@@ -115,10 +128,6 @@ def test_rpc_bodies(body: str) -> None:
 # upgrade (after it, the engine's answers carry connection-specific ids).
 
 
-def _serve_asyncio(data: list[bytes]) -> bytes:
-    return bytes(asyncio.run(run_connection_asyncio(data)).written)
-
-
 def _http_part(written: bytes) -> bytes:
     cut = written.find(b"\r\n\r\n", written.find(b"HTTP/1.1 101 ")) if b"HTTP/1.1 101 " in written else -1
     return written if cut < 0 else written[: cut + 4]
@@ -139,24 +148,6 @@ def test_asyncio_arbitrary_bytes(data: list[bytes]) -> None:
 def test_asyncio_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
     data = [method + b" " + path + b" HTTP/1.1\r\nHost: f\r\n", *tail]
     assert _http_part(_serve_asyncio(data)) == _http_part(_serve(data))
-
-
-@_FAST
-@given(st.lists(json_rpc_texts, max_size=8), chunks)
-def test_asyncio_websocket_messages_then_garbage(texts: list[str], tail: list[bytes]) -> None:
-    written = _serve_asyncio([upgrade_request(), client_frames(texts), *tail])
-    assert written.startswith(b"HTTP/1.1 101 ")
-
-
-@_FAST
-@given(st.lists(json_rpc_texts, min_size=1, max_size=4), st.data())
-def test_asyncio_mutated_websocket_frames(texts: list[str], data: st.DataObject) -> None:
-    frames = bytearray(client_frames(texts))
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(frames) - 1))
-        frames[i] = data.draw(st.integers(0, 255))
-    cut = data.draw(st.integers(0, len(frames)))
-    _serve_asyncio([upgrade_request(), bytes(frames[:cut]), bytes(frames[cut:])])
 
 
 @_FAST
