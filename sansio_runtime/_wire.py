@@ -65,7 +65,7 @@ class HandlerErrorData(Struct, frozen=True):
     message: str
 
 
-class TypeSubscriptionSpec(Struct, frozen=True, tag="type", tag_field="kind"):
+class TypeSubscriptionSpec(Struct, frozen=True, gc=False, tag="type", tag_field="kind"):
     """Agents of ``agent_type`` receive events whose topic type equals ``topic_type``."""
 
     id: str
@@ -73,7 +73,7 @@ class TypeSubscriptionSpec(Struct, frozen=True, tag="type", tag_field="kind"):
     agent_type: str
 
 
-class TypePrefixSubscriptionSpec(Struct, frozen=True, tag="type_prefix", tag_field="kind"):
+class TypePrefixSubscriptionSpec(Struct, frozen=True, gc=False, tag="type_prefix", tag_field="kind"):
     """Agents of ``agent_type`` receive events whose topic type starts with ``topic_type_prefix``."""
 
     id: str
