@@ -124,6 +124,19 @@ async def test_channel_errors_and_frames_after_close(server: HttpAgentServer, by
         {"jsonrpc": "2.0", "id": 2, "method": "runtime.unregister_agent", "params": {"type": "echo"}}
     )
     assert (await channel.next_json())["error"]["code"] == -32011  # belongs to another worker
+    # Nor can it remove another worker's subscription.
+    owner = await open_raw_channel(server.port)
+    sub = {"id": "owned", "kind": "type", "topic_type": "t", "agent_type": "echo"}
+    await owner.send_json(
+        {"jsonrpc": "2.0", "id": 1, "method": "runtime.add_subscription", "params": {"subscription": sub}}
+    )
+    assert (await owner.next_json())["result"] is None
+    await channel.send_json(
+        {"jsonrpc": "2.0", "id": 3, "method": "runtime.remove_subscription", "params": {"id": "owned"}}
+    )
+    assert (await channel.next_json())["error"]["code"] == -32011
+    assert [s.id for s in server.service.engine.subscriptions()] == ["owned"]
+    await owner.aclose()
     assert server.service.engine.stats.responses_dropped == dropped + 1
     assert "echo" in server.service.engine.agent_types()
     await channel.send_raw(channel.ws.send(__import__("wsproto").events.CloseConnection(1000)))
