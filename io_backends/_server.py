@@ -362,8 +362,8 @@ async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
             drained = 0
             while drained < LINGER_MAX_BYTES:
                 drained += len(await stream.receive(65536))
-    except Exception:
-        pass
+    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, NotImplementedError):
+        pass  # the peer is gone, or (TLS) half-closing is not supported: close now
     try:
         await stream.aclose()
     except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
