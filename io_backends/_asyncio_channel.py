@@ -255,14 +255,10 @@ class AsyncioChannel(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         core = self._core
-        if not core.queued_bytes:
-            if core.finished:
-                transport.close()
-            return
-        chunks = core.take_output()
-        if chunks:
+        if core.queued_bytes:
+            chunks = core.take_output()
             transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        if self._core.finished:
+        if core.finished:
             transport.close()
 
 

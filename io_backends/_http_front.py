@@ -34,11 +34,22 @@ from wsproto.events import Request as WSRequest
 from sansio_runtime import CloseCode, http_status_for
 
 from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH
-from ._http import BodyTooLarge, header
 
 CHANNEL_PATH_BYTES, RPC_PATH_BYTES, HEALTH_PATH_BYTES = (p.encode() for p in (CHANNEL_PATH, RPC_PATH, HEALTH_PATH))
 SMALL_BODY_LIMIT = 65536  # bodies of requests that should have none (/healthz, unknown paths)
 FEED_SIZE = 65536
+
+
+class BodyTooLarge(Exception):
+    """The request body exceeds the limit; answer 413."""
+
+
+def header(request: h11.Request, name: bytes) -> bytes | None:
+    """The first value of header ``name`` (lower-case), or None."""
+    for key, value in request.headers:
+        if key == name:
+            return bytes(value)
+    return None
 
 
 class _Marker:
@@ -342,4 +353,5 @@ __all__ = [
     "RpcCall",
     "Send",
     "error_body",
+    "header",
 ]

@@ -81,6 +81,7 @@ from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 from ._address import CHANNEL_PATH, parse_host_address
 from ._asyncio_channel import open_asyncio_channel
 from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
+from ._timers import DeadlineTimer
 from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
@@ -178,8 +179,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._instance_types: dict[str, type[Agent]] = {}
         self._instantiated_agents: dict[AgentId, Agent] = {}
         self._subscriptions: dict[str, SubscriptionSpec] = {}
-        self._timer_wakeup: asyncio.Event | None = None
-        self._timer_at = math.inf
+        self._timer = DeadlineTimer(self._engine.next_deadline, self._on_deadline)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -331,7 +331,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         try:
             # Timers, keepalive and re-announcing end with the connection.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._run_timers)
+                tg.start_soon(self._timer.run)
                 if self._keepalive_interval is not None:
                     tg.start_soon(keep_alive, channel, self._keepalive_interval, self._keepalive_timeout)
                 if announce:
@@ -371,17 +371,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 ErrorCode.CONNECTION_LOST, f"not connected to the host at {self._address.authority} (reconnecting)"
             )
 
-    async def _run_timers(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            deadline = self._engine.next_deadline()
-            self._timer_at = math.inf if deadline is None else deadline
-            self._timer_wakeup = wakeup = asyncio.Event()
-            with anyio.move_on_after(None if deadline is None else max(0.0, deadline - loop.time())):
-                await wakeup.wait()
-            for event in self._engine.handle_timer(loop.time()):
-                self._on_event(event)
-            self._flush()
+    def _on_deadline(self, now: float) -> None:
+        for event in self._engine.handle_timer(now):
+            self._on_event(event)
+        self._flush()
 
     # ------------------------------------------------------------------ engine plumbing
 
@@ -391,9 +384,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if channel is not None:
             for frame in frames:
                 channel.send_message(frame)
-        deadline = self._engine.next_deadline()
-        if deadline is not None and deadline < self._timer_at and self._timer_wakeup is not None:
-            self._timer_wakeup.set()
+        self._timer.poke()
 
     async def _backpressure(self) -> None:
         """Let a tight loop of sends wait for the socket instead of queueing without bound."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import math
 import signal
 import socket
 import ssl
@@ -42,17 +41,27 @@ from sansio_runtime import (
     HostOutput,
 )
 
-from . import _http
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
-from ._http_front import NEED_DATA, Authorize, HttpError, HttpFront, OpenChannel, Reply, RpcAnswer, RpcCall, Send
-from ._websocket import Channel, MessageHandler, WebSocketPump, keep_alive
+from ._http_front import (
+    NEED_DATA,
+    Authorize,
+    HttpError,
+    HttpFront,
+    OpenChannel,
+    Reply,
+    RpcAnswer,
+    RpcCall,
+    Send,
+    header,
+)
+from ._timers import DeadlineTimer
+from ._websocket import STREAM_ERRORS, Channel, MessageHandler, WebSocketPump, keep_alive
 
 logger = logging.getLogger("io_backends.server")
 
 DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 _READ_SIZE = 65536
-_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
 """Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
@@ -102,8 +111,7 @@ class HttpAgentService:
         self._authenticator = authenticator
         self._channels: dict[ClientId, Channel] = {}
         self._one_shots: dict[ClientId, OneShot] = {}
-        self._timer_wakeup = anyio.Event()
-        self._timer_at = math.inf
+        self._timer = DeadlineTimer(self.engine.next_deadline, lambda now: self._apply(self.engine.handle_timer(now)))
         self._connections = 0
         self._idle: anyio.Event | None = None
         self.clock: Callable[[], float] = anyio.current_time
@@ -130,14 +138,7 @@ class HttpAgentService:
 
     async def run_timers(self) -> None:
         """Drive the engine's deadlines; run for as long as the service runs."""
-        while True:
-            deadline = self.engine.next_deadline()
-            self._timer_at = math.inf if deadline is None else deadline
-            self._timer_wakeup = anyio.Event()
-            delay = None if deadline is None else max(0.0, deadline - anyio.current_time())
-            with anyio.move_on_after(delay):
-                await self._timer_wakeup.wait()
-            self._apply(self.engine.handle_timer(anyio.current_time()))
+        await self._timer.run()
 
     def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
         """Close every connection (pending calls fail at once; nothing stays registered)."""
@@ -176,7 +177,7 @@ class HttpAgentService:
     def authorize(self, request: h11.Request) -> bool | Awaitable[bool]:
         """The verdict on a request's credentials (awaitable when the authenticator is async)."""
         if self._auth_token is not None:
-            value = _http.header(request, b"authorization") or b""
+            value = header(request, b"authorization") or b""
             scheme, _, token = value.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._auth_token):
                 return False
@@ -200,7 +201,7 @@ class HttpAgentService:
 
     def accept_channel(self, request: h11.Request) -> ClientId | HttpError:
         """Register the client of a WebSocket upgrade (its X-Client-Id must not be in use)."""
-        name = _http.header(request, b"x-client-id")
+        name = header(request, b"x-client-id")
         try:
             return self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
         except ClientNameInUse:
@@ -245,9 +246,7 @@ class HttpAgentService:
             one_shot = self._one_shots.get(out.client)
             if one_shot is not None:
                 one_shot.body = out.data
-        deadline = self.engine.next_deadline()
-        if deadline is not None and deadline < self._timer_at:
-            self._timer_wakeup.set()
+        self._timer.poke()
 
     def _close(self, out: Close) -> None:
         channel = self._channels.get(out.client)
@@ -271,7 +270,7 @@ class HttpAgentService:
                 if action is NEED_DATA:
                     try:
                         data = await stream.receive(_READ_SIZE)
-                    except _STREAM_ERRORS:
+                    except STREAM_ERRORS:
                         data = b""
                     front.receive_data(data)
                 elif isinstance(action, Send):
@@ -293,7 +292,7 @@ class HttpAgentService:
                     return
                 else:
                     return
-        except _STREAM_ERRORS:
+        except STREAM_ERRORS:
             return
 
     async def _one_shot(self, stream: anyio.abc.ByteStream, front: HttpFront, body: bytes) -> RpcAnswer | None:
@@ -305,7 +304,7 @@ class HttpAgentService:
             nonlocal hung_up
             try:
                 data = await stream.receive(_READ_SIZE)
-            except _STREAM_ERRORS:
+            except STREAM_ERRORS:
                 data = b""
             if data:
                 front.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
@@ -330,7 +329,7 @@ class HttpAgentService:
         try:
             await stream.send(ws.send(AcceptConnection()))
         except BaseException:
-            self._apply(self.engine.disconnect(client, anyio.current_time()))
+            self._apply(self.engine.disconnect(client, self.clock()))
             raise
         pump = WebSocketPump(
             stream,
@@ -362,11 +361,11 @@ async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
             drained = 0
             while drained < LINGER_MAX_BYTES:
                 drained += len(await stream.receive(65536))
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError, NotImplementedError):
+    except (*STREAM_ERRORS, NotImplementedError):
         pass  # the peer is gone, or (TLS) half-closing is not supported: close now
     try:
         await stream.aclose()
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+    except STREAM_ERRORS:
         pass
 
 

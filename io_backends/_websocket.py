@@ -21,7 +21,7 @@ logger = logging.getLogger("io_backends.websocket")
 
 _READ_SIZE = 65536
 CLOSE_TIMEOUT = 2.0
-_STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
 
 MessageHandler = Callable[["str | bytes"], None]
 
@@ -132,7 +132,7 @@ class WebSocketPump:
                     continue
                 await self._stream.send(chunks[0] if len(chunks) == 1 else b"".join(chunks))
                 self._drained.set()
-        except _STREAM_ERRORS:
+        except STREAM_ERRORS:
             self._core.mark_broken()
 
     # ------------------------------------------------------------------ reading
@@ -174,7 +174,7 @@ class WebSocketPump:
                 self._receive_scope = scope
                 return await self._stream.receive(_READ_SIZE)
             return None  # the peer never answered our close, or we gave up on it
-        except _STREAM_ERRORS:
+        except STREAM_ERRORS:
             self._core.mark_broken()
             return None
         finally:
@@ -187,7 +187,7 @@ class WebSocketPump:
         with anyio.CancelScope(shield=True):
             try:
                 await self._stream.aclose()
-            except _STREAM_ERRORS:
+            except STREAM_ERRORS:
                 pass
 
 
@@ -218,4 +218,4 @@ async def keep_alive(channel: Channel, interval: float, timeout: float) -> None:
             await anyio.sleep(max(0.0, interval - (now - channel.last_received)))
 
 
-__all__ = ["Channel", "MessageHandler", "WebSocketPump", "keep_alive", "keepalive_check"]
+__all__ = ["STREAM_ERRORS", "Channel", "MessageHandler", "WebSocketPump", "keep_alive", "keepalive_check"]
