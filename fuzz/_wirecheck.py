@@ -22,7 +22,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import msgspec
+from hypothesis import strategies as st
 from msgspec import UNSET, Raw, Struct, UnsetType
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+"""Small JSON values for payloads, results and error data in the state machines."""
 
 IdKey = Union[tuple[str, Union[int, str]], None]
 

@@ -55,7 +55,7 @@ from sansio_runtime import (
     TypeSubscriptionSpec,
 )
 
-from ._wirecheck import ANY, Canon, frame_eq, idkey, match_multiset, normalize_frame
+from ._wirecheck import ANY, Canon, frame_eq, idkey, json_values, match_multiset, normalize_frame
 
 MAX_MESSAGE_SIZE = 4096
 MAX_PENDING_CALLS = 2
@@ -226,16 +226,6 @@ class Garbage:
 # ================================================================================================
 # Strategies for the pieces of frames
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**20), 10**20)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6,
-)
-
 
 @st.composite
 def json_texts(draw: st.DrawFn) -> bytes:
@@ -270,8 +260,18 @@ def call_params(draw: st.DrawFn, target_type: str, payload: str, timeout_ms: int
     if timeout_ms is not None:
         parts.append(b'"timeout_ms":' + str(timeout_ms).encode())
     if draw(st.booleans()):  # members the host does not read travel unchanged
-        parts.append(draw(st.sampled_from([b'"source":null', b'"source":{"type":"x","key":"y"}',
-                                           b'"metadata":{"traceparent":"00-ab"}', b'"zz":[1,2,{"q":null}]'])))
+        parts.append(
+            draw(
+                st.sampled_from(
+                    [
+                        b'"source":null',
+                        b'"source":{"type":"x","key":"y"}',
+                        b'"metadata":{"traceparent":"00-ab"}',
+                        b'"zz":[1,2,{"q":null}]',
+                    ]
+                )
+            )
+        )
     order = draw(st.permutations(range(len(parts))))
     return b"{" + b",".join(parts[i] for i in order) + b"}"
 
@@ -320,8 +320,12 @@ BAD_PARAMS: dict[str, list[bytes | None]] = {
         b'"timeout_ms":true}',
         b'{"target":"a","data_type":"T","data_content_type":"application/json","data":1}',
     ],
-    "agent.publish": [None, b"{}", b'{"specversion":"1.0","id":"e","source":"s","type":5,"data":1}',
-                      b'{"specversion":1,"id":"e","source":"s","type":"a","data":1}'],
+    "agent.publish": [
+        None,
+        b"{}",
+        b'{"specversion":"1.0","id":"e","source":"s","type":5,"data":1}',
+        b'{"specversion":1,"id":"e","source":"s","type":"a","data":1}',
+    ],
     "$/cancelRequest": [None, b"{}", b'{"id":null}', b'{"id":1.5}', b'{"id":true}', b'{"id":[1]}'],
 }
 
@@ -329,7 +333,10 @@ BAD_PARAMS: dict[str, list[bytes | None]] = {
 def bad_params_req() -> st.SearchStrategy[Req]:
     return st.sampled_from(sorted(BAD_PARAMS)).flatmap(
         lambda method: st.builds(
-            Req, st.just(method), st.sampled_from(BAD_PARAMS[method]), st.just(BadParams()),
+            Req,
+            st.just(method),
+            st.sampled_from(BAD_PARAMS[method]),
+            st.just(BadParams()),
             st.just(1) if method == "agent.call" else maybe_ids,
         )
     )
@@ -338,14 +345,16 @@ def bad_params_req() -> st.SearchStrategy[Req]:
 def register_req() -> st.SearchStrategy[Req]:
     return st.builds(
         lambda t, i: Req("runtime.register_agent", b'{"type":' + jdump(t) + b"}", Register(t), i),
-        st.sampled_from([*AGENT_TYPES, ""]), maybe_ids,
+        st.sampled_from([*AGENT_TYPES, ""]),
+        maybe_ids,
     )
 
 
 def unregister_req() -> st.SearchStrategy[Req]:
     return st.builds(
         lambda t, i: Req("runtime.unregister_agent", b'{"type":' + jdump(t) + b"}", Unregister(t), i),
-        st.sampled_from([*AGENT_TYPES, ""]), maybe_ids,
+        st.sampled_from([*AGENT_TYPES, ""]),
+        maybe_ids,
     )
 
 
@@ -360,13 +369,21 @@ def add_sub_req(registered: tuple[str, ...] = ()) -> st.SearchStrategy[Req]:
             spec = {"kind": "type_prefix", "id": sub_id, "topic_type_prefix": topic, "agent_type": agent_type}
         else:
             spec = {"kind": "type", "id": sub_id, "topic_type": topic, "agent_type": agent_type}
-        return Req("runtime.add_subscription", b'{"subscription":' + jdump(spec) + b"}",
-                   AddSub(prefix, sub_id, topic, agent_type), i)
+        return Req(
+            "runtime.add_subscription",
+            b'{"subscription":' + jdump(spec) + b"}",
+            AddSub(prefix, sub_id, topic, agent_type),
+            i,
+        )
 
     return st.booleans().flatmap(
         lambda prefix: st.builds(
-            build, st.just(prefix), st.sampled_from([*SUB_IDS, ""]),
-            st.sampled_from(PREFIXES if prefix else TOPICS), agent_types, maybe_ids,
+            build,
+            st.just(prefix),
+            st.sampled_from([*SUB_IDS, ""]),
+            st.sampled_from(PREFIXES if prefix else TOPICS),
+            agent_types,
+            maybe_ids,
         )
     )
 
@@ -374,14 +391,16 @@ def add_sub_req(registered: tuple[str, ...] = ()) -> st.SearchStrategy[Req]:
 def remove_sub_req() -> st.SearchStrategy[Req]:
     return st.builds(
         lambda s, i: Req("runtime.remove_subscription", b'{"id":' + jdump(s) + b"}", RemoveSub(s), i),
-        st.sampled_from([*SUB_IDS, "zz"]), maybe_ids,
+        st.sampled_from([*SUB_IDS, "zz"]),
+        maybe_ids,
     )
 
 
 def get_subs_req() -> st.SearchStrategy[Req]:
     return st.builds(
         lambda p, i: Req("runtime.get_subscriptions", p, GetSubs(), i),
-        st.sampled_from([None, b"{}", b"[1]", b"null"]), maybe_ids,
+        st.sampled_from([None, b"{}", b"[1]", b"null"]),
+        maybe_ids,
     )
 
 
@@ -431,46 +450,82 @@ def cancel_req(draw: st.DrawFn, in_flight: tuple[Any, ...] = ()) -> Req:
 def envelope_junk_req() -> st.SearchStrategy[Req]:
     """Messages that are objects of the right shape but wrong as JSON-RPC (checked by the model)."""
     return st.one_of(
-        st.builds(lambda j, i: Req("runtime.get_subscriptions", b"{}", GetSubs(), i, jsonrpc=j),
-                  st.sampled_from(["1.0", "", None]), maybe_ids),
-        st.builds(lambda m, i: Req(m, b"{}", None, i),
-                  st.sampled_from(["agent.frobnicate", "runtime.", "", "agent.event"]), maybe_ids),
+        st.builds(
+            lambda j, i: Req("runtime.get_subscriptions", b"{}", GetSubs(), i, jsonrpc=j),
+            st.sampled_from(["1.0", "", None]),
+            maybe_ids,
+        ),
+        st.builds(
+            lambda m, i: Req(m, b"{}", None, i),
+            st.sampled_from(["agent.frobnicate", "runtime.", "", "agent.event"]),
+            maybe_ids,
+        ),
         st.builds(lambda m: Req(m, b'{"type":"a"}', None, None), st.sampled_from(["runtime.register_agent", "nope"])),
         st.builds(lambda i: Req("runtime.get_subscriptions", b"{}", GetSubs(), i, stray_result=True), maybe_ids),
     )
 
 
 JUNK_OBJECTS = [  # objects whose members have the wrong JSON types for a JSON-RPC message
-    b'{"jsonrpc":2}', b'{"id":1.5,"jsonrpc":"2.0","method":"nope"}', b'{"method":5}', b'{"jsonrpc":"2.0","id":1e3}',
-    b'{"id":true,"jsonrpc":"2.0","method":"nope"}', b'{"params":1,"id":[1]}', b'{"jsonrpc":null,"method":"x"}',
+    b'{"jsonrpc":2}',
+    b'{"id":1.5,"jsonrpc":"2.0","method":"nope"}',
+    b'{"method":5}',
+    b'{"jsonrpc":"2.0","id":1e3}',
+    b'{"id":true,"jsonrpc":"2.0","method":"nope"}',
+    b'{"params":1,"id":[1]}',
+    b'{"jsonrpc":null,"method":"x"}',
 ]
 junk_entries = st.sampled_from([b"7", b'"x"', b"null", b"true", b"[]", b"[1]", *JUNK_OBJECTS]).map(Junk)
 
 
 @st.composite
 def garbage_frames(draw: st.DrawFn) -> Garbage:
-    kind = draw(st.sampled_from(
-        ["truncated", "not_json", "bad_utf8", "surrogate", "scalar", "junk_object", "empty_batch"]
-    ))
+    kind = draw(
+        st.sampled_from(["truncated", "not_json", "bad_utf8", "surrogate", "scalar", "junk_object", "empty_batch"])
+    )
     if kind == "truncated":
         frame = draw(st.one_of(register_req(), call_req(), publish_req(), get_subs_req())).render()
         cut = draw(st.integers(0, len(frame) - 1))
         return Garbage(frame[:cut], ErrorCode.PARSE_ERROR)
     if kind == "not_json":
-        not_json = [b"hello", b"{'a':1}", b"NaN", b"[1,]", b"", b" ", b"{}x", b"\xef\xbb\xbf{}",
-                    b'{"jsonrpc":"2.0",}', b"01", b'"\\ud800"', b'{"a":"\\x"}', b"0:", b'{"id":1.5,', b"[7 8]"]
+        not_json = [
+            b"hello",
+            b"{'a':1}",
+            b"NaN",
+            b"[1,]",
+            b"",
+            b" ",
+            b"{}x",
+            b"\xef\xbb\xbf{}",
+            b'{"jsonrpc":"2.0",}',
+            b"01",
+            b'"\\ud800"',
+            b'{"a":"\\x"}',
+            b"0:",
+            b'{"id":1.5,',
+            b"[7 8]",
+        ]
         return Garbage(draw(st.sampled_from(not_json)), ErrorCode.PARSE_ERROR)
     if kind == "bad_utf8":
         frame = draw(get_subs_req()).render()
         i = draw(st.integers(0, len(frame)))
-        return Garbage(frame[:i] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])) + frame[i:],
-                       ErrorCode.PARSE_ERROR)
+        return Garbage(
+            frame[:i] + draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"])) + frame[i:],
+            ErrorCode.PARSE_ERROR,
+        )
     if kind == "surrogate":  # a str frame holding a lone surrogate cannot be UTF-8
-        return Garbage('{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions","params":"\ud800"}',
-                       ErrorCode.PARSE_ERROR)
+        return Garbage(
+            '{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions","params":"\ud800"}', ErrorCode.PARSE_ERROR
+        )
     if kind == "scalar":
-        value = draw(st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.none(),
-                               st.floats(allow_nan=False, allow_infinity=False)))
+        value = draw(
+            st.one_of(
+                st.integers(),
+                st.text(max_size=5),
+                st.booleans(),
+                st.none(),
+                st.floats(allow_nan=False, allow_infinity=False),
+            )
+        )
         return Garbage(jdump(value), ErrorCode.INVALID_REQUEST)
     if kind == "junk_object":
         return Garbage(draw(st.sampled_from(JUNK_OBJECTS)), ErrorCode.INVALID_REQUEST)
@@ -713,8 +768,10 @@ class HostModel:
         handler = methods.get(item.method)
         if handler is None:
             return err(reply_id, ErrorCode.METHOD_NOT_FOUND)
-        if self.clients[client].kind is ClientKind.ONE_SHOT and item.method.startswith("runtime.") and (
-            item.method != "runtime.get_subscriptions"
+        if (
+            self.clients[client].kind is ClientKind.ONE_SHOT
+            and item.method.startswith("runtime.")
+            and (item.method != "runtime.get_subscriptions")
         ):
             return err(reply_id, ErrorCode.METHOD_NOT_FOUND)
         try:
@@ -869,8 +926,12 @@ def _content(spec: TypeSubscriptionSpec | TypePrefixSubscriptionSpec) -> tuple[s
 
 def _spec_json(spec: TypeSubscriptionSpec | TypePrefixSubscriptionSpec) -> dict[str, str]:
     if isinstance(spec, TypePrefixSubscriptionSpec):
-        return {"kind": "type_prefix", "id": spec.id, "topic_type_prefix": spec.topic_type_prefix,
-                "agent_type": spec.agent_type}
+        return {
+            "kind": "type_prefix",
+            "id": spec.id,
+            "topic_type_prefix": spec.topic_type_prefix,
+            "agent_type": spec.agent_type,
+        }
     return {"kind": "type", "id": spec.id, "topic_type": spec.topic_type, "agent_type": spec.agent_type}
 
 
@@ -1102,18 +1163,35 @@ class HostMachine(RuleBasedStateMachine):
         if others:
             choices.append(st.sampled_from(others))
         host_id = data.draw(st.one_of(choices), label="response id")
-        form = data.draw(st.sampled_from(["result", "result", "error", "bad_error", "both", "neither", "v1"]),
-                         label="form")
-        result = data.draw(st.one_of(json_texts(), st.just(
-            b'{"data_type":"T","data_content_type":"application/octet-stream","data_base64":"AAE="}')))
+        form = data.draw(
+            st.sampled_from(["result", "result", "error", "bad_error", "both", "neither", "v1"]), label="form"
+        )
+        result = data.draw(
+            st.one_of(
+                json_texts(),
+                st.just(b'{"data_type":"T","data_content_type":"application/octet-stream","data_base64":"AAE="}'),
+            )
+        )
         error = ErrorObject(
             data.draw(st.sampled_from([-32004, -32014, -32603, 7, 10**20])),
             data.draw(st.text(max_size=5)),
             data.draw(st.one_of(st.none(), json_texts())),
             data.draw(st.booleans()),
         )
-        bad_error = data.draw(st.sampled_from([b"null", b"5", b'"x"', b"{}", b'{"code":"x","message":"m"}',
-                                               b'{"code":1}', b'{"code":1.5,"message":"m"}', b"[1]"]))
+        bad_error = data.draw(
+            st.sampled_from(
+                [
+                    b"null",
+                    b"5",
+                    b'"x"',
+                    b"{}",
+                    b'{"code":"x","message":"m"}',
+                    b'{"code":1}',
+                    b'{"code":1.5,"message":"m"}',
+                    b"[1]",
+                ]
+            )
+        )
         if form == "result":
             return Resp(host_id, result, None)
         if form == "error":
@@ -1130,8 +1208,9 @@ class HostMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def answer(self, data: st.DataObject) -> None:
         """Some client answers a call: usually its target, sometimes a wrong client or a bogus id."""
-        targets = sorted({p.target for p in self.model.pending.values()
-                          if self.model.clients[p.target].state is ClientState.OPEN})
+        targets = sorted(
+            {p.target for p in self.model.pending.values() if self.model.clients[p.target].state is ClientState.OPEN}
+        )
         if targets and data.draw(st.integers(0, 4), label="right target?") > 0:
             responder = data.draw(st.sampled_from(targets), label="responder")
         else:
@@ -1147,15 +1226,35 @@ class HostMachine(RuleBasedStateMachine):
         n = data.draw(st.integers(1, 5), label="batch size")
         items: list[Item] = []
         for _ in range(n):
-            kind = data.draw(st.sampled_from(["call", "call", "answer", "cancel", "register", "add", "remove",
-                                              "get", "publish", "invalid", "junk", "unregister"]), label="kind")
+            kind = data.draw(
+                st.sampled_from(
+                    [
+                        "call",
+                        "call",
+                        "answer",
+                        "cancel",
+                        "register",
+                        "add",
+                        "remove",
+                        "get",
+                        "publish",
+                        "invalid",
+                        "junk",
+                        "unregister",
+                    ]
+                ),
+                label="kind",
+            )
             strategy: st.SearchStrategy[Any] = {
                 "call": call_req(self.registered(), self.in_flight(client)),
                 "cancel": cancel_req(self.in_flight(client)),
                 "register": register_req(),
                 "add": add_sub_req(self.registered()),
-                "remove": remove_sub_req(), "get": get_subs_req(), "publish": publish_req(self.subscribed()),
-                "invalid": st.one_of(bad_params_req(), envelope_junk_req()), "junk": junk_entries,
+                "remove": remove_sub_req(),
+                "get": get_subs_req(),
+                "publish": publish_req(self.subscribed()),
+                "invalid": st.one_of(bad_params_req(), envelope_junk_req()),
+                "junk": junk_entries,
                 "unregister": unregister_req(),
             }.get(kind, st.nothing())
             items.append(self.draw_response(data, client) if kind == "answer" else data.draw(strategy, label=kind))
@@ -1171,8 +1270,11 @@ class HostMachine(RuleBasedStateMachine):
         self.frame(client, garbage.data)
 
     @precondition(lambda self: self.has_sendable())
-    @rule(data=st.data(), size=st.sampled_from([MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE + 1, 3 * MAX_MESSAGE_SIZE]),
-          as_text=st.booleans())
+    @rule(
+        data=st.data(),
+        size=st.sampled_from([MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE + 1, 3 * MAX_MESSAGE_SIZE]),
+        as_text=st.booleans(),
+    )
     def big_frame(self, data: st.DataObject, size: int, as_text: bool) -> None:
         """A frame at or over the size limit (counted in UTF-8 bytes, also for str frames)."""
         if data.draw(st.integers(0, 3), label="roll"):  # not too often: it closes the client

@@ -47,7 +47,7 @@ from sansio_runtime import (
     WorkerEvent,
 )
 
-from ._wirecheck import ANY, Canon, idkey, match_multiset, normalize_frame
+from ._wirecheck import ANY, Canon, idkey, json_values, match_multiset, normalize_frame
 
 MAX_MESSAGE_SIZE = 2048
 LARGE = 1700  # payloads of this many bytes or more never fit in a frame (their base64 is 2268+ bytes)
@@ -133,14 +133,6 @@ def b64s(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=6),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6,
-)
-
-
 @st.composite
 def json_texts(draw: st.DrawFn) -> bytes:
     value = draw(json_values)
@@ -158,8 +150,11 @@ def payloads(draw: st.DrawFn) -> Payload:
         ct = draw(st.sampled_from(["application/json", "application/vnd.x+json; charset=utf-8", " Application/JSON "]))
         return Payload(data_type, ct, draw(json_texts()))
     if kind == "binary":
-        return Payload(data_type, draw(st.sampled_from(["application/octet-stream", "text/plain", ""])),
-                       draw(st.binary(max_size=16)))
+        return Payload(
+            data_type,
+            draw(st.sampled_from(["application/octet-stream", "text/plain", ""])),
+            draw(st.binary(max_size=16)),
+        )
     if kind == "bad_json":
         return Payload(data_type, "application/json", draw(st.sampled_from([b"", b"{", b"nan", b"\xff", b"1 2"])))
     # Its base64 alone is over MAX_MESSAGE_SIZE: no frame carrying it can be queued.
@@ -261,8 +256,13 @@ class WorkerMachine(RuleBasedStateMachine):
         self.model.frames.append(("request", f"runtime.{which}_agent", idkey(rid), Canon({"type": agent_type})))
         self.check_step([])
 
-    @rule(prefix=st.booleans(), sub_id=st.sampled_from(["s1", "s2"]), topic=st.sampled_from(["t", "t:", ""]),
-          agent_type=st.sampled_from(AGENT_TYPES), remove=st.booleans())
+    @rule(
+        prefix=st.booleans(),
+        sub_id=st.sampled_from(["s1", "s2"]),
+        topic=st.sampled_from(["t", "t:", ""]),
+        agent_type=st.sampled_from(AGENT_TYPES),
+        remove=st.booleans(),
+    )
     def subscription(self, prefix: bool, sub_id: str, topic: str, agent_type: str, remove: bool) -> None:
         if remove:
             rid = self.engine.remove_subscription(sub_id)
@@ -292,16 +292,28 @@ class WorkerMachine(RuleBasedStateMachine):
     @rule(
         callee=st.builds(AgentRef, st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS)),
         payload=payloads(),
-        timeout=st.one_of(st.none(), st.sampled_from([0.001, 0.5, 1.0, 1.0, 2.0]), st.none(),
-                          st.sampled_from([0.001, 0.5, 1.0, 1.0, 2.0]), st.sampled_from([0.0, -1.0])),
+        timeout=st.one_of(
+            st.none(),
+            st.sampled_from([0.001, 0.5, 1.0, 1.0, 2.0]),
+            st.none(),
+            st.sampled_from([0.001, 0.5, 1.0, 1.0, 2.0]),
+            st.sampled_from([0.0, -1.0]),
+        ),
         source=st.one_of(st.none(), st.builds(AgentRef, st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS))),
         metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["traceparent", "k"]), st.text(max_size=4))),
     )
-    def call(self, callee: AgentRef, payload: Payload, timeout: float | None, source: AgentRef | None,
-             metadata: dict[str, str] | None) -> None:
+    def call(
+        self,
+        callee: AgentRef,
+        payload: Payload,
+        timeout: float | None,
+        source: AgentRef | None,
+        metadata: dict[str, str] | None,
+    ) -> None:
         try:
-            rid = self.engine.call(callee, payload, now=self.model.now, source=source, metadata=metadata,
-                                   timeout=timeout)
+            rid = self.engine.call(
+                callee, payload, now=self.model.now, source=source, metadata=metadata, timeout=timeout
+            )
         except PayloadEncodingError:
             assert is_json(payload.data_content_type) and not valid_json(payload.data)
             self.check_step([])
@@ -317,8 +329,12 @@ class WorkerMachine(RuleBasedStateMachine):
         assert timeout is None or timeout > 0
         assert not is_json(payload.data_content_type) or valid_json(payload.data)
         self.model.issue(rid, Kind.CALL, None if timeout is None else self.model.now + timeout)
-        params: dict[str, Any] = {"target": {"type": callee.type, "key": callee.key}, "data_type": payload.data_type,
-                                  "data_content_type": payload.data_content_type, **wire_payload(payload)}
+        params: dict[str, Any] = {
+            "target": {"type": callee.type, "key": callee.key},
+            "data_type": payload.data_type,
+            "data_content_type": payload.data_content_type,
+            **wire_payload(payload),
+        }
         if source is not None:
             params["source"] = {"type": source.type, "key": source.key}
         if metadata:
@@ -347,14 +363,25 @@ class WorkerMachine(RuleBasedStateMachine):
             self.model.frames.append(("cancel", rid))
         self.check_step([])
 
-    @rule(topic=st.sampled_from(["t", "t:1"]), source=st.sampled_from(KEYS), payload=payloads(),
-          sender=st.one_of(st.none(), st.builds(AgentRef, st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS))),
-          trace=st.one_of(st.none(), st.fixed_dictionaries({"traceparent": st.just("00-1")})))
-    def publish(self, topic: str, source: str, payload: Payload, sender: AgentRef | None,
-                trace: dict[str, str] | None) -> None:
+    @rule(
+        topic=st.sampled_from(["t", "t:1"]),
+        source=st.sampled_from(KEYS),
+        payload=payloads(),
+        sender=st.one_of(st.none(), st.builds(AgentRef, st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS))),
+        trace=st.one_of(st.none(), st.fixed_dictionaries({"traceparent": st.just("00-1")})),
+    )
+    def publish(
+        self, topic: str, source: str, payload: Payload, sender: AgentRef | None, trace: dict[str, str] | None
+    ) -> None:
         try:
-            self.engine.publish(topic_type=topic, topic_source=source, payload=payload, event_id="e1", sender=sender,
-                                trace_context=trace)
+            self.engine.publish(
+                topic_type=topic,
+                topic_source=source,
+                payload=payload,
+                event_id="e1",
+                sender=sender,
+                trace_context=trace,
+            )
         except PayloadEncodingError:
             assert is_json(payload.data_content_type) and not valid_json(payload.data)
             self.check_step([])
@@ -362,9 +389,16 @@ class WorkerMachine(RuleBasedStateMachine):
         except PayloadTooLargeError:
             self.check_step([])
             return
-        cloud_event: dict[str, Any] = {"specversion": "1.0", "id": "e1", "source": source, "type": topic,
-                                       "datacontenttype": payload.data_content_type, "dataschema": payload.data_type,
-                                       "agmsgkind": "publish", **wire_payload(payload)}
+        cloud_event: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": "e1",
+            "source": source,
+            "type": topic,
+            "datacontenttype": payload.data_content_type,
+            "dataschema": payload.data_type,
+            "agmsgkind": "publish",
+            **wire_payload(payload),
+        }
         if sender is not None:
             cloud_event.update(agagentsendertype=sender.type, agagentsenderkey=sender.key)
         if trace:
@@ -423,8 +457,9 @@ class WorkerMachine(RuleBasedStateMachine):
             frame = response_frame(id_json, None, bad)
             internal = INTERNAL
             if settles is not None:
-                m.resolve(settles, CallFailed(settles, internal) if kind is Kind.CALL
-                          else RequestFailed(settles, internal))
+                m.resolve(
+                    settles, CallFailed(settles, internal) if kind is Kind.CALL else RequestFailed(settles, internal)
+                )
             elif id_json in (None, b"null"):
                 m.events.append(PeerError(internal))
             return frame
@@ -432,8 +467,10 @@ class WorkerMachine(RuleBasedStateMachine):
             frame = response_frame(id_json, None, None)
             if settles is not None:
                 bad_answer = INTERNAL
-                m.resolve(settles, CallFailed(settles, bad_answer) if kind is Kind.CALL
-                          else RequestFailed(settles, bad_answer))
+                m.resolve(
+                    settles,
+                    CallFailed(settles, bad_answer) if kind is Kind.CALL else RequestFailed(settles, bad_answer),
+                )
             return frame
         # A result: usually shaped for the kind of request it answers, sometimes not.
         shape = data.draw(st.sampled_from(["call", "subscriptions", "junk"]), label="result shape")
@@ -466,8 +503,9 @@ class WorkerMachine(RuleBasedStateMachine):
         return frame
 
     def draw_call_result(self, data: st.DataObject) -> tuple[bytes, Payload, dict[str, str], bool]:
-        form = data.draw(st.sampled_from(["json"] * 3 + ["b64"] * 3 + ["both", "neither", "bad_b64", "no_type"]),
-                         label="call result")
+        form = data.draw(
+            st.sampled_from(["json"] * 3 + ["b64"] * 3 + ["both", "neither", "bad_b64", "no_type"]), label="call result"
+        )
         members = [b'"data_content_type":"ct"']
         if form != "no_type":
             members.append(b'"data_type":"T"')
@@ -479,8 +517,9 @@ class WorkerMachine(RuleBasedStateMachine):
             members.append(b'"data_base64":' + jdump(b64s(binary)))
         if form == "bad_b64":
             members.append(b'"data_base64":' + data.draw(st.sampled_from([b'"!!"', b'"AAE"', b'"A"', b"5"])))
-        metadata = data.draw(st.dictionaries(st.sampled_from(["k", "traceparent"]), st.text(max_size=3)),
-                             label="metadata")
+        metadata = data.draw(
+            st.dictionaries(st.sampled_from(["k", "traceparent"]), st.text(max_size=3)), label="metadata"
+        )
         if metadata:
             members.append(b'"metadata":' + jdump(metadata))
         members = data.draw(st.permutations(members), label="member order")
@@ -515,8 +554,10 @@ class WorkerMachine(RuleBasedStateMachine):
         if self.model.incoming:
             choices.append(st.sampled_from(sorted(self.model.incoming, key=repr)))
         call_id = data.draw(st.one_of(choices), label="call id")
-        form = data.draw(st.sampled_from(["json", "json", "b64", "b64", "bad_b64", "both", "no_target", "bad_meta",
-                                          "no_params"]), label="params form")
+        form = data.draw(
+            st.sampled_from(["json", "json", "b64", "b64", "bad_b64", "both", "no_target", "bad_meta", "no_params"]),
+            label="params form",
+        )
         raw = data.draw(json_texts(), label="data")
         binary = data.draw(st.binary(max_size=8), label="bytes")
         source = data.draw(st.sampled_from([None, "null", {"type": "a", "key": "k"}]), label="source")
@@ -552,14 +593,16 @@ class WorkerMachine(RuleBasedStateMachine):
             m.frames.append(("err", idkey(call_id), ErrorCode.INVALID_REQUEST, ANY, None))
         else:
             m.incoming.add(call_id)
-            m.events.append(IncomingCall(
-                call_id=call_id,
-                target=AgentRef("a", "k"),
-                source=AgentRef("a", "k") if isinstance(source, dict) else None,
-                payload=Payload("T", "ct", raw if form == "json" else binary),
-                metadata={},
-                timeout_ms=timeout_ms,
-            ))
+            m.events.append(
+                IncomingCall(
+                    call_id=call_id,
+                    target=AgentRef("a", "k"),
+                    source=AgentRef("a", "k") if isinstance(source, dict) else None,
+                    payload=Payload("T", "ct", raw if form == "json" else binary),
+                    metadata={},
+                    timeout_ms=timeout_ms,
+                )
+            )
         return frame
 
     @rule(data=st.data())
@@ -591,16 +634,36 @@ class WorkerMachine(RuleBasedStateMachine):
     def draw_event(self, data: st.DataObject) -> bytes:
         recipients = data.draw(st.lists(st.sampled_from(AGENT_TYPES), max_size=3, unique=True), label="recipients")
         source = data.draw(st.sampled_from(KEYS), label="source")
-        sender = data.draw(st.one_of(st.none(), st.tuples(st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS)),
-                                     st.tuples(st.sampled_from(AGENT_TYPES), st.none())), label="sender")
-        form = data.draw(st.sampled_from(["json", "json", "b64", "both", "neither", "bad_b64", "no_type", "no_params",
-                                          "bad_recipients"]), label="event form")
+        sender = data.draw(
+            st.one_of(
+                st.none(),
+                st.tuples(st.sampled_from(AGENT_TYPES), st.sampled_from(KEYS)),
+                st.tuples(st.sampled_from(AGENT_TYPES), st.none()),
+            ),
+            label="sender",
+        )
+        form = data.draw(
+            st.sampled_from(
+                ["json", "json", "b64", "both", "neither", "bad_b64", "no_type", "no_params", "bad_recipients"]
+            ),
+            label="event form",
+        )
         raw = data.draw(json_texts(), label="data")
         binary = data.draw(st.binary(max_size=8), label="bytes")
-        extras: dict[str, Any] = data.draw(st.fixed_dictionaries({}, optional={
-            "datacontenttype": st.sampled_from(["application/json", "x/y"]), "dataschema": st.just("S"),
-            "agmsgkind": st.just("publish"), "traceparent": st.just("00-1"), "tracestate": st.just("a=b"),
-            "myext": st.just([1])}), label="attributes")
+        extras: dict[str, Any] = data.draw(
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "datacontenttype": st.sampled_from(["application/json", "x/y"]),
+                    "dataschema": st.just("S"),
+                    "agmsgkind": st.just("publish"),
+                    "traceparent": st.just("00-1"),
+                    "tracestate": st.just("a=b"),
+                    "myext": st.just([1]),
+                },
+            ),
+            label="attributes",
+        )
         ev = [b'"specversion":"1.0"', b'"id":"e9"', b'"source":' + jdump(source)]
         if form != "no_type":
             ev.append(b'"type":"t"')
@@ -619,8 +682,13 @@ class WorkerMachine(RuleBasedStateMachine):
         recipients_json = b'"a"' if form == "bad_recipients" else jdump(recipients)
         if form == "no_params":
             return b'{"jsonrpc":"2.0","method":"agent.event"}'
-        frame = b'{"jsonrpc":"2.0","method":"agent.event","params":{"recipients":' + recipients_json + \
-            b',"event":' + event_json + b"}}"
+        frame = (
+            b'{"jsonrpc":"2.0","method":"agent.event","params":{"recipients":'
+            + recipients_json
+            + b',"event":'
+            + event_json
+            + b"}}"
+        )
         if form in ("neither", "bad_b64", "no_type", "bad_recipients", "both"):
             self.model.frames.append(("err", None, ErrorCode.INVALID_PARAMS, ANY, None))
             return frame
@@ -628,12 +696,22 @@ class WorkerMachine(RuleBasedStateMachine):
         kept = tuple(AgentRef(t, source) for t in recipients if sender_ref is None or sender_ref != AgentRef(t, source))
         if kept:
             trace: dict[str, str] = {k: extras[k] for k in ("traceparent", "tracestate") if k in extras}
-            self.model.events.append(IncomingEvent(
-                event_id="e9", topic_type="t", topic_source=source, sender=sender_ref, recipients=kept,
-                payload=Payload(extras.get("dataschema", ""), extras.get("datacontenttype", "application/json"),
-                                raw if form == "json" else binary),
-                message_kind="publish", trace_context=trace,
-            ))
+            self.model.events.append(
+                IncomingEvent(
+                    event_id="e9",
+                    topic_type="t",
+                    topic_source=source,
+                    sender=sender_ref,
+                    recipients=kept,
+                    payload=Payload(
+                        extras.get("dataschema", ""),
+                        extras.get("datacontenttype", "application/json"),
+                        raw if form == "json" else binary,
+                    ),
+                    message_kind="publish",
+                    trace_context=trace,
+                )
+            )
         return frame
 
     @rule(data=st.data())
@@ -641,14 +719,22 @@ class WorkerMachine(RuleBasedStateMachine):
         self.receive(self.draw_event(data))
 
     GARBAGE: ClassVar[list[tuple[bytes | str, int | None]]] = [
-        (b"", ErrorCode.PARSE_ERROR), (b"{", ErrorCode.PARSE_ERROR), (b"nul", ErrorCode.PARSE_ERROR),
+        (b"", ErrorCode.PARSE_ERROR),
+        (b"{", ErrorCode.PARSE_ERROR),
+        (b"nul", ErrorCode.PARSE_ERROR),
         (b'{"jsonrpc":"2.0","id":1,"result":"\xff"}', ErrorCode.PARSE_ERROR),
         ('{"jsonrpc":"2.0","id":1,"result":"\ud800"}', ErrorCode.PARSE_ERROR),
-        (b'"\\ud800"', ErrorCode.PARSE_ERROR), (b"NaN", ErrorCode.PARSE_ERROR),
-        (b"5", ErrorCode.INVALID_REQUEST), (b'"x"', ErrorCode.INVALID_REQUEST), (b"null", ErrorCode.INVALID_REQUEST),
-        (b'{"id":1.5}', ErrorCode.INVALID_REQUEST), (b'{"method":5}', ErrorCode.INVALID_REQUEST),
-        (b"[]", None), (b'{"jsonrpc":"2.0","method":"nope","params":{}}', None),
-        (b'{"jsonrpc":"2.0","id":null,"method":"nope"}', None), (b'{"jsonrpc":"2.0","id":null,"result":1}', None),
+        (b'"\\ud800"', ErrorCode.PARSE_ERROR),
+        (b"NaN", ErrorCode.PARSE_ERROR),
+        (b"5", ErrorCode.INVALID_REQUEST),
+        (b'"x"', ErrorCode.INVALID_REQUEST),
+        (b"null", ErrorCode.INVALID_REQUEST),
+        (b'{"id":1.5}', ErrorCode.INVALID_REQUEST),
+        (b'{"method":5}', ErrorCode.INVALID_REQUEST),
+        (b"[]", None),
+        (b'{"jsonrpc":"2.0","method":"nope","params":{}}', None),
+        (b'{"jsonrpc":"2.0","id":null,"method":"nope"}', None),
+        (b'{"jsonrpc":"2.0","id":null,"result":1}', None),
         (b'{"jsonrpc":"2.0","result":1}', None),
     ]
 
@@ -664,8 +750,10 @@ class WorkerMachine(RuleBasedStateMachine):
             self.model.frames.append(("err", None, code, ANY, None))
         self.receive(data)
 
-    @rule(method=st.sampled_from(["nope", "runtime.register_agent", "agent.publish", "x" * 3000]),
-          call_id=st.sampled_from([1, "z"]))
+    @rule(
+        method=st.sampled_from(["nope", "runtime.register_agent", "agent.publish", "x" * 3000]),
+        call_id=st.sampled_from([1, "z"]),
+    )
     def host_sends_unknown_method(self, method: str, call_id: int | str) -> None:
         frame = b'{"jsonrpc":"2.0","id":' + jdump(call_id) + b',"method":' + jdump(method) + b',"params":{}}'
         self.model.frames.append(("err", idkey(call_id), ErrorCode.METHOD_NOT_FOUND, ANY, None))
@@ -699,8 +787,11 @@ class WorkerMachine(RuleBasedStateMachine):
         call_id: int | str = data.draw(st.one_of(choices), label="call id")
         return call_id
 
-    @rule(data=st.data(), payload=payloads(),
-          metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["k"]), st.text(max_size=3))))
+    @rule(
+        data=st.data(),
+        payload=payloads(),
+        metadata=st.one_of(st.none(), st.dictionaries(st.sampled_from(["k"]), st.text(max_size=3))),
+    )
     def respond(self, data: st.DataObject, payload: Payload, metadata: dict[str, str] | None) -> None:
         call_id = self.draw_call_id(data)
         active = call_id in self.model.incoming
@@ -712,8 +803,11 @@ class WorkerMachine(RuleBasedStateMachine):
             elif len(payload.data) >= LARGE:
                 self.model.frames.append(("err", idkey(call_id), ErrorCode.PAYLOAD_TOO_LARGE, ANY, None))
             else:
-                result = {"data_type": payload.data_type, "data_content_type": payload.data_content_type,
-                          **wire_payload(payload)}
+                result = {
+                    "data_type": payload.data_type,
+                    "data_content_type": payload.data_content_type,
+                    **wire_payload(payload),
+                }
                 if metadata:
                     result["metadata"] = metadata
                 self.model.frames.append(("ok", idkey(call_id), Canon(result)))
@@ -721,10 +815,16 @@ class WorkerMachine(RuleBasedStateMachine):
 
     respond_again = respond
 
-    @rule(data=st.data(), code=st.sampled_from([-32004, -32014, 5]), message=st.text(max_size=5),
-          exception_type=st.one_of(st.none(), st.just("ValueError")), huge=st.booleans())
-    def respond_error(self, data: st.DataObject, code: int, message: str, exception_type: str | None,
-                      huge: bool) -> None:
+    @rule(
+        data=st.data(),
+        code=st.sampled_from([-32004, -32014, 5]),
+        message=st.text(max_size=5),
+        exception_type=st.one_of(st.none(), st.just("ValueError")),
+        huge=st.booleans(),
+    )
+    def respond_error(
+        self, data: st.DataObject, code: int, message: str, exception_type: str | None, huge: bool
+    ) -> None:
         call_id = self.draw_call_id(data)
         if huge:
             message = message + "m" * 2000
@@ -735,16 +835,20 @@ class WorkerMachine(RuleBasedStateMachine):
             if huge:
                 self.model.frames.append(("err", idkey(call_id), ErrorCode.PAYLOAD_TOO_LARGE, ANY, None))
             else:
-                err_data = None if exception_type is None else Canon({"exception_type": exception_type,
-                                                                      "message": message})
+                err_data = (
+                    None if exception_type is None else Canon({"exception_type": exception_type, "message": message})
+                )
                 self.model.frames.append(("err", idkey(call_id), code, message, err_data))
         self.check_step([])
 
     # -------------------------------------------------------------- time and the connection
 
     def expire(self) -> None:
-        expired = sorted((r.deadline, r.seq, i) for i, r in self.model.requests.items()
-                         if r.deadline is not None and r.deadline <= self.model.now)
+        expired = sorted(
+            (r.deadline, r.seq, i)
+            for i, r in self.model.requests.items()
+            if r.deadline is not None and r.deadline <= self.model.now
+        )
         for _, _, rid in expired:
             self.model.resolve(rid, CallFailed(rid, code_is(ErrorCode.DEADLINE_EXCEEDED)))
             self.model.frames.append(("cancel", rid))
