@@ -25,7 +25,17 @@ _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 _SETTINGS = settings(
     max_examples=3000 if _LONG else 300, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None
 )
-MAX_MESSAGE = 300
+MAX_MESSAGE = 30_000
+
+
+def _big(low: int, high: int) -> st.SearchStrategy[bytes]:
+    """Random bytes of a length in [low, high], cheap to generate however long."""
+    return st.tuples(st.integers(low, high), st.randoms(use_true_random=False)).map(lambda a: a[1].randbytes(a[0]))
+
+
+def _big_text(low: int, high: int) -> st.SearchStrategy[bytes]:
+    """UTF-8 text of about [low, high] bytes, with multi-byte characters to straddle every cut."""
+    return st.integers(low // 6, high // 6).map(lambda n: ("é€x" * n).encode())
 
 
 def _frame(
@@ -57,7 +67,12 @@ def _frames(masked: bool) -> st.SearchStrategy[bytes]:
         st.binary(max_size=130).map(lambda p: _frame(0x9, p, masked=masked)),
         st.binary(max_size=20).map(lambda p: _frame(0xA, p, masked=masked)),
         st.binary(min_size=1, max_size=10).map(lambda p: _frame(0x1, b"\xff" + p, masked=masked)),  # bad UTF-8
-        st.binary(min_size=MAX_MESSAGE + 1, max_size=MAX_MESSAGE + 50).map(lambda p: _frame(0x2, p, masked=masked)),
+        _big(MAX_MESSAGE + 1, MAX_MESSAGE + 50).map(lambda p: _frame(0x2, p, masked=masked)),
+        _big(8000, 20_000).map(lambda p: _frame(0x2, p, masked=masked)),  # unmasked in pieces
+        _big_text(8000, 20_000).map(lambda p: _frame(0x1, p, masked=masked)),
+        st.tuples(_big_text(100, 20_000), st.integers(0, 20_000)).map(  # bad UTF-8 deep inside
+            lambda a: _frame(0x1, a[0][: a[1]] + b"\xff" + a[0][a[1] :], masked=masked)
+        ),
         st.binary(min_size=126, max_size=200).map(lambda p: _frame(0x2, p, masked=masked)),  # 2-byte length
         text.map(lambda p: _frame(0x1, p, masked=masked, width=2)),  # non-minimal length
         text.map(lambda p: _frame(0x1, p, masked=masked, width=8)),
@@ -138,13 +153,19 @@ def _unmask(frame: bytes) -> bytes:
     return bytes((frame[0], frame[1] & 0x7F)) + frame[2:head] + _xor(frame[head + 4 :], mask)
 
 
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.binary(max_size=40_000), st.binary(min_size=4, max_size=4))
+def test_mask_matches_bytewise_xor(data: bytes, mask: bytes) -> None:
+    assert _xor(data, mask) == bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
 def test_messages_we_send_parse_back() -> None:
     """Frames the fast path builds are what wsproto expects, both ways, at every length encoding."""
     for client in (False, True):
         sender = WebSocketCore(_open_pair(client), max_message_size=1 << 20, max_outbound_bytes=1 << 22)
         receiver = WebSocketCore(_open_pair(not client), max_message_size=1 << 20, max_outbound_bytes=1 << 22)
         receiver._fast = False
-        bodies = [b"", b"x" * 125, b"y" * 126, b"z" * 65535, b"w" * 65536, '{"a":"é"}'.encode()]
+        bodies = [b"", b"x" * 125, b"y" * 126, b"z" * 65535, b"w" * 65536, '{"a":"é"}'.encode(), b"v" * 100_003]
         for body in bodies:
             assert sender.send_message(body)
         got = receiver.receive_data(b"".join(sender.take_output()))
