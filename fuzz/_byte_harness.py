@@ -210,4 +210,3 @@ async def run_connection_asyncio(chunks: Sequence[bytes], *, timeout: float = 5.
     assert list(engine.clients()) == [], "a connection outlived its socket"
     assert engine.agent_types() == {} and engine.subscriptions() == [] and engine.pending_calls() == []
     return transport
-

@@ -46,8 +46,14 @@ from sansio_runtime import (
 from ._wirecheck import IdKey, idkey, normalize_frame
 
 KNOWN_METHODS = (
-    "agent.call", "agent.publish", "$/cancelRequest", "runtime.register_agent", "runtime.unregister_agent",
-    "runtime.add_subscription", "runtime.remove_subscription", "runtime.get_subscriptions",
+    "agent.call",
+    "agent.publish",
+    "$/cancelRequest",
+    "runtime.register_agent",
+    "runtime.unregister_agent",
+    "runtime.add_subscription",
+    "runtime.remove_subscription",
+    "runtime.get_subscriptions",
 )
 HOST_CODES = {int(c) for c in ErrorCode}  # every code the host may use, for the lenient cases
 
@@ -204,8 +210,9 @@ def worker_expect(obj: object) -> Expect:
         params = obj.get("params", _MISSING)
         if params is _MISSING or not isinstance(params, dict):
             return Expect(idkey(msg_id), frozenset({ErrorCode.INVALID_PARAMS}))
-        return Expect(idkey(msg_id), frozenset({ErrorCode.INVALID_PARAMS, ErrorCode.INVALID_REQUEST}), silent=True,
-                      exact=False)
+        return Expect(
+            idkey(msg_id), frozenset({ErrorCode.INVALID_PARAMS, ErrorCode.INVALID_REQUEST}), silent=True, exact=False
+        )
     if method == "agent.event":
         params = obj.get("params", _MISSING)
         if params is _MISSING:
@@ -249,7 +256,7 @@ def assign(expects: list[Expect], messages: list[tuple[Any, ...]]) -> bool:
         return all(e.silent for e in expects)
     first, rest = messages[0], messages[1:]
     for i, e in enumerate(expects):
-        if _fits(e, first) and assign(expects[:i] + expects[i + 1:], rest):
+        if _fits(e, first) and assign(expects[:i] + expects[i + 1 :], rest):
             return True
     return False
 
@@ -336,8 +343,7 @@ def check_worker(data: bytes | str) -> None:
 # Strategies
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8)
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
 )
 json_values = st.recursive(
     json_scalars,
@@ -393,10 +399,28 @@ def mutated_frames(draw: st.DrawFn) -> bytes:
         elif op == "flip" and i < len(frame):
             frame[i] = draw(st.integers(0, 255))
         elif op == "insert":
-            frame[i:i] = draw(st.sampled_from([b"\xff", b"\x00", b"{", b"}", b"[", b",", b'"', b"\\", b"\xc3\xa9",
-                                               b"\xed\xa0\x80", b" ", b"1e999", b"-", b"null"]))
+            frame[i:i] = draw(
+                st.sampled_from(
+                    [
+                        b"\xff",
+                        b"\x00",
+                        b"{",
+                        b"}",
+                        b"[",
+                        b",",
+                        b'"',
+                        b"\\",
+                        b"\xc3\xa9",
+                        b"\xed\xa0\x80",
+                        b" ",
+                        b"1e999",
+                        b"-",
+                        b"null",
+                    ]
+                )
+            )
         elif op == "delete" and i < len(frame):
-            del frame[i:i + draw(st.integers(1, 8))]
+            del frame[i : i + draw(st.integers(1, 8))]
         elif op == "splice":
             other = draw(st.sampled_from(SEEDS))
             j = draw(st.integers(0, len(other)))
@@ -432,8 +456,11 @@ def test_arbitrary_text(text: str, as_bytes: bool, one_shot: bool) -> None:
     check_worker(data)
 
 
-@given(st.one_of(json_values, rpcish_objects, st.lists(st.one_of(rpcish_objects, json_scalars), max_size=4)),
-       st.integers(0, 2), st.booleans())
+@given(
+    st.one_of(json_values, rpcish_objects, st.lists(st.one_of(rpcish_objects, json_scalars), max_size=4)),
+    st.integers(0, 2),
+    st.booleans(),
+)
 def test_json_values(value: object, style: int, as_text: bool) -> None:
     raw = spell(value, style)
     data: bytes | str = raw.decode() if as_text else raw
@@ -467,14 +494,31 @@ def test_bad_params_are_invalid_params(method: str, params: object, msg_id: int 
 
 
 @given(
-    st.sampled_from(["runtime.register_agent", "runtime.unregister_agent", "runtime.remove_subscription",
-                     "runtime.add_subscription", "agent.call", "agent.publish", "$/cancelRequest"]),
-    st.dictionaries(st.sampled_from(["type", "id", "subscription", "target", "data_type", "data_content_type",
-                                     "specversion", "source"]),
-                    # no integers: an int is a valid id for $/cancelRequest
-                    st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.none(),
-                              st.lists(st.integers(), max_size=1), st.booleans(), st.just({})),
-                    max_size=3),
+    st.sampled_from(
+        [
+            "runtime.register_agent",
+            "runtime.unregister_agent",
+            "runtime.remove_subscription",
+            "runtime.add_subscription",
+            "agent.call",
+            "agent.publish",
+            "$/cancelRequest",
+        ]
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            ["type", "id", "subscription", "target", "data_type", "data_content_type", "specversion", "source"]
+        ),
+        # no integers: an int is a valid id for $/cancelRequest
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.none(),
+            st.lists(st.integers(), max_size=1),
+            st.booleans(),
+            st.just({}),
+        ),
+        max_size=3,
+    ),
 )
 def test_wrongly_typed_params_are_invalid_params(method: str, params: dict[str, Any]) -> None:
     """Object params whose members all have the wrong JSON type can never satisfy any schema."""
@@ -524,8 +568,12 @@ def _engines_with_state() -> tuple[HostEngine, Any, Any, WorkerEngine]:
     host = HostEngine()
     caller, target = host.connect(), host.connect()
     host.receive(target, b'{"jsonrpc":"2.0","id":1,"method":"runtime.register_agent","params":{"type":"t"}}', 0)
-    host.receive(caller, b'{"jsonrpc":"2.0","id":1,"method":"agent.call","params":{"target":{"type":"t","key":"k"},'
-                         b'"data_type":"s","data_content_type":"application/json","data":1}}', 0)
+    host.receive(
+        caller,
+        b'{"jsonrpc":"2.0","id":1,"method":"agent.call","params":{"target":{"type":"t","key":"k"},'
+        b'"data_type":"s","data_content_type":"application/json","data":1}}',
+        0,
+    )
     worker = WorkerEngine()
     worker.call(AgentRef("t", "k"), Payload("s", "application/json", b"1"), now=0)  # request 1
     worker.get_subscriptions()  # request 2
@@ -602,20 +650,35 @@ def _well_formed(frame: bytes) -> None:
 # -------------------------------------------------------------------------------- huge numbers
 
 
-@given(st.sampled_from(["1" + "0" * 400, "-" + "9" * 30, "1e999", "-1e999", "1E400", "0.0", "-0", "9" * 4301,
-                        "18446744073709551616", "123456789012345678901234567890.5"]),
-       st.sampled_from(["id", "timeout_ms", "code", "data"]))
+@given(
+    st.sampled_from(
+        [
+            "1" + "0" * 400,
+            "-" + "9" * 30,
+            "1e999",
+            "-1e999",
+            "1E400",
+            "0.0",
+            "-0",
+            "9" * 4301,
+            "18446744073709551616",
+            "123456789012345678901234567890.5",
+        ]
+    ),
+    st.sampled_from(["id", "timeout_ms", "code", "data"]),
+)
 def test_huge_numbers(number: str, where: str) -> None:
     host, caller, target, worker = _engines_with_state()
     n = number.encode()
     frames = {
         "id": b'{"jsonrpc":"2.0","id":' + n + b',"method":"agent.call","params":{"target":{"type":"t","key":"k"},'
-              b'"data_type":"s","data_content_type":"application/json","data":1}}',
+        b'"data_type":"s","data_content_type":"application/json","data":1}}',
         "timeout_ms": b'{"jsonrpc":"2.0","id":7,"method":"agent.call","params":{"target":{"type":"t","key":"k"},'
-                      b'"data_type":"s","data_content_type":"application/json","data":1,"timeout_ms":' + n + b"}}",
+        b'"data_type":"s","data_content_type":"application/json","data":1,"timeout_ms":' + n + b"}}",
         "code": b'{"jsonrpc":"2.0","id":1,"error":{"code":' + n + b',"message":"m"}}',
         "data": b'{"jsonrpc":"2.0","id":1,"result":{"data_type":"s","data_content_type":"application/json","data":'
-                + n + b"}}",
+        + n
+        + b"}}",
     }
     data = frames[where]
     sender = target if where in ("code", "data") else caller
@@ -692,8 +755,10 @@ def test_binary_payloads_survive_base64(data: bytes, content_type: str, data_typ
     _round_trip(Payload(data_type, content_type, data))
 
 
-@given(json_payload_texts(), st.sampled_from(["application/json", "application/cloudevents+json",
-                                              "APPLICATION/JSON; charset=utf-8"]))
+@given(
+    json_payload_texts(),
+    st.sampled_from(["application/json", "application/cloudevents+json", "APPLICATION/JSON; charset=utf-8"]),
+)
 def test_json_payloads_survive_raw(text: bytes, content_type: str) -> None:
     _round_trip(Payload("T", content_type, text))
 

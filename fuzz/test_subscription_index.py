@@ -38,8 +38,9 @@ def content(spec: Spec) -> tuple[str, str, str]:
 
 specs = st.one_of(
     st.builds(TypeSubscriptionSpec, st.sampled_from(IDS), st.sampled_from(TOPIC_PARTS), st.sampled_from(AGENT_TYPES)),
-    st.builds(TypePrefixSubscriptionSpec, st.sampled_from(IDS), st.sampled_from(TOPIC_PARTS),
-              st.sampled_from(AGENT_TYPES)),
+    st.builds(
+        TypePrefixSubscriptionSpec, st.sampled_from(IDS), st.sampled_from(TOPIC_PARTS), st.sampled_from(AGENT_TYPES)
+    ),
 )
 
 
@@ -53,8 +54,9 @@ class Remove:
     sub_id: str
 
 
-ops = st.lists(st.one_of(st.builds(Add, specs), st.builds(Add, specs), st.builds(Remove, st.sampled_from(IDS))),
-               max_size=60)
+ops = st.lists(
+    st.one_of(st.builds(Add, specs), st.builds(Add, specs), st.builds(Remove, st.sampled_from(IDS))), max_size=60
+)
 TOPICS = sorted({t[:i] for t in [*TOPIC_PARTS, "abcd", "a:bc", "bab", "éé"] for i in range(len(t) + 1)})
 
 
