@@ -39,7 +39,6 @@ from autogen_core import (
     TypePrefixSubscription,
     TypeSubscription,
 )
-from autogen_core._serialization import SerializationRegistry
 from autogen_core._telemetry import MessageRuntimeTracingConfig, TraceHelper, get_telemetry_grpc_metadata
 from autogen_core._telemetry._tracing_config import (
     ExtraMessageRuntimeAttributes,
@@ -81,6 +80,7 @@ from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 from ._address import CHANNEL_PATH, parse_host_address
 from ._asyncio_channel import open_asyncio_channel
 from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
+from ._serialization import MessageSerializers
 from ._timers import DeadlineTimer
 from ._websocket import Channel, keep_alive
 
@@ -167,7 +167,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             False if isinstance(tracer, NoOpTracer) else None if isinstance(tracer, ProxyTracer) else True
         )
         self._tracing_checked_at = -math.inf
-        self._serialization_registry = SerializationRegistry()
+        self._serialization_registry = MessageSerializers()
         self._engine = WorkerEngine(max_message_size=max_message_size)
         self._channel: Channel | None = None
         self._supervisor: asyncio.Task[None] | None = None

