@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -16,7 +17,7 @@ import ssl
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
@@ -79,6 +80,7 @@ from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
 from ._address import CHANNEL_PATH, parse_host_address
 from ._asyncio_channel import open_asyncio_channel
+from ._eager import start_task
 from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
 from ._serialization import MessageSerializers
 from ._timers import DeadlineTimer
@@ -86,6 +88,11 @@ from ._websocket import Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 _NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
+
+# autogen validates every AgentId and TopicId it makes with a regular expression; messages keep
+# naming the same few agents and topics, and both are immutable, so each is made once.
+_agent_id = functools.lru_cache(maxsize=4096)(AgentId)
+_topic_id = functools.lru_cache(maxsize=1024)(TopicId)
 _TRACING_RECHECK = 1.0  # seconds between looks at the global tracer provider while none is set
 
 T = TypeVar("T", bound=Agent)
@@ -405,7 +412,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         elif isinstance(event, IncomingCall):
             self._spawn(self._handle_call(event))
         elif isinstance(event, IncomingEvent):
-            self._spawn(self._handle_event(event))
+            self._handle_event(event)
         elif isinstance(event, IncomingCallCancelled):
             token = self._call_tokens.get(event.call_id)
             if token is not None:
@@ -413,10 +420,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         elif isinstance(event, PeerError):
             logger.warning("the host reported an error: %s (%s)", event.error.message, event.error.code)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = start_task(coro)
+        if not task.done():
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _runtime_call(self, request_id: int) -> RequestSucceeded:
         future = self._request(request_id)
@@ -586,8 +594,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._call_tokens[call.call_id] = token
         engine = self._engine
         try:
-            recipient = AgentId(call.target.type, call.target.key)
-            sender = None if call.source is None else AgentId(call.source.type, call.source.key)
+            recipient = _agent_id(call.target.type, call.target.key)
+            sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
             try:
                 agent = await self._get_agent(recipient)
             except LookupError as exc:
@@ -627,16 +635,17 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             del self._call_tokens[call.call_id]
             self._flush()
 
-    async def _handle_event(self, event: IncomingEvent) -> None:
-        message = self._deserialize(event.payload)
-        topic_id = TopicId(event.topic_type, event.topic_source)
-        sender = None if event.sender is None else AgentId(event.sender.type, event.sender.key)
-        recipients = event.recipients
-        if len(recipients) == 1:  # no task per delivery when there is only one
-            await self._deliver(AgentId(recipients[0].type, recipients[0].key), message, topic_id, sender, event)
+    def _handle_event(self, event: IncomingEvent) -> None:
+        """One task per recipient, each handed the same message (as autogen's runtimes do)."""
+        try:
+            message = self._deserialize(event.payload)
+            topic_id = _topic_id(event.topic_type, event.topic_source)
+        except Exception:
+            logger.exception("cannot read event %s (%s)", event.event_id, event.payload.data_type)
             return
-        deliveries = [self._deliver(AgentId(r.type, r.key), message, topic_id, sender, event) for r in recipients]
-        await asyncio.gather(*deliveries)
+        sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
+        for recipient in event.recipients:
+            self._spawn(self._deliver(_agent_id(recipient.type, recipient.key), message, topic_id, sender, event))
 
     async def _deliver(
         self, recipient: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, event: IncomingEvent

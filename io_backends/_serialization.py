@@ -53,7 +53,7 @@ class MessageSerializers(SerializationRegistry):
         super().add_serializer(serializer)
         if serializer.data_content_type != JSON_DATA_CONTENT_TYPE:
             return
-        if isinstance(serializer, DataclassJsonMessageSerializer) and type(serializer) is DataclassJsonMessageSerializer:
+        if type(serializer) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
             cls: type[Any] = serializer.cls
             self._dataclass_json[serializer.type_name] = (cls, _floats_in(cls))
         else:
