@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
@@ -34,13 +34,26 @@ class _Flusher:
     timer) are written together by one callback at the end of the loop iteration.
     """
 
-    __slots__ = ("depth", "dirty", "loop", "scheduled")
+    __slots__ = ("_ready", "depth", "dirty", "loop", "scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.depth = 0
         self.dirty: list[AsyncioChannel] = []
         self.scheduled = False
+        # The loop's queue of callbacks ready to run (asyncio's own loops; None on others).
+        self._ready: Sized | None = getattr(loop, "_ready", None)
+
+    def others_ready(self) -> bool:
+        """Whether other callbacks (typically other tasks' steps) run before the loop next polls.
+
+        If so, they may well send too, so a send waits for them and all go out in one write:
+        32 tasks answering at once cost one system call instead of 32. If not (or if the loop
+        does not say), nothing else can send before the loop polls, so writing at once costs
+        nothing extra.
+        """
+        ready = self._ready
+        return ready is not None and len(ready) > 0
 
     def add(self, channel: AsyncioChannel) -> None:
         self.dirty.append(channel)
@@ -242,7 +255,7 @@ class AsyncioChannel(asyncio.Protocol):
         if self._flush_pending:
             return
         flusher = self._flusher
-        if not flusher.depth and not flusher.scheduled:
+        if not flusher.depth and not flusher.scheduled and not flusher.others_ready():
             transport = self._transport
             if transport is not None and not transport.get_write_buffer_size():
                 self._flush()  # an idle socket, nothing else pending: write now

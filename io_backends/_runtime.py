@@ -17,7 +17,7 @@ import ssl
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar, cast
 
@@ -80,9 +80,9 @@ from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
 from ._address import CHANNEL_PATH, parse_host_address
 from ._asyncio_channel import open_asyncio_channel
-from ._eager import start_task
 from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
 from ._serialization import MessageSerializers
+from ._tasks import HandlerTasks
 from ._timers import DeadlineTimer
 from ._websocket import Channel, keep_alive
 
@@ -181,7 +181,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._running = False
         self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
         self._call_tokens: dict[int | str, CancellationToken] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._handlers = HandlerTasks()
         self._agent_factories: dict[str, AgentFactory] = {}
         self._instance_types: dict[str, type[Agent]] = {}
         self._instantiated_agents: dict[AgentId, Agent] = {}
@@ -227,10 +227,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             except asyncio.CancelledError:
                 pass
             self._supervisor = None
-        for task in list(self._background):
-            task.cancel()
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._handlers.cancel_all()
         self._connected = asyncio.Event()
 
     async def stop_when_signal(self, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)) -> None:
@@ -410,7 +407,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if future is not None and not future.done():
                 future.set_result(event)
         elif isinstance(event, IncomingCall):
-            self._spawn(self._handle_call(event))
+            self._handlers.spawn(self._handle_call(event))
         elif isinstance(event, IncomingEvent):
             self._handle_event(event)
         elif isinstance(event, IncomingCallCancelled):
@@ -419,12 +416,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 token.cancel()
         elif isinstance(event, PeerError):
             logger.warning("the host reported an error: %s (%s)", event.error.message, event.error.code)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = start_task(coro)
-        if not task.done():
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
 
     async def _runtime_call(self, request_id: int) -> RequestSucceeded:
         future = self._request(request_id)
@@ -644,14 +635,16 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             logger.exception("cannot read event %s (%s)", event.event_id, event.payload.data_type)
             return
         sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
-        for recipient in event.recipients:
-            self._spawn(self._deliver(_agent_id(recipient.type, recipient.key), message, topic_id, sender, event))
+        for to in event.recipients:
+            self._handlers.spawn(self._deliver(_agent_id(to.type, to.key), message, topic_id, sender, event))
 
     async def _deliver(
         self, recipient: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, event: IncomingEvent
     ) -> None:
         try:
-            agent = await self._get_agent(recipient)
+            agent = self._instantiated_agents.get(recipient)
+            if agent is None:
+                agent = await self._get_agent(recipient)
             context = MessageContext(
                 sender=sender,
                 topic_id=topic_id,
@@ -659,6 +652,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 cancellation_token=CancellationToken(),
                 message_id=event.event_id,
             )
+            if not self._tracing():
+                with MessageHandlerContext.populate_context(agent.id):
+                    await agent.on_message(message, ctx=context)
+                return
             with MessageHandlerContext.populate_context(agent.id), self._remote_parent(event.trace_context):
                 with self._trace(
                     "process",
