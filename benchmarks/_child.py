@@ -21,7 +21,15 @@ from _peers import load_peer, peer_module_origin
 from _roles import role_spec_from_json
 from _workloads import run_publish, run_rpc
 
-VERSIONED_PACKAGES = ("autogen-core", "autogen-ext", "grpcio", "autogen-http-runtime", "autogen-http-runtime-ng")
+VERSIONED_PACKAGES = (
+    "autogen-core",
+    "autogen-ext",
+    "grpcio",
+    "autogen-http-runtime",
+    "autogen-http-runtime-ng",
+    "websockets",
+    "uvloop",
+)
 
 
 @dataclass(frozen=True)
@@ -51,12 +59,16 @@ def _environment(peer: str) -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return {
+    env: dict[str, Any] = {
         "python": platform.python_version(),
         "executable": sys.executable,
         "packages": versions,
         "module_origin": peer_module_origin(peer),
     }
+    wscore = sys.modules.get("io_backends._wscore")
+    if wscore is not None:
+        env["frame_masking"] = getattr(wscore, "MASK_IMPLEMENTATION", None)
+    return env
 
 
 async def _run_workload(peer: Peer, mode: Mode, spec: WorkloadSpec) -> dict[str, Any]:

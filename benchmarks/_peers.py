@@ -3,15 +3,17 @@ so a missing package makes that one peer "skipped" instead of breaking the bench
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from _endpoints import Peer, PeerUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PEER_NAMES: tuple[str, ...] = ("ours", "grpc", "v010", "inprocess", "rawsocket")
+PEER_NAMES: tuple[str, ...] = ("ours", "ours_pure", "grpc", "v010", "inprocess", "rawsocket")
 PEER_DESCRIPTIONS: dict[str, str] = {
-    "ours": "io_backends HttpAgentServer + HttpWorkerAgentRuntime (this project)",
+    "ours": "io_backends HttpAgentServer + HttpWorkerAgentRuntime (this project), with whatever speedups are installed",
+    "ours_pure": "the same, with AUTOGEN_HTTP_PURE_PYTHON=1: no optional C speedups (plain `pip install`)",
     "grpc": "autogen_ext GrpcWorkerAgentRuntimeHost + GrpcWorkerAgentRuntime",
     "v010": "autogen-http-runtime==0.1.0 from PyPI, in its own virtualenv",
     "inprocess": "autogen_core SingleThreadedAgentRuntime, no network (upper bound)",
@@ -42,7 +44,9 @@ def load_peer(name: str) -> Peer:
         except ImportError as exc:
             raise _unavailable(exc) from exc
         return RuntimePeer(name, GrpcDriver)
-    if name == "ours":
+    if name in ("ours", "ours_pure"):
+        if name == "ours_pure":
+            os.environ["AUTOGEN_HTTP_PURE_PYTHON"] = "1"  # read when io_backends is imported, below
         # Benchmark the working tree, not whatever io_backends might be installed.
         if str(REPO_ROOT) not in sys.path:
             sys.path.insert(0, str(REPO_ROOT))
@@ -66,7 +70,9 @@ def load_peer(name: str) -> Peer:
 
 def peer_module_origin(name: str) -> str | None:
     """Where the package under test was imported from (recorded in results; checks venv isolation)."""
-    module = {"ours": "io_backends", "grpc": "autogen_ext", "v010": "autogen_http_runtime"}.get(name)
+    module = {"ours": "io_backends", "ours_pure": "io_backends", "grpc": "autogen_ext", "v010": "autogen_http_runtime"}.get(
+        name
+    )
     loaded = sys.modules.get(module) if module else None
     if loaded is None:
         return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import os
+from collections.abc import Callable
 
 from wsproto import WSConnection
 from wsproto.connection import ConnectionState
@@ -71,6 +72,22 @@ def _xor(data: bytes | memoryview, mask: bytes) -> bytes:
     if whole < n:
         out.append(_xor(view[whole:], mask))
     return b"".join(out)
+
+
+def _optional_c_mask() -> tuple[Callable[[bytes, bytes], bytes] | None, str]:
+    """websockets' C masking function, if that package is installed (the ``speedups`` extra)."""
+    if os.environ.get("AUTOGEN_HTTP_PURE_PYTHON"):
+        return None, "python (AUTOGEN_HTTP_PURE_PYTHON is set)"
+    try:
+        from websockets.speedups import apply_mask  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None, "python"
+    return apply_mask, "websockets.speedups"
+
+
+_c_mask, MASK_IMPLEMENTATION = _optional_c_mask()
+_mask: Callable[[bytes, bytes], bytes] = _c_mask or _xor
+"""Masks (or unmasks) a payload: 25-30x faster in C than :func:`_xor`, which it equals."""
 
 
 def _rotated(mask: bytes, offset: int) -> bytes:
@@ -196,7 +213,7 @@ class WebSocketCore:
             head = bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
         if self._client:
             mask = self._masks.take()
-            return head + mask + _xor(payload, mask)
+            return head + mask + _mask(payload, mask)
         return head + payload
 
     def send_ping(self, payload: bytes = b"") -> None:
@@ -281,7 +298,7 @@ class WebSocketCore:
                 return self._continue_frame(buf[pos + head :], messages) if size > pos + head else b""
             payload = buf[pos + head : end]
             if expect_mask:
-                payload = _xor(payload, buf[pos + head - 4 : pos + head])
+                payload = _mask(payload, buf[pos + head - 4 : pos + head])
             if opcode == _TEXT:
                 try:
                     text = payload.decode("utf-8")
@@ -309,7 +326,7 @@ class WebSocketCore:
         frame.raw.append(chunk)
         frame.left -= take
         if frame.mask is not None:
-            chunk = _xor(chunk, _rotated(frame.mask, frame.received))
+            chunk = _mask(chunk, _rotated(frame.mask, frame.received))
         frame.received += take
         if frame.decoder is not None:
             try:  # wsproto rejects bad UTF-8 as soon as it arrives: so must we
