@@ -112,7 +112,8 @@ def _open_server_side() -> WSConnection:
 
 async def test_a_lone_send_is_written_at_once_and_concurrent_sends_share_a_write() -> None:
     transport = _CountingTransport()
-    channel = AsyncioChannel(_open_server_side(), max_message_size=1 << 20, max_outbound_bytes=1 << 20, transport=transport)
+    ws = _open_server_side()
+    channel = AsyncioChannel(ws, max_message_size=1 << 20, max_outbound_bytes=1 << 20, transport=transport)
     await asyncio.sleep(0)  # nothing else is ready to run now
     channel.send_message(b'{"n":0}')
     assert len(transport.writes) == 1  # written before the sender even yields
