@@ -70,12 +70,12 @@ def _pub(name: str, count: int, cap_s: float, subscribers: int, workers: int, **
 
 
 FULL_WORKLOADS: tuple[WorkloadSpec, ...] = (
-    _rpc("rpc_seq_100B", 3000, 20.0, 100, warmup=50),
+    _rpc("rpc_seq_100B", 5000, 20.0, 100, warmup=50),
     _rpc("rpc_seq_10KB", 1500, 20.0, 10_000, warmup=20),
-    _rpc("rpc_seq_1MB", 60, 30.0, 1_000_000, warmup=3, call_timeout_s=30.0),
-    _rpc("rpc_conc32_100B", 6000, 20.0, 100, warmup=64, concurrency=32),
-    _pub("pub_1sub_100B", 5000, 20.0, subscribers=1, workers=1, settle_s=5.0),
-    _pub("pub_8sub_100B", 2000, 20.0, subscribers=8, workers=2, settle_s=5.0),
+    _rpc("rpc_seq_1MB", 100, 30.0, 1_000_000, warmup=3, call_timeout_s=30.0),
+    _rpc("rpc_conc32_100B", 12000, 20.0, 100, warmup=64, concurrency=32),
+    _pub("pub_1sub_100B", 10000, 20.0, subscribers=1, workers=1, settle_s=5.0),
+    _pub("pub_8sub_100B", 5000, 20.0, subscribers=8, workers=2, settle_s=5.0),
 )
 
 _QUICK = {"call_timeout_s": 5.0, "max_failures": 10}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection
@@ -58,7 +58,8 @@ class HostProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's implement the interface without subclassing asyncio.Transport).
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._tls = transport.get_extra_info("sslcontext") is not None
         self._registry.add(self)
