@@ -28,7 +28,8 @@ async def _round_trip() -> None:
                 await worker.start()
             await callee.register_factory("echo", EchoAgent, expected_class=EchoAgent)
             await callee.add_subscription(TypeSubscription("notes", "echo"))
-            answers = await asyncio.gather(*(caller.send_message(Ask(f"m{i}"), AgentId("echo", "k")) for i in range(50)))
+            calls = (caller.send_message(Ask(f"m{i}"), AgentId("echo", "k")) for i in range(50))
+            answers = await asyncio.gather(*calls)
             assert answers == [Answer(f"k:{f'm{i}'[::-1]}") for i in range(50)]
             for i in range(20):
                 await caller.publish_message(Note("n", seq=i), TopicId("notes", "k"))
