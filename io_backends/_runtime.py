@@ -628,15 +628,16 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def _handle_event(self, event: IncomingEvent) -> None:
         """One task per recipient, each handed the same message (as autogen's runtimes do)."""
-        try:
+        try:  # this runs in the connection's callback: a bad event must not escape it
             message = self._deserialize(event.payload)
             topic_id = _topic_id(event.topic_type, event.topic_source)
+            sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
+            recipients = [_agent_id(to.type, to.key) for to in event.recipients]
         except Exception:
             logger.exception("cannot read event %s (%s)", event.event_id, event.payload.data_type)
             return
-        sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
-        for to in event.recipients:
-            self._handlers.spawn(self._deliver(_agent_id(to.type, to.key), message, topic_id, sender, event))
+        for recipient in recipients:
+            self._handlers.spawn(self._deliver(recipient, message, topic_id, sender, event))
 
     async def _deliver(
         self, recipient: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, event: IncomingEvent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import time
 from collections.abc import Callable
@@ -171,3 +172,20 @@ async def wait_until(predicate: Callable[[], bool], timeout: float, interval: fl
             return predicate()
         await asyncio.sleep(interval)
     return True
+
+
+def http_request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One blocking HTTP/1.1 request (run it in a thread); returns the status and the decoded JSON."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {} if body is None else {"Content-Type": "application/json"}
+        connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return response.status, json.loads(data) if data else None
+    finally:
+        connection.close()
+
+
+async def http_call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    return await asyncio.wait_for(asyncio.to_thread(http_request, port, method, path, body), 15)

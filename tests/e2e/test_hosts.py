@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 import queue
 import threading
 import time
@@ -19,7 +17,7 @@ from autogen_core import AgentId, TopicId, TypeSubscription
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
 from io_backends._asyncio_channel import AsyncioChannel
 
-from ._common import Answer, Ask, EchoAgent, Note, all_serializers, wait_until
+from ._common import Answer, Ask, EchoAgent, Note, all_serializers, http_call, wait_until
 from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -74,23 +72,6 @@ def trio_host() -> Iterator[tuple[TrioHostThread, int]]:
         host.stop()
         assert not host.thread.is_alive(), "the trio host did not stop"
         assert host.error is None, repr(host.error)
-
-
-def http_request(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One blocking HTTP/1.1 request (run it in a thread); returns the status and the decoded JSON."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        headers = {} if body is None else {"Content-Type": "application/json"}
-        connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
-        response = connection.getresponse()
-        data = response.read()
-        return response.status, json.loads(data) if data else None
-    finally:
-        connection.close()
-
-
-async def http_call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    return await asyncio.wait_for(asyncio.to_thread(http_request, port, method, path, body), 15)
 
 
 async def check_plain_http_endpoints(port: int) -> None:

@@ -23,9 +23,9 @@ from autogen_core import (
     message_handler,
 )
 
-from io_backends import HttpWorkerAgentRuntime, SubscriptionError
+from io_backends import HttpAgentServer, HttpWorkerAgentRuntime, SubscriptionError
 
-from ._common import Answer, Ask, Note, wait_until
+from ._common import Answer, Ask, Note, http_call, wait_until
 from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -251,3 +251,31 @@ async def test_burst_of_events_arrives_complete_and_in_order(make_worker: Worker
         assert await wait_until(lambda: len(log) >= count, 30, interval=0.05), f"{len(log)} of {count} arrived"
         assert [d.seq for d in log] == list(range(count))
         assert {d.agent for d in log} == {AgentId("sink", "one")}
+
+
+async def test_events_a_worker_cannot_read_are_dropped_and_the_worker_carries_on(
+    make_worker: WorkerFactory, server: HttpAgentServer
+) -> None:
+    """From a client in another language, say: a sender that is no AutoGen agent id, a payload
+    that does not fit the type. The subscriber logs and drops each, stays connected, and takes
+    the next good event."""
+    with anyio.fail_after(20):
+        log: list[Delivery] = []
+        subscriber = await make_worker()
+        await subscriber.register_factory("sink", lambda: Sink(log))
+        await subscriber.add_subscription(TypeSubscription("news", "sink"))
+
+        def publish(event_id: str, data: object, **extra: str) -> dict[str, object]:
+            params = {"specversion": "1.0", "id": event_id, "source": "s", "type": "news"}
+            params.update(datacontenttype="application/json", dataschema="Note", data=data, **extra)
+            return {"jsonrpc": "2.0", "id": event_id, "method": "agent.publish", "params": params}
+
+        bad_sender = publish("e1", {"text": "bad sender"}, agagentsendertype="not an id!", agagentsenderkey="k")
+        bad_payload = publish("e2", {"no such field": 1})
+        for request in (bad_sender, bad_payload, publish("e3", {"text": "good", "seq": 3})):
+            status, answer = await http_call(server.port, "POST", "/v1/rpc", request)
+            assert status == 200 and answer["result"] is None, answer
+        await delivered(log, "good")
+        assert texts(log) == ["good"]
+        assert subscriber.connected
+        assert len(list(server.service.engine.clients())) == 1  # never reconnected
