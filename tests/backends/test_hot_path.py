@@ -127,3 +127,78 @@ async def test_a_lone_send_is_written_at_once_and_concurrent_sends_share_a_write
     joined = b"".join(transport.writes)
     assert all(b'{"n":%d}' % i in joined for i in range(32))
     assert len(transport.writes) <= 2, len(transport.writes)  # not one system call per sender
+
+
+class _ReadTrackingTransport(_CountingTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = 0
+        self.resumed = 0
+
+    def pause_reading(self) -> None:
+        self.paused += 1
+
+    def resume_reading(self) -> None:
+        self.resumed += 1
+
+
+def _frames(texts: list[str]) -> bytes:
+    """Unmasked text frames, as the host sends them."""
+    out = bytearray()
+    for text in texts:
+        data = text.encode()
+        assert len(data) < 126
+        out += bytes((0x81, len(data))) + data
+    return bytes(out)
+
+
+def _open_client_side() -> WSConnection:
+    client, server = WSConnection(ConnectionType.CLIENT), WSConnection(ConnectionType.SERVER)
+    server.receive_data(client.send(WSRequest(host="test", target="/v1/channel")))
+    next(server.events())
+    client.receive_data(server.send(AcceptConnection()))
+    next(client.events())
+    return client
+
+
+async def test_a_burst_is_delivered_in_order_in_batches_while_reading_pauses() -> None:
+    transport = _ReadTrackingTransport()
+    ws = _open_client_side()
+    channel = AsyncioChannel(
+        ws, max_message_size=1 << 20, max_outbound_bytes=1 << 20, transport=transport, max_batch=16
+    )
+    turns: list[int] = []  # how many messages each loop turn delivered
+    got: list[str | bytes] = []
+    counted = [0]
+
+    def on_message(message: str | bytes) -> None:
+        got.append(message)
+        counted[0] += 1
+
+    async def count_turns() -> None:
+        while len(got) < 1000:
+            await asyncio.sleep(0)
+            turns.append(counted[0])
+            counted[0] = 0
+
+    channel.start(on_message)
+    counter = asyncio.ensure_future(count_turns())
+    channel.data_received(_frames([f"m{i}" for i in range(1000)]))
+    assert len(got) == 16 and transport.paused == 1  # the rest waits, and so does the socket
+    counted[0] = 0
+    with anyio.fail_after(5):
+        await counter
+    assert got == [f"m{i}" for i in range(1000)]
+    assert max(turns) <= 16
+    assert transport.resumed == 1
+
+    # What arrived before the connection was lost is still delivered, before the end.
+    ended: list[int] = []
+    channel2 = AsyncioChannel(
+        _open_client_side(), max_message_size=1 << 20, max_outbound_bytes=1 << 20, transport=transport, max_batch=16
+    )
+    got.clear()
+    channel2.start(on_message, on_end=lambda: ended.append(len(got)))
+    channel2.data_received(_frames([f"n{i}" for i in range(100)]))
+    channel2.connection_lost(None)
+    assert got == [f"n{i}" for i in range(100)] and ended == [100]
