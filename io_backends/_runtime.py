@@ -175,6 +175,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         )
         self._tracing_checked_at = -math.inf
         self._serialization_registry = MessageSerializers()
+        self._content_types: dict[str, str] = {}  # data type -> content type to send it as (see _content_type_for)
         self._engine = WorkerEngine(max_message_size=max_message_size)
         self._channel: Channel | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -442,7 +443,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         data_type = self._serialization_registry.type_name(message)
         with self._trace("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
             payload = self._payload_of(message, data_type)
-            await self._wait_connected()
+            if not self.connected:
+                await self._wait_connected()
             metadata = self._trace_metadata()
             with self._trace("send", recipient, parent=metadata):
                 metadata = self._trace_metadata()
@@ -462,7 +464,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
             try:
-                await self._backpressure()
+                if self._channel is not None and self._channel.queued_bytes > _SEND_HIGH_WATER:
+                    await self._backpressure()
                 event = await future
             except asyncio.CancelledError:
                 self._futures.pop(request_id, None)
@@ -574,9 +577,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         gRPC's runtime sends every RPC payload as JSON whatever the format, so a protobuf-format
         worker must still be able to exchange dataclasses (and a JSON one protobuf messages).
         """
+        known = self._content_types.get(data_type)
+        if known is not None:
+            return known
         registry = self._serialization_registry
         for content_type in (self._payload_format, JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE):
             if registry.is_registered(data_type, content_type):
+                self._content_types[data_type] = content_type
                 return content_type
         return self._payload_format
 
@@ -587,24 +594,22 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         try:
             recipient = _agent_id(call.target.type, call.target.key)
             sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
-            try:
-                agent = await self._get_agent(recipient)
-            except LookupError as exc:
-                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
-                return
+            agent = self._instantiated_agents.get(recipient)
+            if agent is None:
+                try:
+                    agent = await self._get_agent(recipient)
+                except LookupError as exc:
+                    engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
+                    return
             message = self._deserialize(call.payload)
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
-            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(call.metadata):
-                with self._trace(
-                    "process",
-                    agent.id,
-                    parent=call.metadata,
-                    attributes={"request_id": str(call.call_id)},
-                    extraAttributes={"message_type": call.payload.data_type},
-                ):
+            if not self._tracing():
+                with MessageHandlerContext.populate_context(agent.id):
                     result = await agent.on_message(message, ctx=context)
+            else:
+                result = await self._process_traced(agent, message, context, call)
             try:
                 reply = self._serialize_result(result)
             except Exception as exc:
@@ -625,6 +630,18 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         finally:
             del self._call_tokens[call.call_id]
             self._flush()
+
+    async def _process_traced(self, agent: Agent, message: Any, context: MessageContext, call: IncomingCall) -> Any:
+        """Run the handler for ``call`` inside the caller's trace, in a "process" span."""
+        with MessageHandlerContext.populate_context(agent.id), self._remote_parent(call.metadata):
+            with self._trace(
+                "process",
+                agent.id,
+                parent=call.metadata,
+                attributes={"request_id": str(call.call_id)},
+                extraAttributes={"message_type": call.payload.data_type},
+            ):
+                return await agent.on_message(message, ctx=context)
 
     def _handle_event(self, event: IncomingEvent) -> None:
         """One task per recipient, each handed the same message (as autogen's runtimes do)."""
@@ -794,6 +811,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def add_message_serializer(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
         self._serialization_registry.add_serializer(serializer)
+        self._content_types.clear()
 
     # ------------------------------------------------------------------ state
 
