@@ -281,16 +281,17 @@ class AsyncioChannel(asyncio.Protocol):
         for _ in range(count):
             handler(backlog.popleft())
         transport = self._transport
-        reading = transport is not None and not transport.is_closing()
+        if transport is not None and transport.is_closing():
+            transport = None  # nothing more to read either way
         if backlog:
             if not self._backlog_scheduled:
                 self._backlog_scheduled = True
                 self._loop.call_soon(self._resume_backlog)
-                if reading:
-                    transport.pause_reading()  # type: ignore[union-attr]
+                if transport is not None:
+                    transport.pause_reading()
         else:
-            if reading:
-                transport.resume_reading()  # type: ignore[union-attr]
+            if transport is not None:
+                transport.resume_reading()
             if self._core.finished:
                 self._end()
 
