@@ -129,14 +129,7 @@ class AsyncioChannel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
-        flusher = self._flusher
-        flusher.depth += 1
-        try:
-            self._deliver(self._core.receive_data(data))
-        finally:
-            flusher.depth -= 1
-            if not flusher.depth and flusher.dirty:
-                flusher.flush()
+        self._deliver_holding_writes(self._core.receive_data(data))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -297,17 +290,19 @@ class AsyncioChannel(asyncio.Protocol):
 
     def _resume_backlog(self) -> None:
         self._backlog_scheduled = False
-        if not self._backlog or self._on_message is None:
-            return
+        if self._backlog and self._on_message is not None:
+            self._deliver_holding_writes([])  # no new messages: the next batch of the backlog
+
+    def _deliver_holding_writes(self, messages: list[str | bytes]) -> None:
+        """:meth:`_deliver`, with every channel's writes held until it returns (one write per socket)."""
         flusher = self._flusher
         flusher.depth += 1
         try:
-            self._drain_backlog()
+            self._deliver(messages)
         finally:
             flusher.depth -= 1
             if not flusher.depth and flusher.dirty:
                 flusher.flush()
-        self._flush()
 
     def _schedule_flush(self) -> None:
         if self._flush_pending:
