@@ -175,7 +175,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         )
         self._tracing_checked_at = -math.inf
         self._serialization_registry = MessageSerializers()
-        self._content_types: dict[str, str] = {}  # data type -> content type to send it as (see _content_type_for)
         self._engine = WorkerEngine(max_message_size=max_message_size)
         self._channel: Channel | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -443,8 +442,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         data_type = self._serialization_registry.type_name(message)
         with self._trace("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
             payload = self._payload_of(message, data_type)
-            if not self.connected:
-                await self._wait_connected()
+            await self._wait_connected()
             metadata = self._trace_metadata()
             with self._trace("send", recipient, parent=metadata):
                 metadata = self._trace_metadata()
@@ -464,8 +462,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if cancellation_token is not None:
                 cancellation_token.link_future(future)
             try:
-                if self._channel is not None and self._channel.queued_bytes > _SEND_HIGH_WATER:
-                    await self._backpressure()
+                await self._backpressure()
                 event = await future
             except asyncio.CancelledError:
                 self._futures.pop(request_id, None)
@@ -577,13 +574,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         gRPC's runtime sends every RPC payload as JSON whatever the format, so a protobuf-format
         worker must still be able to exchange dataclasses (and a JSON one protobuf messages).
         """
-        known = self._content_types.get(data_type)
-        if known is not None:
-            return known
         registry = self._serialization_registry
         for content_type in (self._payload_format, JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE):
             if registry.is_registered(data_type, content_type):
-                self._content_types[data_type] = content_type
                 return content_type
         return self._payload_format
 
@@ -594,22 +587,18 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         try:
             recipient = _agent_id(call.target.type, call.target.key)
             sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
-            agent = self._instantiated_agents.get(recipient)
-            if agent is None:
-                try:
-                    agent = await self._get_agent(recipient)
-                except LookupError as exc:
-                    engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
-                    return
+            try:
+                agent = await self._get_agent(recipient)
+            except LookupError as exc:
+                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
+                return
             message = self._deserialize(call.payload)
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
-            if not self._tracing():
-                with MessageHandlerContext.populate_context(agent.id):
-                    result = await agent.on_message(message, ctx=context)
-            else:
-                result = await self._process_traced(agent, message, context, call)
+            result = await self._run_handler(
+                agent, message, context, call.metadata, call.payload.data_type, {"request_id": str(call.call_id)}
+            )
             try:
                 reply = self._serialize_result(result)
             except Exception as exc:
@@ -631,15 +620,29 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             del self._call_tokens[call.call_id]
             self._flush()
 
-    async def _process_traced(self, agent: Agent, message: Any, context: MessageContext, call: IncomingCall) -> Any:
-        """Run the handler for ``call`` inside the caller's trace, in a "process" span."""
-        with MessageHandlerContext.populate_context(agent.id), self._remote_parent(call.metadata):
-            with self._trace(
-                "process",
-                agent.id,
-                parent=call.metadata,
-                attributes={"request_id": str(call.call_id)},
-                extraAttributes={"message_type": call.payload.data_type},
+    async def _run_handler(
+        self,
+        agent: Agent,
+        message: Any,
+        context: MessageContext,
+        trace_context: Mapping[str, str],
+        message_type: str,
+        attributes: dict[str, str] | None = None,
+    ) -> Any:
+        """``agent.on_message`` as the agent's handler, in the sender's trace and a "process" span
+        when spans are recorded."""
+        with MessageHandlerContext.populate_context(agent.id):
+            if not self._tracing():
+                return await agent.on_message(message, ctx=context)
+            with (
+                self._remote_parent(trace_context),
+                self._trace(
+                    "process",
+                    agent.id,
+                    parent=trace_context,
+                    attributes=attributes,
+                    extraAttributes={"message_type": message_type},
+                ),
             ):
                 return await agent.on_message(message, ctx=context)
 
@@ -660,9 +663,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self, recipient: AgentId, message: Any, topic_id: TopicId, sender: AgentId | None, event: IncomingEvent
     ) -> None:
         try:
-            agent = self._instantiated_agents.get(recipient)
-            if agent is None:
-                agent = await self._get_agent(recipient)
+            agent = await self._get_agent(recipient)
             context = MessageContext(
                 sender=sender,
                 topic_id=topic_id,
@@ -670,18 +671,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 cancellation_token=CancellationToken(),
                 message_id=event.event_id,
             )
-            if not self._tracing():
-                with MessageHandlerContext.populate_context(agent.id):
-                    await agent.on_message(message, ctx=context)
-                return
-            with MessageHandlerContext.populate_context(agent.id), self._remote_parent(event.trace_context):
-                with self._trace(
-                    "process",
-                    agent.id,
-                    parent=event.trace_context,
-                    extraAttributes={"message_type": event.payload.data_type},
-                ):
-                    await agent.on_message(message, ctx=context)
+            await self._run_handler(agent, message, context, event.trace_context, event.payload.data_type)
         except Exception:
             logger.exception("error handling event %s on topic %s for %s", event.event_id, topic_id, recipient)
 
@@ -811,7 +801,6 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def add_message_serializer(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
         self._serialization_registry.add_serializer(serializer)
-        self._content_types.clear()
 
     # ------------------------------------------------------------------ state
 
