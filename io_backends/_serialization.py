@@ -60,29 +60,36 @@ class MessageSerializers(SerializationRegistry):
             self._dataclass_json.pop(serializer.type_name, None)
 
     def serialize(self, message: Any, *, type_name: str, data_content_type: str) -> bytes:
-        if data_content_type == JSON_DATA_CONTENT_TYPE:
-            entry = self._dataclass_json.get(type_name)
-            if entry is not None and entry[1] is not None:
-                try:
-                    data = _encode(message)
-                except Exception:
-                    pass  # autogen's serializer writes it, or raises its own error
-                else:
-                    if not (entry[1] and b"null" in data):  # a NaN or infinity: json.dumps differs
-                        return data
+        entry = self._dataclass_json.get(type_name) if data_content_type == JSON_DATA_CONTENT_TYPE else None
+        if entry is not None and entry[1] is not None:
+            data = _as_json_dumps_would(message, may_hold_floats=entry[1])
+            if data is not None:
+                return data
+        # Anything else: autogen's serializer writes it, or raises its own error.
         return super().serialize(message, type_name=type_name, data_content_type=data_content_type)
 
     def deserialize(self, payload: bytes, *, type_name: str, data_content_type: str) -> Any:
-        if data_content_type == JSON_DATA_CONTENT_TYPE:
-            entry = self._dataclass_json.get(type_name)
-            if entry is not None:
-                try:
-                    fields = _decode(payload)
-                except msgspec.DecodeError:
-                    pass  # autogen's serializer reads it, or raises its own error
-                else:
-                    return entry[0](**fields)
+        entry = self._dataclass_json.get(type_name) if data_content_type == JSON_DATA_CONTENT_TYPE else None
+        if entry is not None:
+            try:
+                fields = _decode(payload)
+            except msgspec.DecodeError:
+                fields = None
+            if isinstance(fields, dict):
+                return entry[0](**fields)
+        # Anything else: autogen's serializer reads it, or raises its own error.
         return super().deserialize(payload, type_name=type_name, data_content_type=data_content_type)
+
+
+def _as_json_dumps_would(message: Any, *, may_hold_floats: bool) -> bytes | None:
+    """``message`` as msgspec writes it, or None where that is not the data ``json.dumps`` writes."""
+    try:
+        data = _encode(message)
+    except Exception:
+        return None
+    if may_hold_floats and b"null" in data:  # a NaN or an infinity, which json.dumps writes as NaN
+        return None
+    return data
 
 
 def _floats_in(cls: type[Any]) -> bool | None:
