@@ -779,7 +779,7 @@ def _round_trip(sent: Payload) -> None:
     [call] = got[net.ib]
     assert isinstance(call, IncomingCall)
     assert call.payload == payload, (call.payload, payload)
-    net.b.respond(call.call_id, sent)
+    net.b.respond(call.call_id, sent, epoch=call.epoch)
     got = net.pump()
     assert got[net.ia] == [CallSucceeded(rid, payload, {})]
     net.a.publish(topic_type="t", topic_source="k", payload=sent, event_id="e")
