@@ -205,7 +205,8 @@ class AsyncioChannel(asyncio.Protocol):
         """Deliver messages to ``on_message`` (from ``data_received``) from now on, without a task.
 
         ``on_end`` runs once, as soon as the input ends (before the answer to the peer's close
-        frame is written) or the connection is lost.
+        frame is written), the core stops taking input (it closed the connection because the
+        peer broke the protocol), or the connection is lost.
         """
         self._on_message = on_message
         self._on_end = on_end
@@ -242,6 +243,14 @@ class AsyncioChannel(asyncio.Protocol):
             self._ended = True
             self._on_end()
 
+    def _input_over(self) -> None:
+        """The input ended, or the core stopped taking it (it sent a close frame: a protocol
+        violation, an oversized message): ``on_end`` now, and drop the socket if the peer does
+        not finish the closing handshake in time."""
+        self._end()
+        if not self._core.finished:
+            self._arm_give_up()
+
     def _deliver(self, messages: list[str | bytes]) -> None:
         handler = self._on_message
         if handler is None:
@@ -252,8 +261,8 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             for message in messages:
                 handler(message)
-            if self._core.finished:
-                self._end()
+            if self._core.closing or self._core.finished:
+                self._input_over()
         self._flush()
 
     def _drain_backlog(self, everything: bool = False) -> None:
@@ -285,8 +294,8 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             if transport is not None:
                 transport.resume_reading()
-            if self._core.finished:
-                self._end()
+            if self._core.closing or self._core.finished:
+                self._input_over()
 
     def _resume_backlog(self) -> None:
         self._backlog_scheduled = False
