@@ -103,7 +103,9 @@ class AsyncioChannel(asyncio.Protocol):
         self._max_batch = max_batch
         self._backlog: collections.deque[str | bytes] = collections.deque()
         self._backlog_scheduled = False
-        self._core = WebSocketCore(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+        self._core = WebSocketCore(
+            ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes, unsent=self._unsent
+        )
         self._transport = transport
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._early: list[str | bytes] = []
@@ -161,6 +163,9 @@ class AsyncioChannel(asyncio.Protocol):
     def queued_bytes(self) -> int:
         backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
         return self._core.queued_bytes + backlog
+
+    def _unsent(self) -> int:
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
 
     @property
     def close_code(self) -> int | None:

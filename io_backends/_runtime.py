@@ -152,6 +152,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
+        if auth_token is not None and not auth_token.strip():
+            raise ValueError("auth_token must not be empty: pass None when the host needs no token")
         self._address = parse_host_address(host_address)
         self._payload_format = payload_serialization_format
         self._auth_token = auth_token
@@ -271,8 +273,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         while True:
             try:
                 return await self._open()
-            except (HostRejectedError, ssl.SSLError):
-                raise  # an answer, not an absence: retrying cannot help
+            except HostRejectedError as exc:
+                if exc.status_code != 503 or loop.time() + delay >= give_up_at:
+                    raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
+            except ssl.SSLError:
+                raise
             except OSError:
                 if loop.time() + delay >= give_up_at:
                     raise

@@ -59,6 +59,7 @@ class RawChannel:
     ws: WSConnection
     closed_with: int | None = None
     inbox: list[Any] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)  # the fragments of a message still arriving
 
     async def send_text(self, text: str) -> None:
         await self.stream.send(self.ws.send(Message(data=text)))
@@ -92,7 +93,10 @@ class RawChannel:
         self.ws.receive_data(data)
         for event in self.ws.events():
             if isinstance(event, TextMessage):
-                self.inbox.append(json.loads(event.data))
+                self.partial.append(event.data)
+                if event.message_finished:
+                    self.inbox.append(json.loads("".join(self.partial)))
+                    self.partial.clear()
             elif isinstance(event, CloseConnection):
                 self.closed_with = event.code
                 try:
