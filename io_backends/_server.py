@@ -589,8 +589,13 @@ class HttpAgentServer:
         tasks: list[asyncio.Task[None]] = []
         server: asyncio.Server | None = None
         try:
+            handshake_timeout = None if self._ssl_context is None else service.request_head_timeout
             server = await loop.create_server(
-                lambda: HostProtocol(service, connections), sock=sock, ssl=self._ssl_context, backlog=self._backlog
+                lambda: HostProtocol(service, connections),
+                sock=sock,
+                ssl=self._ssl_context,
+                backlog=self._backlog,
+                ssl_handshake_timeout=handshake_timeout,  # a silent TLS client is dropped like a silent one
             )
             tasks.append(loop.create_task(service.run_timers()))
             if service.keepalive_interval is not None:
@@ -645,15 +650,17 @@ class HttpAgentServer:
                 stream = await listener.accept()
             except ConnectionAbortedError:
                 continue
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # anyio's trio backend reports accept()'s OSError as the cause of a BrokenResourceError.
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
                 if time.monotonic() - last_logged >= _REFUSAL_LOG_INTERVAL:
                     last_logged = time.monotonic()
                     logger.error(
                         "cannot accept connections: %s; retrying every %.1fs (raise the open-files limit, "
                         "ulimit -n, or lower max_connections)",
-                        exc,
+                        cause,
                         ACCEPT_RETRY_DELAY,
                     )
                 await anyio.sleep(ACCEPT_RETRY_DELAY)
