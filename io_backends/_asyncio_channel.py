@@ -13,6 +13,7 @@ import asyncio
 import collections
 import socket
 import ssl
+import struct
 import weakref
 from collections.abc import Callable, Sized
 from typing import cast
@@ -25,6 +26,23 @@ from ._address import HostAddress
 from ._errors import HostRejectedError
 from ._websocket import CLOSE_TIMEOUT, MessageHandler
 from ._wscore import WebSocketCore
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once with a TCP reset, giving up on the peer.
+
+    What the kernel still holds unsent for the peer is discarded too: a plain abort would leave
+    the kernel trying to deliver it, for minutes, to a peer that does not read.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass
+    transport.abort()
 
 
 class _Flusher:
@@ -194,7 +212,7 @@ class AsyncioChannel(asyncio.Protocol):
     def abort(self) -> None:
         self._core.mark_broken()
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     async def drain(self, high_water: int) -> None:
         """Wait while more than ``high_water`` bytes wait to be written: backpressure for a producer."""

@@ -25,7 +25,7 @@ from wsproto.events import AcceptConnection
 from sansio_runtime import ClientId
 
 from ._address import remote_host
-from ._asyncio_channel import AsyncioChannel
+from ._asyncio_channel import AsyncioChannel, reset
 from ._http_front import NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
 from ._websocket import keepalive_check
 
@@ -160,7 +160,7 @@ class HostProtocol(asyncio.Protocol):
 
     def abort(self) -> None:
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     # ------------------------------------------------------------------ HTTP
 
@@ -308,8 +308,8 @@ class HostProtocol(asyncio.Protocol):
     def _linger(self) -> None:
         """Close after the peer has read our last response: half-close, then drain briefly.
 
-        A peer that has not taken everything written when the time is up is aborted: closing
-        would wait for it for ever.
+        A peer that has not closed its side when the time is up is reset (:func:`reset`): it may
+        not be reading at all, and closing would wait for it for ever.
         """
         transport = self._transport
         if transport is None or self._lingering is not None or transport.is_closing():
@@ -327,17 +327,8 @@ class HostProtocol(asyncio.Protocol):
             transport.close()
             self._lingering = self._loop.call_later(LINGER_TIMEOUT, self.abort)
             return
-        self._lingering = self._loop.call_later(LINGER_TIMEOUT, self._end_linger)
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT, self.abort)
         self._resume()
-
-    def _end_linger(self) -> None:
-        transport = self._transport
-        if transport is None:
-            return
-        if transport.get_write_buffer_size():
-            transport.abort()
-        else:
-            transport.close()
 
     # ------------------------------------------------------------------ WebSocket
 

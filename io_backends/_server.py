@@ -19,6 +19,7 @@ import math
 import signal
 import socket
 import ssl
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ ACCEPT_RETRY_DELAY = 0.1
 """How long the anyio driver waits after accept() failed for want of resources (EMFILE, ...)."""
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _REFUSAL_LOG_INTERVAL = 10.0
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
 """Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
@@ -469,6 +471,11 @@ async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
             drained = 0
             while drained < LINGER_MAX_BYTES:
                 drained += len(await stream.receive(65536))
+        # The peer has not closed its side in time: it may not be reading at all. Reset, so that the
+        # kernel does not keep trying to deliver what it still holds for it.
+        raw = stream.extra(SocketAttribute.raw_socket, None)
+        if raw is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
     except (*STREAM_ERRORS, NotImplementedError):
         pass  # the peer is gone, or (TLS) half-closing is not supported: close now
     try:
