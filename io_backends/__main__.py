@@ -37,53 +37,70 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--log-level", default="INFO")
     limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
-    limits.add_argument("--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE, help="bytes (default 4 MiB)")
+    limits.add_argument(
+        "--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE, metavar="BYTES", help="bytes (default 4 MiB)"
+    )
     limits.add_argument(
         "--max-outbound-bytes",
         type=int,
         default=DEFAULT_MAX_OUTBOUND_BYTES,
+        metavar="BYTES",
         help="unsent bytes buffered for one WebSocket before it is closed with 4008 (default 64 MiB)",
     )
     limits.add_argument(
-        "--max-batch-length", type=int, default=DEFAULT_MAX_BATCH_LENGTH, help="entries in one batch (default 1000)"
+        "--max-batch-length",
+        type=int,
+        default=DEFAULT_MAX_BATCH_LENGTH,
+        metavar="N",
+        help="entries in one batch (default 1000)",
     )
     limits.add_argument(
         "--max-agent-types-per-connection",
         type=int,
         default=DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        metavar="N",
         help="(default 10000)",
     )
     limits.add_argument(
         "--max-subscriptions-per-connection",
         type=int,
         default=DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        metavar="N",
         help="(default 50000)",
     )
     limits.add_argument(
-        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, help="served at once (default 10000)"
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="served at once (default 10000)",
     )
     limits.add_argument(
         "--max-connections-per-address",
         type=int,
         default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
         help="served at once from one client IP address (default 1000)",
     )
     limits.add_argument(
         "--request-head-timeout",
         type=_timeout,
         default=DEFAULT_REQUEST_HEAD_TIMEOUT,
+        metavar="SECONDS",
         help="seconds for a request head, from its first byte (default 20; 0: none)",
     )
     limits.add_argument(
         "--request-body-timeout",
         type=_timeout,
         default=DEFAULT_REQUEST_BODY_TIMEOUT,
+        metavar="SECONDS",
         help="seconds for a request body, after its head (default 60; 0: none)",
     )
     limits.add_argument(
         "--idle-timeout",
         type=_timeout,
         default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
         help="seconds a keep-alive connection may sit idle, or an answer wait to be read (default 60; 0: none)",
     )
     args = parser.parse_args(argv)

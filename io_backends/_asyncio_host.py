@@ -26,7 +26,7 @@ from sansio_runtime import ClientId
 
 from ._address import remote_host
 from ._asyncio_channel import AsyncioChannel, reset
-from ._http_front import NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
+from ._http_front import ABORT, NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
 from ._websocket import keepalive_check
 
 if TYPE_CHECKING:
@@ -270,6 +270,9 @@ class HostProtocol(asyncio.Protocol):
                     continue
                 self._open_channel(accepted, action.ws)
                 return
+            elif action is ABORT:
+                self.abort()
+                return
             else:
                 self._linger()
                 return
@@ -308,8 +311,8 @@ class HostProtocol(asyncio.Protocol):
     def _linger(self) -> None:
         """Close after the peer has read our last response: half-close, then drain briefly.
 
-        A peer that has not closed its side when the time is up is reset (:func:`reset`): it may
-        not be reading at all, and closing would wait for it for ever.
+        The transport's close waits until what is buffered has been written; a peer that does not
+        take it within the idle timeout is reset (:func:`reset`) instead of being waited for ever.
         """
         transport = self._transport
         if transport is None or self._lingering is not None or transport.is_closing():
@@ -318,17 +321,23 @@ class HostProtocol(asyncio.Protocol):
             self._timer.cancel()
             self._timer = self._timer_at = None
         if self._eof or not transport.can_write_eof():
-            transport.close()
-            self._lingering = self._loop.call_later(LINGER_TIMEOUT, self.abort)
+            self._close_then_give_up()
             return
         try:
             transport.write_eof()
         except OSError:
-            transport.close()
-            self._lingering = self._loop.call_later(LINGER_TIMEOUT, self.abort)
+            self._close_then_give_up()
             return
-        self._lingering = self._loop.call_later(LINGER_TIMEOUT, self.abort)
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT, self._close_then_give_up)
         self._resume()
+
+    def _close_then_give_up(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        idle_timeout = self._service.idle_timeout
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT if idle_timeout is None else idle_timeout, self.abort)
 
     # ------------------------------------------------------------------ WebSocket
 

@@ -17,6 +17,7 @@ The driver loop::
         OpenChannel(...)  -> reply = None once upgraded (the front is done: the connection is a
                              WebSocket; take :meth:`HttpFront.trailing_data`), or an HttpError
         CLOSE             -> close after flushing what was sent (lingering close)
+        ABORT             -> drop the connection at once, with a reset: the peer does not read
 
 Time is an input, as in aioquic: while the driver waits for bytes to arrive or to be taken, it
 also waits for :meth:`HttpFront.next_deadline`, and when the clock reaches it calls
@@ -77,6 +78,8 @@ NEED_DATA: Final = _Marker("NEED_DATA")
 """Feed more bytes with :meth:`HttpFront.receive_data` (b"" when the input ended)."""
 CLOSE: Final = _Marker("CLOSE")
 """Close the connection once what was sent is flushed; the front is done."""
+ABORT: Final = _Marker("ABORT")
+"""Drop the connection at once with a TCP reset (what is unsent is discarded); the front is done."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,19 +169,17 @@ class HttpFront:
     """
 
     __slots__ = (
-        "_body_timeout",
         "_deadline",
         "_done",
         "_eof",
         "_eof_fed",
         "_expired",
         "_gen",
-        "_head_timeout",
         "_health",
-        "_idle_timeout",
         "_max_message_size",
         "_now",
         "_pending",
+        "_timeouts",
         "_wait",
         "conn",
     )
@@ -197,9 +198,13 @@ class HttpFront:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._max_message_size = max_message_size
         self._health = health
-        self._head_timeout = head_timeout
-        self._body_timeout = body_timeout
-        self._idle_timeout = idle_timeout
+        self._timeouts: dict[_Wait, float | None] = {
+            _Wait.NOTHING: None,
+            _Wait.IDLE: idle_timeout,
+            _Wait.HEAD: head_timeout,
+            _Wait.BODY: body_timeout,
+            _Wait.SENT: idle_timeout,
+        }
         self._gen = self._run()
         self._done = False
         self._pending: deque[bytes] = deque()
@@ -236,12 +241,7 @@ class HttpFront:
 
     def _set_wait(self, wait: _Wait) -> None:
         self._wait = wait
-        timeout = {
-            _Wait.IDLE: self._idle_timeout,
-            _Wait.HEAD: self._head_timeout,
-            _Wait.BODY: self._body_timeout,
-            _Wait.SENT: self._idle_timeout,
-        }.get(wait)
+        timeout = self._timeouts[wait]
         self._deadline = None if timeout is None else self._now + timeout
 
     def _feed(self) -> bool:
@@ -285,9 +285,12 @@ class HttpFront:
         return action
 
     def _timed_out(self) -> Action:
-        """The answer to a timeout: 408 if part of a request came, else close without a word."""
+        """The answer to a timeout: 408 if part of a request came, a reset if the peer did not take
+        an answer (it is not reading), else close without a word."""
         self._done = True
         expired, self._expired = self._expired, None
+        if expired is _Wait.SENT:
+            return ABORT
         if expired is _Wait.BODY or (expired is _Wait.HEAD and self._head_started()):
             what = "request body" if expired is _Wait.BODY else "request head"
             return Send(raw_response(408, f"the {what} did not arrive in time"))
@@ -485,6 +488,7 @@ class HttpFront:
 
 
 __all__ = [
+    "ABORT",
     "CLOSE",
     "DEFAULT_IDLE_TIMEOUT",
     "DEFAULT_REQUEST_BODY_TIMEOUT",

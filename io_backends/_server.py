@@ -53,6 +53,7 @@ from ._address import is_loopback, remote_host
 from ._admission import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, Admission, refusal_response
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
 from ._http_front import (
+    ABORT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_REQUEST_HEAD_TIMEOUT,
@@ -194,9 +195,10 @@ class HttpAgentService:
         self.connection_opened()
         address = remote_host(stream.extra(SocketAttribute.remote_address, None))
         refusal = self.admit(address)
+        reset = False
         try:
             if refusal is None:
-                await self._serve_http(stream)
+                reset = await self._serve_http(stream)
             else:
                 with anyio.move_on_after(LINGER_TIMEOUT):
                     await stream.send(refusal)
@@ -207,7 +209,7 @@ class HttpAgentService:
             logger.exception("error serving a connection")
         finally:
             with anyio.CancelScope(shield=True):
-                await _linger_and_close(stream)
+                await _linger_and_close(stream, reset=reset)
             if refusal is None:
                 self.release(address)
             self.connection_closed()
@@ -360,7 +362,8 @@ class HttpAgentService:
 
     # ------------------------------------------------------------------ the anyio driver
 
-    async def _serve_http(self, stream: anyio.abc.ByteStream) -> None:
+    async def _serve_http(self, stream: anyio.abc.ByteStream) -> bool:
+        """Serve requests until the connection ends; True if the front gave up on the peer (reset it)."""
         clock = self.clock
         front = self.new_front(clock())
         reply: Reply = None
@@ -391,7 +394,7 @@ class HttpAgentService:
                 elif isinstance(action, RpcCall):
                     answer = await self._one_shot(stream, front, action.body)
                     if answer is None:
-                        return  # the client went away before its answer was ready
+                        return False  # the client went away before its answer was ready
                     reply = answer
                 elif isinstance(action, OpenChannel):
                     accepted = self.accept_channel(action.request)
@@ -399,11 +402,11 @@ class HttpAgentService:
                         reply = accepted
                         continue
                     await self._channel(stream, front, accepted, action.ws)
-                    return
+                    return False
                 else:
-                    return
+                    return action is ABORT
         except STREAM_ERRORS:
-            return
+            return False
 
     async def _one_shot(self, stream: anyio.abc.ByteStream, front: HttpFront, body: bytes) -> RpcAnswer | None:
         done = anyio.Event()
@@ -459,23 +462,26 @@ class HttpAgentService:
             self.channel_closed(client)
 
 
-async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
+async def _linger_and_close(stream: anyio.abc.ByteStream, *, reset: bool = False) -> None:
     """Close after the peer has read our last response: half-close, then drain briefly.
 
     Closing a socket that still has unread input makes the kernel send RST, which can destroy a
-    response (a 413, say) before the client reads it.
+    response (a 413, say) before the client reads it. With ``reset`` (the peer does not read at
+    all), close at once with a reset instead: what the kernel still holds for it is discarded,
+    rather than delivered to it for minutes.
     """
+    if reset:
+        raw = stream.extra(SocketAttribute.raw_socket, None)
+        if raw is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        await anyio.aclose_forcefully(stream)
+        return
     try:
         await stream.send_eof()
         with anyio.move_on_after(LINGER_TIMEOUT):
             drained = 0
             while drained < LINGER_MAX_BYTES:
                 drained += len(await stream.receive(65536))
-        # The peer has not closed its side in time: it may not be reading at all. Reset, so that the
-        # kernel does not keep trying to deliver what it still holds for it.
-        raw = stream.extra(SocketAttribute.raw_socket, None)
-        if raw is not None:
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
     except (*STREAM_ERRORS, NotImplementedError):
         pass  # the peer is gone, or (TLS) half-closing is not supported: close now
     try:

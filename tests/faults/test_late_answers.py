@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
-import json
 from dataclasses import dataclass, field
 
 import anyio
@@ -14,6 +12,7 @@ from autogen_core import AgentId, MessageContext, RoutedAgent, message_handler
 from io_backends import HostConnectionError
 
 from ._host_process import host_process
+from ._raw import agent_types_at
 from .conftest import Text, WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -41,17 +40,6 @@ class Gated(RoutedAgent):
         if ctx.cancellation_token.is_cancelled():
             self._gates.cancelled.append(message.text)
         return Text(message.text)
-
-
-def agent_types_at(port: int) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/healthz")
-        return int(json.loads(connection.getresponse().read())["agent_types"])
-    except OSError:
-        return -1
-    finally:
-        connection.close()
 
 
 async def test_answers_of_handlers_from_before_a_host_restart_never_settle_new_calls(worker: WorkerFactory) -> None:

@@ -19,9 +19,8 @@ from wsproto.events import Message
 from io_backends import TargetDisconnectedError
 
 from ._host_process import host_process
-from ._raw import open_raw_channel
+from ._raw import agent_types_at, open_raw_channel
 from .conftest import Text, WorkerFactory
-from .test_late_answers import agent_types_at
 
 pytestmark = pytest.mark.anyio
 

@@ -15,7 +15,7 @@ import pytest
 from autogen_core import AgentId
 
 from ._host_process import host_process
-from ._raw import http_exchange, rpc_request, status_of
+from ._raw import closed_by_host, http_exchange, rpc_request, status_of
 from .conftest import Text, WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -29,11 +29,6 @@ def attacker_socket(port: int, source: str = ATTACKER) -> socket.socket:
     sock.settimeout(5)
     sock.connect(("127.0.0.1", port))
     return sock
-
-
-def closed_by_host(sock: socket.socket) -> bool:
-    """Whether the host closed or reset the connection (TCP_INFO state), without reading from it."""
-    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (7, 8)
 
 
 def answer_of(sock: socket.socket) -> bytes:
@@ -148,7 +143,7 @@ async def test_out_of_descriptors_the_host_keeps_serving_and_takes_new_ones_late
     backend: str, worker: WorkerFactory
 ) -> None:
     """128 descriptors, 160 idle sockets: the host serves the worker it has and lets the next one in."""
-    with host_process("--request-head-timeout", "3", backend=backend, nofile=128) as host:
+    with host_process("--request-head-timeout", "2", backend=backend, nofile=128) as host:
         address = f"127.0.0.1:{host.port}"
         options = {"keepalive_interval": None, "connect_timeout": 20}
         callee = await worker(address, echo="echo", **options)
