@@ -89,6 +89,15 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        # 1e999: msgspec refuses it as "out of range" (-32700) only where it decodes the member
+        # (an id, say), and skips it inside the parts it keeps raw: the oracle cannot tell.
+        raise Ambiguous("float out of range")
+    return value
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
@@ -146,7 +155,9 @@ def parse(data: bytes | str) -> tuple[str, Any]:
     if _depth(text) > 100:  # msgspec's limit depends on the caller's stack depth: not exact here
         raise Ambiguous("deep nesting")
     try:
-        value = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        value = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_finite_float, object_pairs_hook=_no_duplicates
+        )
     except ValueError as exc:
         if "digits" in str(exc):  # int longer than 4300 digits: msgspec only refuses it in typed members
             raise Ambiguous("huge int") from None
@@ -779,7 +790,7 @@ def _round_trip(sent: Payload) -> None:
     [call] = got[net.ib]
     assert isinstance(call, IncomingCall)
     assert call.payload == payload, (call.payload, payload)
-    net.b.respond(call.call_id, sent)
+    net.b.respond(call.call_id, sent, epoch=call.epoch)
     got = net.pump()
     assert got[net.ia] == [CallSucceeded(rid, payload, {})]
     net.a.publish(topic_type="t", topic_source="k", payload=sent, event_id="e")

@@ -41,6 +41,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sansio_runtime import (
+    MAX_NAME_LENGTH,
     ClientId,
     ClientKind,
     ClientNameInUse,
@@ -59,6 +60,10 @@ from ._wirecheck import ANY, Canon, frame_eq, idkey, json_values, match_multiset
 
 MAX_MESSAGE_SIZE = 4096
 MAX_PENDING_CALLS = 2
+MAX_BATCH_LENGTH = 4
+MAX_TYPES_PER_CONNECTION = 2
+MAX_SUBS_PER_CONNECTION = 2
+LONG_NAME = "n" * (MAX_NAME_LENGTH + 1)
 
 AGENT_TYPES = ["a", "b", "ab", "c"]
 TOPICS = ["a", "ab", "abc", "b", "", "x:1", "c"]
@@ -345,7 +350,7 @@ def bad_params_req() -> st.SearchStrategy[Req]:
 def register_req() -> st.SearchStrategy[Req]:
     return st.builds(
         lambda t, i: Req("runtime.register_agent", b'{"type":' + jdump(t) + b"}", Register(t), i),
-        st.sampled_from([*AGENT_TYPES, ""]),
+        st.sampled_from([*AGENT_TYPES, "", LONG_NAME]),
         maybe_ids,
     )
 
@@ -380,8 +385,8 @@ def add_sub_req(registered: tuple[str, ...] = ()) -> st.SearchStrategy[Req]:
         lambda prefix: st.builds(
             build,
             st.just(prefix),
-            st.sampled_from([*SUB_IDS, ""]),
-            st.sampled_from(PREFIXES if prefix else TOPICS),
+            st.sampled_from([*SUB_IDS, "", LONG_NAME]),
+            st.sampled_from([*PREFIXES, LONG_NAME] if prefix else [*TOPICS, LONG_NAME]),
             agent_types,
             maybe_ids,
         )
@@ -708,6 +713,8 @@ class HostModel:
         is_batch = False
         if garbage is not None:
             replies.append(err(None, garbage.code))
+        elif batch is not None and len(batch) > MAX_BATCH_LENGTH:
+            replies.append(err(None, ErrorCode.BATCH_TOO_LARGE))  # refused whole: nothing in it is done
         elif batch is not None:
             is_batch = True
             for item in batch:
@@ -865,10 +872,12 @@ class HostModel:
         self.params_ok(req)
         reg = req.meaning
         assert isinstance(reg, Register)
-        if not reg.agent_type:
+        if not reg.agent_type or len(reg.agent_type) > MAX_NAME_LENGTH:
             raise _Rejected(ErrorCode.INVALID_PARAMS)
         if reg.agent_type in self.types:
             raise _Rejected(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED)
+        if sum(owner == client for owner in self.types.values()) >= MAX_TYPES_PER_CONNECTION:
+            raise _Rejected(ErrorCode.TOO_MANY_AGENT_TYPES)
         self.types[reg.agent_type] = client
         return self.done(req)
 
@@ -890,6 +899,8 @@ class HostModel:
         assert isinstance(add, AddSub)
         if not add.sub_id or not add.agent_type:
             raise _Rejected(ErrorCode.INVALID_PARAMS)
+        if max(len(add.sub_id), len(add.agent_type), len(add.topic)) > MAX_NAME_LENGTH:
+            raise _Rejected(ErrorCode.INVALID_PARAMS)
         spec: TypeSubscriptionSpec | TypePrefixSubscriptionSpec
         if add.prefix:
             spec = TypePrefixSubscriptionSpec(add.sub_id, add.topic, add.agent_type)
@@ -898,6 +909,8 @@ class HostModel:
         same = [s for s, _ in self.subs.values() if type(s) is type(spec) and _content(s) == _content(spec)]
         if add.sub_id in self.subs or same:
             raise _Rejected(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS)
+        if sum(owner == client for _, owner in self.subs.values()) >= MAX_SUBS_PER_CONNECTION:
+            raise _Rejected(ErrorCode.TOO_MANY_SUBSCRIPTIONS)
         self.subs[add.sub_id] = (spec, client)
         return self.done(req)
 
@@ -967,7 +980,13 @@ def output_eq(expected: tuple[Any, ...], actual: tuple[Any, ...]) -> bool:
 class HostMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.host = HostEngine(max_message_size=MAX_MESSAGE_SIZE, max_pending_calls=MAX_PENDING_CALLS)
+        self.host = HostEngine(
+            max_message_size=MAX_MESSAGE_SIZE,
+            max_pending_calls=MAX_PENDING_CALLS,
+            max_batch_length=MAX_BATCH_LENGTH,
+            max_agent_types_per_connection=MAX_TYPES_PER_CONNECTION,
+            max_subscriptions_per_connection=MAX_SUBS_PER_CONNECTION,
+        )
         self.model = HostModel()
         self.ever: set[ClientId] = set()
         self.gone: set[ClientId] = set()
@@ -1223,7 +1242,7 @@ class HostMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def batch(self, data: st.DataObject) -> None:
         client = self.live(data, sendable=True)
-        n = data.draw(st.integers(1, 5), label="batch size")
+        n = data.draw(st.integers(1, MAX_BATCH_LENGTH + 2), label="batch size")
         items: list[Item] = []
         for _ in range(n):
             kind = data.draw(

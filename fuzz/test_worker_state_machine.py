@@ -11,6 +11,11 @@ deadline or connection loss, or cancelled locally) and never twice; ``pending_re
 ``incoming_calls`` and ``next_deadline`` equal the model's; garbage never raises and is answered
 with the right code; ``respond`` after a cancel queues nothing; the publishing agent is never a
 recipient of an :class:`IncomingEvent`.
+
+Connections come and go mid-call: after ``connection_lost`` the host numbers its calls from the
+same small set of ids again, and the handlers of the lost connection keep answering late. Such an
+answer (tied to a past ``epoch``) must queue nothing and never settle the new call with that id;
+every call being handled when the connection was lost ends with an :class:`IncomingCallCancelled`.
 """
 
 from __future__ import annotations
@@ -74,7 +79,9 @@ class WorkerModel:
     requests: dict[int, MRequest] = field(default_factory=dict)
     issued: set[int] = field(default_factory=set)
     resolved: set[int] = field(default_factory=set)
-    incoming: set[int | str] = field(default_factory=set)
+    incoming: set[int | str] = field(default_factory=set)  # calls of the current connection to answer
+    epoch: int = 0
+    lost_calls: set[tuple[int, int | str]] = field(default_factory=set)  # (epoch, id) of lost connections
     now: float = 0.0
     seq: int = 0
     frames: list[tuple[Any, ...]] = field(default_factory=list)  # expected frames queued this step
@@ -601,6 +608,7 @@ class WorkerMachine(RuleBasedStateMachine):
                     payload=Payload("T", "ct", raw if form == "json" else binary),
                     metadata={},
                     timeout_ms=timeout_ms,
+                    epoch=m.epoch,
                 )
             )
         return frame
@@ -623,7 +631,7 @@ class WorkerMachine(RuleBasedStateMachine):
             return b'{"jsonrpc":"2.0","method":"$/cancelRequest"}'
         if target in self.model.incoming:
             self.model.incoming.discard(target)
-            self.model.events.append(IncomingCallCancelled(target))
+            self.model.events.append(IncomingCallCancelled(target, self.model.epoch))
         rid = b'"id":7,' if form == "as_request" else b""
         return b'{"jsonrpc":"2.0",' + rid + b'"method":"$/cancelRequest","params":{"id":' + jdump(target) + b"}}"
 
@@ -795,7 +803,7 @@ class WorkerMachine(RuleBasedStateMachine):
     def respond(self, data: st.DataObject, payload: Payload, metadata: dict[str, str] | None) -> None:
         call_id = self.draw_call_id(data)
         active = call_id in self.model.incoming
-        self.engine.respond(call_id, payload, metadata=metadata)
+        assert self.engine.respond(call_id, payload, epoch=self.model.epoch, metadata=metadata) is active
         if active:  # after a cancel (or a second answer) nothing is queued
             self.model.incoming.discard(call_id)
             if is_json(payload.data_content_type) and not valid_json(payload.data):
@@ -829,7 +837,10 @@ class WorkerMachine(RuleBasedStateMachine):
         if huge:
             message = message + "m" * 2000
         active = call_id in self.model.incoming
-        self.engine.respond_error(call_id, code, message, exception_type=exception_type)
+        queued = self.engine.respond_error(
+            call_id, code, message, epoch=self.model.epoch, exception_type=exception_type
+        )
+        assert queued is active
         if active:
             self.model.incoming.discard(call_id)
             if huge:
@@ -840,6 +851,20 @@ class WorkerMachine(RuleBasedStateMachine):
                 )
                 self.model.frames.append(("err", idkey(call_id), code, message, err_data))
         self.check_step([])
+
+    @precondition(lambda self: bool(self.model.lost_calls))
+    @rule(data=st.data(), payload=payloads(), as_error=st.booleans())
+    def lost_handler_answers_late(self, data: st.DataObject, payload: Payload, as_error: bool) -> None:
+        """A handler of a lost connection finishes now, maybe while a new call has the same host id."""
+        epoch, call_id = data.draw(st.sampled_from(sorted(self.model.lost_calls, key=repr)), label="lost call")
+        if call_id in self.model.incoming:
+            event("late answer while a new call has the same id")
+        if as_error:
+            queued = self.engine.respond_error(call_id, -32004, "late", epoch=epoch, exception_type="ValueError")
+        else:
+            queued = self.engine.respond(call_id, payload, epoch=epoch)
+        assert queued is False, "an answer from a lost connection was queued"
+        self.check_step([])  # nothing queued: the new call with that id still waits for its own answer
 
     # -------------------------------------------------------------- time and the connection
 
@@ -879,7 +904,11 @@ class WorkerMachine(RuleBasedStateMachine):
         for rid in self.pending_of():
             kind = self.model.requests[rid].kind
             self.model.resolve(rid, CallFailed(rid, lost) if kind is Kind.CALL else RequestFailed(rid, lost))
-        self.model.incoming.clear()
+        m = self.model
+        m.events.extend(IncomingCallCancelled(call_id, m.epoch) for call_id in m.incoming)
+        m.lost_calls |= {(m.epoch, call_id) for call_id in m.incoming}
+        m.incoming.clear()
+        m.epoch += 1
         self.check_step(self.engine.connection_lost())
 
     # -------------------------------------------------------------- invariants
@@ -892,6 +921,7 @@ class WorkerMachine(RuleBasedStateMachine):
     @invariant()
     def incoming_calls_agree(self) -> None:
         assert self.engine.incoming_calls == frozenset(self.model.incoming)
+        assert self.engine.epoch == self.model.epoch
 
     @invariant()
     def next_deadline_agrees(self) -> None:

@@ -8,7 +8,23 @@ import ssl
 
 import anyio
 
-from ._server import HttpAgentServer, HttpAgentService
+from sansio_runtime import (
+    DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+    DEFAULT_MAX_BATCH_LENGTH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+)
+
+from ._admission import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+from ._http_front import DEFAULT_IDLE_TIMEOUT, DEFAULT_REQUEST_BODY_TIMEOUT, DEFAULT_REQUEST_HEAD_TIMEOUT
+from ._server import DEFAULT_MAX_OUTBOUND_BYTES, HttpAgentServer, HttpAgentService
+
+
+def _timeout(text: str) -> float | None:
+    seconds = float(text)
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a timeout cannot be negative (0 turns it off)")
+    return seconds or None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,9 +34,75 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--auth-token", default=None, help="require 'Authorization: Bearer TOKEN' from clients")
     parser.add_argument("--certfile", default=None, help="TLS certificate (PEM); serves https/wss when given")
     parser.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
-    parser.add_argument("--max-message-size", type=int, default=4 * 1024 * 1024, help="bytes (default 4 MiB)")
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--log-level", default="INFO")
+    limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
+    limits.add_argument(
+        "--max-message-size", type=int, default=DEFAULT_MAX_MESSAGE_SIZE, metavar="BYTES", help="bytes (default 4 MiB)"
+    )
+    limits.add_argument(
+        "--max-outbound-bytes",
+        type=int,
+        default=DEFAULT_MAX_OUTBOUND_BYTES,
+        metavar="BYTES",
+        help="unsent bytes buffered for one WebSocket before it is closed with 4008 (default 64 MiB)",
+    )
+    limits.add_argument(
+        "--max-batch-length",
+        type=int,
+        default=DEFAULT_MAX_BATCH_LENGTH,
+        metavar="N",
+        help="entries in one batch (default 1000)",
+    )
+    limits.add_argument(
+        "--max-agent-types-per-connection",
+        type=int,
+        default=DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        metavar="N",
+        help="(default 10000)",
+    )
+    limits.add_argument(
+        "--max-subscriptions-per-connection",
+        type=int,
+        default=DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        metavar="N",
+        help="(default 50000)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="served at once (default 10000)",
+    )
+    limits.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help="served at once from one client IP address (default 1000)",
+    )
+    limits.add_argument(
+        "--request-head-timeout",
+        type=_timeout,
+        default=DEFAULT_REQUEST_HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for a request head, from its first byte (default 20; 0: none)",
+    )
+    limits.add_argument(
+        "--request-body-timeout",
+        type=_timeout,
+        default=DEFAULT_REQUEST_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for a request body, after its head (default 60; 0: none)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_timeout,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds a keep-alive connection may sit idle, or an answer wait to be read (default 60; 0: none)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -28,7 +110,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.certfile:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(args.certfile, args.keyfile)
-    service = HttpAgentService(max_message_size=args.max_message_size, auth_token=args.auth_token)
+    try:
+        service = HttpAgentService(
+            max_message_size=args.max_message_size,
+            max_outbound_bytes=args.max_outbound_bytes,
+            max_batch_length=args.max_batch_length,
+            max_agent_types_per_connection=args.max_agent_types_per_connection,
+            max_subscriptions_per_connection=args.max_subscriptions_per_connection,
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
+            request_head_timeout=args.request_head_timeout,
+            request_body_timeout=args.request_body_timeout,
+            idle_timeout=args.idle_timeout,
+            auth_token=args.auth_token,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     server = HttpAgentServer(args.host, args.port, service=service, ssl_context=ssl_context)
 
     async def run() -> None:

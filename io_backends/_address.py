@@ -1,8 +1,9 @@
 """Where the host is: addresses as users write them (``http://h:p``, ``ws://h:p``, ``https://``,
-``wss://`` or gRPC-style ``h:p``) and the host's endpoint paths."""
+``wss://`` or gRPC-style ``h:p``), the host's endpoint paths, and what an address says about a peer."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -51,3 +52,20 @@ def parse_host_address(address: str) -> HostAddress:
             raise ValueError(f"host address {address!r} needs a port, as in 'localhost:9000'")
         port = 443 if tls else 80
     return HostAddress(parts.hostname, port, tls)
+
+
+def remote_host(peer: object) -> str | None:
+    """The client's IP address from a socket's peer name (None if it has none, e.g. a Unix socket)."""
+    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
+        return peer[0]
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) is this machine only: ``localhost``, 127.0.0.0/8, ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

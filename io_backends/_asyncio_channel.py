@@ -13,6 +13,7 @@ import asyncio
 import collections
 import socket
 import ssl
+import struct
 import weakref
 from collections.abc import Callable, Sized
 from typing import cast
@@ -25,6 +26,23 @@ from ._address import HostAddress
 from ._errors import HostRejectedError
 from ._websocket import CLOSE_TIMEOUT, MessageHandler
 from ._wscore import WebSocketCore
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
+
+
+def reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once with a TCP reset, giving up on the peer.
+
+    What the kernel still holds unsent for the peer is discarded too: a plain abort would leave
+    the kernel trying to deliver it, for minutes, to a peer that does not read.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:
+            pass
+    transport.abort()
 
 
 class _Flusher:
@@ -103,7 +121,9 @@ class AsyncioChannel(asyncio.Protocol):
         self._max_batch = max_batch
         self._backlog: collections.deque[str | bytes] = collections.deque()
         self._backlog_scheduled = False
-        self._core = WebSocketCore(ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+        self._core = WebSocketCore(
+            ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes, unsent=self._unsent
+        )
         self._transport = transport
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._early: list[str | bytes] = []
@@ -162,6 +182,9 @@ class AsyncioChannel(asyncio.Protocol):
         backlog = 0 if self._transport is None else self._transport.get_write_buffer_size()
         return self._core.queued_bytes + backlog
 
+    def _unsent(self) -> int:
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+
     @property
     def close_code(self) -> int | None:
         return self._core.close_code
@@ -189,7 +212,7 @@ class AsyncioChannel(asyncio.Protocol):
     def abort(self) -> None:
         self._core.mark_broken()
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     async def drain(self, high_water: int) -> None:
         """Wait while more than ``high_water`` bytes wait to be written: backpressure for a producer."""
@@ -205,7 +228,8 @@ class AsyncioChannel(asyncio.Protocol):
         """Deliver messages to ``on_message`` (from ``data_received``) from now on, without a task.
 
         ``on_end`` runs once, as soon as the input ends (before the answer to the peer's close
-        frame is written) or the connection is lost.
+        frame is written), the core stops taking input (it closed the connection because the
+        peer broke the protocol), or the connection is lost.
         """
         self._on_message = on_message
         self._on_end = on_end
@@ -242,6 +266,14 @@ class AsyncioChannel(asyncio.Protocol):
             self._ended = True
             self._on_end()
 
+    def _input_over(self) -> None:
+        """The input ended, or the core stopped taking it (it sent a close frame: a protocol
+        violation, an oversized message): ``on_end`` now, and drop the socket if the peer does
+        not finish the closing handshake in time."""
+        self._end()
+        if not self._core.finished:
+            self._arm_give_up()
+
     def _deliver(self, messages: list[str | bytes]) -> None:
         handler = self._on_message
         if handler is None:
@@ -252,8 +284,8 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             for message in messages:
                 handler(message)
-            if self._core.finished:
-                self._end()
+            if self._core.closing or self._core.finished:
+                self._input_over()
         self._flush()
 
     def _drain_backlog(self, everything: bool = False) -> None:
@@ -285,8 +317,8 @@ class AsyncioChannel(asyncio.Protocol):
         else:
             if transport is not None:
                 transport.resume_reading()
-            if self._core.finished:
-                self._end()
+            if self._core.closing or self._core.finished:
+                self._input_over()
 
     def _resume_backlog(self) -> None:
         self._backlog_scheduled = False

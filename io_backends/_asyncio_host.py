@@ -1,7 +1,10 @@
 """The host's asyncio driver: one ``asyncio.Protocol`` per accepted connection, no task per hop.
 
 It feeds received bytes to the connection's :class:`~._http_front.HttpFront` (the same HTTP
-handling as the anyio driver) and carries out its actions; after the upgrade to a WebSocket it
+handling as the anyio driver) and carries out its actions: it stops reading while the front
+waits for a verdict or an answer, or while the peer does not take what was written (the
+transport's flow control), and arms one timer for the front's deadline. After the upgrade to a
+WebSocket it
 hands the transport to an :class:`~._asyncio_channel.AsyncioChannel` (the class the worker
 uses too): messages reach the engine inside ``data_received``, and the engine's output is
 written at once to idle sockets and coalesced per loop iteration otherwise. Keepalive is one
@@ -21,8 +24,9 @@ from wsproto.events import AcceptConnection
 
 from sansio_runtime import ClientId
 
-from ._asyncio_channel import AsyncioChannel
-from ._http_front import NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
+from ._address import remote_host
+from ._asyncio_channel import AsyncioChannel, reset
+from ._http_front import ABORT, NEED_DATA, Authorize, HttpError, OpenChannel, Reply, RpcCall, Send
 from ._websocket import keepalive_check
 
 if TYPE_CHECKING:
@@ -32,6 +36,8 @@ logger = logging.getLogger("io_backends.server")
 
 LINGER_TIMEOUT = 1.0  # how long a closing connection's input is drained before the close
 LINGER_MAX_BYTES = 16 * 1024 * 1024
+RESPONSES_PER_TURN = 16
+"""Pipelined requests answered in one go before the other connections get the loop again."""
 
 
 class HostProtocol(asyncio.Protocol):
@@ -41,7 +47,13 @@ class HostProtocol(asyncio.Protocol):
         self._service = service
         self._registry = registry
         self._loop = asyncio.get_running_loop()
-        self._front = service.new_front()
+        self._front = service.new_front(self._loop.time())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._write_blocked = False  # the peer is not taking our answers: stop until it does
+        self._next_turn: asyncio.Handle | None = None  # more pipelined requests, after the others' turn
+        self._address: str | None = None
+        self._admitted = False
         self._transport: asyncio.Transport | None = None
         self.channel: AsyncioChannel | None = None
         self._client: ClientId | None = None
@@ -64,6 +76,13 @@ class HostProtocol(asyncio.Protocol):
         self._tls = transport.get_extra_info("sslcontext") is not None
         self._registry.add(self)
         self._service.connection_opened()
+        self._address = remote_host(transport.get_extra_info("peername"))
+        refusal = self._service.admit(self._address)
+        if refusal is not None:
+            transport.write(refusal)
+            self._linger()
+            return
+        self._admitted = True
         self._advance(None)
 
     def data_received(self, data: bytes) -> None:
@@ -76,8 +95,8 @@ class HostProtocol(asyncio.Protocol):
             if self._drained > LINGER_MAX_BYTES:
                 self.abort()
             return
-        self._front.receive_data(data)
-        if self._busy:
+        self._front.receive_data(data, self._loop.time())
+        if self._held:
             self._pause()  # buffered for the next request; read more once this one is answered
             return
         self._advance(None)
@@ -92,8 +111,8 @@ class HostProtocol(asyncio.Protocol):
             # The caller hung up before its answer was ready: its calls are cancelled.
             self._end_one_shot()
             return False
-        self._front.receive_data(b"")
-        if not self._busy:
+        self._front.receive_data(b"", self._loop.time())
+        if not self._held:
             self._advance(None)
         # Still write what the front answers; it closes the connection after. (A TLS transport
         # cannot stay half-open: asyncio closes it whatever we return, and warns if we say True.)
@@ -105,6 +124,10 @@ class HostProtocol(asyncio.Protocol):
         self._lost = True
         if self._lingering is not None:
             self._lingering.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._next_turn is not None:
+            self._next_turn.cancel()
         if self._auth is not None:
             self._auth.cancel()
         try:
@@ -115,22 +138,42 @@ class HostProtocol(asyncio.Protocol):
             if self._one_shot is not None:
                 self._end_one_shot()
         finally:
+            if self._admitted:
+                self._service.release(self._address)
             self._registry.discard(self)
             self._service.connection_closed()
 
     def pause_writing(self) -> None:
         if self.channel is not None:
             self.channel.pause_writing()
+        else:
+            self._write_blocked = True  # _run_front stops after the write that filled the buffer
+            self._pause()
 
     def resume_writing(self) -> None:
         if self.channel is not None:
             self.channel.resume_writing()
+        elif self._write_blocked:
+            self._write_blocked = False
+            if not self._held and self._lingering is None and not self._lost:
+                self._advance(None)
 
     def abort(self) -> None:
         if self._transport is not None:
-            self._transport.abort()
+            reset(self._transport)
 
     # ------------------------------------------------------------------ HTTP
+
+    @property
+    def _held(self) -> bool:
+        """Input is only buffered: the front waits for a verdict or an answer, for the peer to take
+        what was written, or for the other connections' turn."""
+        return self._busy or self._write_blocked or self._next_turn is not None
+
+    def _take_turn(self) -> None:
+        self._next_turn = None
+        if not self._lost and not self._write_blocked and not self._busy and self._lingering is None:
+            self._advance(None)
 
     def _pause(self) -> None:
         if not self._paused and self._transport is not None:
@@ -150,15 +193,45 @@ class HostProtocol(asyncio.Protocol):
             # One connection's failure must never take the host down.
             logger.exception("error serving a connection")
             self._linger()
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """Wake up at the front's deadline (one timer per connection, moved only when it changes)."""
+        deadline = None if self.channel is not None or self._lingering is not None else self._front.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self._lost:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self._lost or self.channel is not None or self._lingering is not None:
+            return
+        if self._front.handle_timer(self._loop.time()):
+            self._busy = False
+            self._write_blocked = False
+            if self._next_turn is not None:
+                self._next_turn.cancel()
+                self._next_turn = None
+            self._advance(None)  # the front answers 408, or closes
+        else:
+            self._arm_timer()
 
     def _run_front(self, reply: Reply) -> None:
         front = self._front
         transport = self._transport
         assert transport is not None
         service = self._service
+        loop = self._loop
         self._busy = False
+        answered = 0
         while not self._lost:
-            action = front.next_action(reply)
+            action = front.next_action(reply, loop.time())
             reply = None
             if action is NEED_DATA:
                 if self._eof:  # (h11 does not ask for more after the end of input)
@@ -168,6 +241,13 @@ class HostProtocol(asyncio.Protocol):
                 return
             if isinstance(action, Send):
                 transport.write(action.data)
+                if self._write_blocked:  # the peer is not reading: go on once it has taken this
+                    return
+                answered += 1
+                if answered == RESPONSES_PER_TURN:  # a long pipeline must not keep the loop to itself
+                    self._pause()
+                    self._next_turn = loop.call_soon(self._take_turn)
+                    return
             elif isinstance(action, Authorize):
                 verdict = service.authorize(action.request)
                 if isinstance(verdict, bool):
@@ -189,6 +269,9 @@ class HostProtocol(asyncio.Protocol):
                     reply = accepted
                     continue
                 self._open_channel(accepted, action.ws)
+                return
+            elif action is ABORT:
+                self.abort()
                 return
             else:
                 self._linger()
@@ -226,20 +309,35 @@ class HostProtocol(asyncio.Protocol):
         return self._service.end_one_shot(client, one_shot)
 
     def _linger(self) -> None:
-        """Close after the peer has read our last response: half-close, then drain briefly."""
+        """Close after the peer has read our last response: half-close, then drain briefly.
+
+        The transport's close waits until what is buffered has been written; a peer that does not
+        take it within the idle timeout is reset (:func:`reset`) instead of being waited for ever.
+        """
         transport = self._transport
         if transport is None or self._lingering is not None or transport.is_closing():
             return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         if self._eof or not transport.can_write_eof():
-            transport.close()
+            self._close_then_give_up()
             return
         try:
             transport.write_eof()
         except OSError:
-            transport.close()
+            self._close_then_give_up()
             return
-        self._lingering = self._loop.call_later(LINGER_TIMEOUT, transport.close)
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT, self._close_then_give_up)
         self._resume()
+
+    def _close_then_give_up(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        transport.close()
+        idle_timeout = self._service.idle_timeout
+        self._lingering = self._loop.call_later(LINGER_TIMEOUT if idle_timeout is None else idle_timeout, self.abort)
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -247,6 +345,9 @@ class HostProtocol(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         service = self._service
+        if self._timer is not None:  # a WebSocket has keepalive instead of HTTP timeouts
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         transport.write(ws.send(AcceptConnection()))
         channel = AsyncioChannel(
             ws,

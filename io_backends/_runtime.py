@@ -152,6 +152,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
+        if auth_token is not None and not auth_token.strip():
+            raise ValueError("auth_token must not be empty: pass None when the host needs no token")
         self._address = parse_host_address(host_address)
         self._payload_format = payload_serialization_format
         self._auth_token = auth_token
@@ -180,7 +182,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._supervisor: asyncio.Task[None] | None = None
         self._running = False
         self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
-        self._call_tokens: dict[int | str, CancellationToken] = {}
+        # The cancellation token of each call being handled, by (connection epoch, host call id).
+        self._call_tokens: dict[tuple[int, int | str], CancellationToken] = {}
         self._handlers = HandlerTasks()
         self._agent_factories: dict[str, AgentFactory] = {}
         self._instance_types: dict[str, type[Agent]] = {}
@@ -270,8 +273,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         while True:
             try:
                 return await self._open()
-            except (HostRejectedError, ssl.SSLError):
-                raise  # an answer, not an absence: retrying cannot help
+            except HostRejectedError as exc:
+                if exc.status_code != 503 or loop.time() + delay >= give_up_at:
+                    raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
+            except ssl.SSLError:
+                raise
             except OSError:
                 if loop.time() + delay >= give_up_at:
                     raise
@@ -411,7 +417,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         elif isinstance(event, IncomingEvent):
             self._handle_event(event)
         elif isinstance(event, IncomingCallCancelled):
-            token = self._call_tokens.get(event.call_id)
+            token = self._call_tokens.get((event.epoch, event.call_id))
             if token is not None:
                 token.cancel()
         elif isinstance(event, PeerError):
@@ -581,16 +587,20 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         return self._payload_format
 
     async def _handle_call(self, call: IncomingCall) -> None:
+        """Run the handler and answer; the answer goes only to the connection that delivered the call
+        (if that connection is lost meanwhile, the token is cancelled and the engine drops the answer)."""
         token = CancellationToken()
-        self._call_tokens[call.call_id] = token
+        key = (call.epoch, call.call_id)
+        self._call_tokens[key] = token
         engine = self._engine
+        epoch = call.epoch
         try:
             recipient = _agent_id(call.target.type, call.target.key)
             sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
             try:
                 agent = await self._get_agent(recipient)
             except LookupError as exc:
-                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
+                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc), epoch=epoch)
                 return
             message = self._deserialize(call.payload)
             context = MessageContext(
@@ -606,18 +616,21 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     call.call_id,
                     ErrorCode.HANDLER_ERROR,
                     f"cannot serialize the result: {exc}",
+                    epoch=epoch,
                     exception_type=type(exc).__name__,
                 )
             else:
-                engine.respond(call.call_id, reply, metadata=self._trace_metadata())
+                engine.respond(call.call_id, reply, epoch=epoch, metadata=self._trace_metadata())
         except asyncio.CancelledError:
-            engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled")
+            engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled", epoch=epoch)
             if not token.is_cancelled():
                 raise
         except Exception as exc:
-            engine.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, str(exc), exception_type=type(exc).__name__)
+            engine.respond_error(
+                call.call_id, ErrorCode.HANDLER_ERROR, str(exc), epoch=epoch, exception_type=type(exc).__name__
+            )
         finally:
-            del self._call_tokens[call.call_id]
+            del self._call_tokens[key]
             self._flush()
 
     async def _run_handler(

@@ -12,11 +12,15 @@ serves with the asyncio driver when running on asyncio (:meth:`~HttpAgentServer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
+import math
 import signal
 import socket
 import ssl
+import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,13 +29,17 @@ import anyio.abc
 import h11
 import msgspec
 import sniffio
-from anyio.streams.tls import TLSListener
+from anyio.abc import SocketAttribute
+from anyio.streams.tls import TLSStream
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection
 
 from sansio_runtime import (
+    DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+    DEFAULT_MAX_BATCH_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     ClientId,
     ClientKind,
     ClientNameInUse,
@@ -41,8 +49,14 @@ from sansio_runtime import (
     HostOutput,
 )
 
+from ._address import is_loopback, remote_host
+from ._admission import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, Admission, refusal_response
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
 from ._http_front import (
+    ABORT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_REQUEST_HEAD_TIMEOUT,
     NEED_DATA,
     Authorize,
     HttpError,
@@ -62,6 +76,11 @@ logger = logging.getLogger("io_backends.server")
 DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_HEADER_SIZE = 16 * 1024
 _READ_SIZE = 65536
+ACCEPT_RETRY_DELAY = 0.1
+"""How long the anyio driver waits after accept() failed for want of resources (EMFILE, ...)."""
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+_REFUSAL_LOG_INTERVAL = 10.0
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
 """Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
@@ -87,6 +106,18 @@ class HttpAgentService:
 
     Usable on its own by someone embedding the host in another server: hand each accepted byte
     stream to :meth:`handle_connection` and run :meth:`run_timers` in a task.
+
+    Every limit and timeout, with its default, is in docs/PROTOCOL.md section 2.5:
+
+    * ``max_message_size``, ``max_pending_calls``, ``max_batch_length``,
+      ``max_agent_types_per_connection``, ``max_subscriptions_per_connection``: the engine's.
+    * ``max_outbound_bytes``: unsent bytes buffered for one WebSocket (then close 4008).
+    * ``request_head_timeout``: seconds a request head may take from its first byte (a new
+      connection: from the accept); ``request_body_timeout``: seconds a request body may take
+      after its head; ``idle_timeout``: seconds a keep-alive connection may sit between requests,
+      or a response may wait for a peer that does not read it (None: no timeout).
+    * ``max_connections``, ``max_connections_per_address``: connections served at once, in all
+      and from one client IP address; more are answered ``503`` and closed.
     """
 
     def __init__(
@@ -96,18 +127,49 @@ class HttpAgentService:
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
         max_outbound_bytes: int = DEFAULT_MAX_OUTBOUND_BYTES,
         max_header_size: int = DEFAULT_MAX_HEADER_SIZE,
+        max_batch_length: int = DEFAULT_MAX_BATCH_LENGTH,
+        max_agent_types_per_connection: int = DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        max_subscriptions_per_connection: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
+        request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         auth_token: str | None = None,
         authenticator: Authenticator | None = None,
         keepalive_interval: float | None = 10.0,
         keepalive_timeout: float = 10.0,
     ) -> None:
-        self.engine = HostEngine(max_message_size=max_message_size, max_pending_calls=max_pending_calls)
+        if auth_token is not None and not auth_token.strip():
+            raise ValueError("auth_token must not be empty: pass None to accept clients without a token")
+        for name, timeout in (
+            ("request_head_timeout", request_head_timeout),
+            ("request_body_timeout", request_body_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if timeout is not None and timeout <= 0:
+                raise ValueError(f"{name} must be positive (or None for no timeout)")
+        self.engine = HostEngine(
+            max_message_size=max_message_size,
+            max_pending_calls=max_pending_calls,
+            max_batch_length=max_batch_length,
+            max_agent_types_per_connection=max_agent_types_per_connection,
+            max_subscriptions_per_connection=max_subscriptions_per_connection,
+        )
         self.max_message_size = max_message_size
         self.max_outbound_bytes = max_outbound_bytes
         self.max_header_size = max_header_size
+        self.request_head_timeout = request_head_timeout
+        self.request_body_timeout = request_body_timeout
+        self.idle_timeout = idle_timeout
         self.keepalive_interval = keepalive_interval
         self.keepalive_timeout = keepalive_timeout
-        self._auth_token = None if auth_token is None else auth_token.encode()
+        self._admission = Admission(
+            max_connections=max_connections, max_connections_per_address=max_connections_per_address
+        )
+        self._refused = 0
+        self._refusals_logged_at = -math.inf
+        self._auth_token = None if auth_token is None else auth_token.strip().encode()
         self._authenticator = authenticator
         self._channels: dict[ClientId, Channel] = {}
         self._one_shots: dict[ClientId, OneShot] = {}
@@ -123,17 +185,33 @@ class HttpAgentService:
     def connection_count(self) -> int:
         return self._connections
 
+    @property
+    def requires_token(self) -> bool:
+        """Whether clients must send ``Authorization: Bearer <auth_token>``."""
+        return self._auth_token is not None
+
     async def handle_connection(self, stream: anyio.abc.ByteStream) -> None:
         """Serve one accepted connection (HTTP/1.1 keep-alive; may become a WebSocket) until it ends."""
         self.connection_opened()
+        address = remote_host(stream.extra(SocketAttribute.remote_address, None))
+        refusal = self.admit(address)
+        reset = False
         try:
-            await self._serve_http(stream)
+            if refusal is None:
+                reset = await self._serve_http(stream)
+            else:
+                with anyio.move_on_after(LINGER_TIMEOUT):
+                    await stream.send(refusal)
+        except STREAM_ERRORS:
+            pass
         except Exception:
             # One connection's failure must never take the host down.
             logger.exception("error serving a connection")
         finally:
             with anyio.CancelScope(shield=True):
-                await _linger_and_close(stream)
+                await _linger_and_close(stream, reset=reset)
+            if refusal is None:
+                self.release(address)
             self.connection_closed()
 
     async def run_timers(self) -> None:
@@ -163,10 +241,33 @@ class HttpAgentService:
             self._idle.set()
             self._idle = None
 
-    def new_front(self) -> HttpFront:
-        """The HTTP request handling of one new connection."""
+    def admit(self, address: str | None) -> bytes | None:
+        """None if a new connection from ``address`` is served (then :meth:`release` it when it ends),
+        else the response to write to it before closing it."""
+        refusal = self._admission.admit(address)
+        if refusal is None:
+            return None
+        self._refused += 1
+        now = self.clock()
+        if now >= self._refusals_logged_at + _REFUSAL_LOG_INTERVAL:  # at most one line per interval
+            self._refusals_logged_at = now
+            logger.warning("refused %d connection(s); the last one: %s", self._refused, refusal.message)
+            self._refused = 0
+        return refusal_response(refusal)
+
+    def release(self, address: str | None) -> None:
+        self._admission.release(address)
+
+    def new_front(self, now: float) -> HttpFront:
+        """The HTTP request handling of one connection accepted at ``now``."""
         return HttpFront(
-            max_header_size=self.max_header_size, max_message_size=self.max_message_size, health=self._health_body
+            max_header_size=self.max_header_size,
+            max_message_size=self.max_message_size,
+            health=self._health_body,
+            now=now,
+            head_timeout=self.request_head_timeout,
+            body_timeout=self.request_body_timeout,
+            idle_timeout=self.idle_timeout,
         )
 
     def _health_body(self) -> bytes:
@@ -179,7 +280,8 @@ class HttpAgentService:
         if self._auth_token is not None:
             value = header(request, b"authorization") or b""
             scheme, _, token = value.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self._auth_token):
+            token = token.strip()
+            if scheme.lower() != b"bearer" or not token or not hmac.compare_digest(token, self._auth_token):
                 return False
         if self._authenticator is not None:
             return self._authenticator(request)
@@ -260,28 +362,39 @@ class HttpAgentService:
 
     # ------------------------------------------------------------------ the anyio driver
 
-    async def _serve_http(self, stream: anyio.abc.ByteStream) -> None:
-        front = self.new_front()
+    async def _serve_http(self, stream: anyio.abc.ByteStream) -> bool:
+        """Serve requests until the connection ends; True if the front gave up on the peer (reset it)."""
+        clock = self.clock
+        front = self.new_front(clock())
         reply: Reply = None
         try:
             while True:
-                action = front.next_action(reply)
+                action = front.next_action(reply, clock())
                 reply = None
                 if action is NEED_DATA:
-                    try:
-                        data = await stream.receive(_READ_SIZE)
-                    except STREAM_ERRORS:
-                        data = b""
-                    front.receive_data(data)
+                    deadline = front.next_deadline()
+                    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                        try:
+                            data = await stream.receive(_READ_SIZE)
+                        except STREAM_ERRORS:
+                            data = b""
+                    if scope.cancelled_caught:
+                        front.handle_timer(clock())
+                    else:
+                        front.receive_data(data, clock())
                 elif isinstance(action, Send):
-                    await stream.send(action.data)
+                    deadline = front.next_deadline()  # a peer that does not read its answers is let go
+                    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+                        await stream.send(action.data)
+                    if scope.cancelled_caught:
+                        front.handle_timer(clock())
                 elif isinstance(action, Authorize):
                     verdict = self.authorize(action.request)
                     reply = verdict if isinstance(verdict, bool) else await verdict
                 elif isinstance(action, RpcCall):
                     answer = await self._one_shot(stream, front, action.body)
                     if answer is None:
-                        return  # the client went away before its answer was ready
+                        return False  # the client went away before its answer was ready
                     reply = answer
                 elif isinstance(action, OpenChannel):
                     accepted = self.accept_channel(action.request)
@@ -289,11 +402,11 @@ class HttpAgentService:
                         reply = accepted
                         continue
                     await self._channel(stream, front, accepted, action.ws)
-                    return
+                    return False
                 else:
-                    return
+                    return action is ABORT
         except STREAM_ERRORS:
-            return
+            return False
 
     async def _one_shot(self, stream: anyio.abc.ByteStream, front: HttpFront, body: bytes) -> RpcAnswer | None:
         done = anyio.Event()
@@ -307,7 +420,7 @@ class HttpAgentService:
             except STREAM_ERRORS:
                 data = b""
             if data:
-                front.receive_data(data)  # a pipelined next request: h11 keeps it for the next cycle
+                front.receive_data(data, self.clock())  # a pipelined next request: kept for the next cycle
                 return
             hung_up = True
             done.set()
@@ -349,12 +462,20 @@ class HttpAgentService:
             self.channel_closed(client)
 
 
-async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
+async def _linger_and_close(stream: anyio.abc.ByteStream, *, reset: bool = False) -> None:
     """Close after the peer has read our last response: half-close, then drain briefly.
 
     Closing a socket that still has unread input makes the kernel send RST, which can destroy a
-    response (a 413, say) before the client reads it.
+    response (a 413, say) before the client reads it. With ``reset`` (the peer does not read at
+    all), close at once with a reset instead: what the kernel still holds for it is discarded,
+    rather than delivered to it for minutes.
     """
+    if reset:
+        raw = stream.extra(SocketAttribute.raw_socket, None)
+        if raw is not None:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        await anyio.aclose_forcefully(stream)
+        return
     try:
         await stream.send_eof()
         with anyio.move_on_after(LINGER_TIMEOUT):
@@ -388,7 +509,17 @@ class HttpAgentServer:
         auth_token: str | None = None,
         authenticator: Authenticator | None = None,
         backlog: int = 512,
+        max_batch_length: int = DEFAULT_MAX_BATCH_LENGTH,
+        max_agent_types_per_connection: int = DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        max_subscriptions_per_connection: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        max_outbound_bytes: int = DEFAULT_MAX_OUTBOUND_BYTES,
+        request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
+        request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
     ) -> None:
+        """The limits and timeouts are :class:`HttpAgentService`'s (ignored when ``service`` is given)."""
         if ":" in address and not address.startswith("[") and address.count(":") == 1:
             # gRPC style "host:port" passed as the address.
             address, _, port_text = address.rpartition(":")
@@ -396,7 +527,18 @@ class HttpAgentServer:
         self.address = address.strip("[]")
         self._requested_port = port
         self.service = service or HttpAgentService(
-            max_message_size=max_message_size, auth_token=auth_token, authenticator=authenticator
+            max_message_size=max_message_size,
+            auth_token=auth_token,
+            authenticator=authenticator,
+            max_batch_length=max_batch_length,
+            max_agent_types_per_connection=max_agent_types_per_connection,
+            max_subscriptions_per_connection=max_subscriptions_per_connection,
+            max_outbound_bytes=max_outbound_bytes,
+            request_head_timeout=request_head_timeout,
+            request_body_timeout=request_body_timeout,
+            idle_timeout=idle_timeout,
+            max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
         )
         self._ssl_context = ssl_context
         self._backlog = backlog
@@ -417,6 +559,12 @@ class HttpAgentServer:
         return self._port
 
     def _bind(self) -> socket.socket:
+        if self.service.requires_token and self._ssl_context is None and not is_loopback(self.address):
+            logger.warning(
+                "the host on %s requires a token but serves plain HTTP: the token travels in clear text to "
+                "anyone on the path; pass ssl_context= (or --certfile/--keyfile) to serve https/wss",
+                self.address,
+            )
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
         sock = socket.create_server((self.address, self._requested_port), family=family, backlog=self._backlog)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -454,8 +602,13 @@ class HttpAgentServer:
         tasks: list[asyncio.Task[None]] = []
         server: asyncio.Server | None = None
         try:
+            handshake_timeout = None if self._ssl_context is None else service.request_head_timeout
             server = await loop.create_server(
-                lambda: HostProtocol(service, connections), sock=sock, ssl=self._ssl_context, backlog=self._backlog
+                lambda: HostProtocol(service, connections),
+                sock=sock,
+                ssl=self._ssl_context,
+                backlog=self._backlog,
+                ssl_handshake_timeout=handshake_timeout,  # a silent TLS client is dropped like a silent one
             )
             tasks.append(loop.create_task(service.run_timers()))
             if service.keepalive_interval is not None:
@@ -484,15 +637,13 @@ class HttpAgentServer:
 
     async def _serve_anyio(self, sock: socket.socket, task_status: anyio.abc.TaskStatus[int]) -> None:
         try:
-            listener: anyio.abc.Listener[anyio.abc.ByteStream] = await anyio.abc.SocketListener.from_socket(sock)
-            if self._ssl_context is not None:
-                listener = TLSListener(listener, self._ssl_context, standard_compatible=False)
+            listener = await anyio.abc.SocketListener.from_socket(sock)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self.service.run_timers)
                 self._accept_scope = anyio.CancelScope()
                 task_status.started(self.port)
                 with self._accept_scope:
-                    await listener.serve(self.service.handle_connection, task_group=tg)
+                    await self._accept_anyio(listener, tg)
                 with anyio.CancelScope(shield=True):
                     await listener.aclose()
                     self.service.close_all()
@@ -501,6 +652,51 @@ class HttpAgentServer:
                 tg.cancel_scope.cancel()
         finally:
             self._stopped.set()
+
+    async def _accept_anyio(self, listener: anyio.abc.SocketListener, tg: anyio.abc.TaskGroup) -> None:
+        """Accept connections until cancelled. When the process is out of descriptors (EMFILE) or
+        memory, wait a moment and try again: the connections being served go on, and new ones are
+        taken as soon as descriptors free up (asyncio's own server loop does the same)."""
+        last_logged = -math.inf
+        while True:
+            try:
+                stream = await listener.accept()
+            except ConnectionAbortedError:
+                continue
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # anyio's trio backend reports accept()'s OSError as the cause of a BrokenResourceError.
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if time.monotonic() - last_logged >= _REFUSAL_LOG_INTERVAL:
+                    last_logged = time.monotonic()
+                    logger.error(
+                        "cannot accept connections: %s; retrying every %.1fs (raise the open-files limit, "
+                        "ulimit -n, or lower max_connections)",
+                        cause,
+                        ACCEPT_RETRY_DELAY,
+                    )
+                await anyio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            tg.start_soon(self._handle_anyio, stream)
+
+    async def _handle_anyio(self, stream: anyio.abc.SocketStream) -> None:
+        if self._ssl_context is None:
+            await self.service.handle_connection(stream)
+            return
+        handshake_timeout = self.service.request_head_timeout
+        tls: TLSStream | None = None
+        with anyio.move_on_after(math.inf if handshake_timeout is None else handshake_timeout):
+            try:
+                tls = await TLSStream.wrap(
+                    stream, server_side=True, ssl_context=self._ssl_context, standard_compatible=False
+                )
+            except (*STREAM_ERRORS, ssl.SSLError) as exc:
+                logger.info("TLS handshake failed: %s", exc)
+        if tls is None:
+            await anyio.aclose_forcefully(stream)
+            return
+        await self.service.handle_connection(tls)
 
     async def stop(self, grace: float = 5) -> None:
         """Stop accepting, close every connection (1001), wait up to ``grace`` seconds, then end."""

@@ -141,9 +141,13 @@ class WebSocketPump:
         """Read until the connection ends, handing each whole message to ``on_message``.
 
         ``on_end`` runs as soon as the input ends, before the answer to the peer's close frame is
-        written: whoever sees the close acknowledged can rely on what ``on_end`` did.
+        written: whoever sees the close acknowledged can rely on what ``on_end`` did. It also runs
+        as soon as the core stops taking input (it closed the connection because the peer broke
+        the protocol); the socket is then dropped if the peer does not finish the closing
+        handshake within ``CLOSE_TIMEOUT``.
         """
         core = self._core
+        ended = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._run_writer)
             data: bytes | None = self._pending_input  # bytes that came with the handshake
@@ -159,9 +163,14 @@ class WebSocketPump:
                 data = None
                 if core.finished:
                     break
+                if core.closing and not ended:
+                    ended = True
+                    if on_end is not None:
+                        on_end()
+                    self._closing_deadline = min(self._closing_deadline, anyio.current_time() + CLOSE_TIMEOUT)
                 self._after_output()
             core.finished = True
-            if on_end is not None:
+            if on_end is not None and not ended:
                 on_end()
             self._after_output()
             tg.cancel_scope.deadline = anyio.current_time() + CLOSE_TIMEOUT  # the writer flushes, briefly

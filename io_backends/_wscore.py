@@ -137,6 +137,7 @@ class WebSocketCore:
         "_parts",
         "_seen_open",
         "_size",
+        "_unsent",
         "close_code",
         "closing",
         "finished",
@@ -144,8 +145,16 @@ class WebSocketCore:
         "ws",
     )
 
-    def __init__(self, ws: WSConnection, *, max_message_size: int, max_outbound_bytes: int) -> None:
+    def __init__(
+        self,
+        ws: WSConnection,
+        *,
+        max_message_size: int,
+        max_outbound_bytes: int,
+        unsent: Callable[[], int] | None = None,
+    ) -> None:
         self.ws = ws
+        self._unsent = unsent  # what the driver holds unsent (a transport's write buffer), if it holds any
         self._max_message_size = max_message_size
         self._max_outbound_bytes = max_outbound_bytes
         self._out: list[bytes] = []
@@ -215,6 +224,16 @@ class WebSocketCore:
             mask = self._masks.take()
             return head + mask + _mask(payload, mask)
         return head + payload
+
+    def _pong(self, frame: bytes) -> None:
+        """Queue the answer to a ping; like any frame it counts against ``max_outbound_bytes``, so a
+        peer that pings and never reads is cut off instead of growing our memory."""
+        self._push(frame)
+        unsent = 0 if self._unsent is None else self._unsent()
+        if self.queued_bytes + unsent > self._max_outbound_bytes:
+            self._out.clear()
+            self.queued_bytes = 0
+            self.close(CloseCode.SLOW_CONSUMER, "outbound buffer full: the peer does not read the answers to its pings")
 
     def send_ping(self, payload: bytes = b"") -> None:
         if self.is_open:
@@ -356,7 +375,7 @@ class WebSocketCore:
         if opcode == _BINARY:
             messages.append(bytes(payload))
         elif opcode == _PING:
-            self._push(self._frame(_PONG, bytes(payload)))
+            self._pong(self._frame(_PONG, bytes(payload)))
 
     def _keep(self, buf: bytes, pos: int) -> bytes:
         self._buffer = bytes(buf[pos:]) if pos < len(buf) else b""
@@ -385,7 +404,7 @@ class WebSocketCore:
                     self._size = 0
             elif isinstance(event, Ping):
                 if self.is_open:
-                    self._push(self.ws.send(event.response()))
+                    self._pong(self.ws.send(event.response()))
             elif isinstance(event, CloseConnection):
                 if self.close_code is None:
                     self.close_code = event.code

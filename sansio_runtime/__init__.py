@@ -28,8 +28,12 @@ from ._events import (
 )
 from ._host import (
     CLIENT_TRANSITIONS,
+    DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+    DEFAULT_MAX_BATCH_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    MAX_NAME_LENGTH,
     ClientKind,
     ClientNameInUse,
     ClientState,
@@ -52,8 +56,12 @@ from ._worker import PayloadTooLargeError, WorkerEngine
 
 __all__ = [
     "CLIENT_TRANSITIONS",
+    "DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION",
+    "DEFAULT_MAX_BATCH_LENGTH",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_PENDING_CALLS",
+    "DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "MAX_NAME_LENGTH",
     "AgentRef",
     "CallFailed",
     "CallSucceeded",

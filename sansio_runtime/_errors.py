@@ -51,6 +51,13 @@ class ErrorCode(IntEnum):
     AGENT_NOT_FOUND = -32014
     """The target worker hosts the type but could not create or find the agent (worker side)."""
 
+    BATCH_TOO_LARGE = -32018
+    """A batch has more entries than the host accepts in one message; none of them was processed."""
+    TOO_MANY_AGENT_TYPES = -32019
+    """The connection already registered the most agent types one connection may register."""
+    TOO_MANY_SUBSCRIPTIONS = -32020
+    """The connection already added the most subscriptions one connection may add."""
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes the host uses (RFC 6455 section 7.4 plus the protocol's 4xxx codes)."""

@@ -93,7 +93,12 @@ class RequestFailed:
 
 @dataclass(frozen=True, slots=True)
 class IncomingCall:
-    """The host asks one of our agents to handle a message; answer with ``respond``/``respond_error``."""
+    """The host asks one of our agents to handle a message; answer with ``respond``/``respond_error``.
+
+    ``call_id`` is the host's id for the call, unique only on the connection that delivered it;
+    ``epoch`` names that connection (:attr:`WorkerEngine.epoch`). Pass both back when answering:
+    an answer for a connection that is gone is dropped, never matched to a newer call.
+    """
 
     call_id: int | str
     target: AgentRef
@@ -101,13 +106,19 @@ class IncomingCall:
     payload: Payload
     metadata: Mapping[str, str]
     timeout_ms: int | None
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
 class IncomingCallCancelled:
-    """The caller gave up on ``call_id``: cancel its handler. Answering it is no longer needed."""
+    """Call ``call_id`` of connection ``epoch`` is over: cancel its handler; its answer is not needed.
+
+    Either the caller gave up (``$/cancelRequest``) or the connection that delivered the call was
+    lost (``WorkerEngine.connection_lost``): the host has already answered the caller.
+    """
 
     call_id: int | str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

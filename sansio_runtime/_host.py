@@ -32,6 +32,11 @@ from ._wire import RequestId, SubscriptionSpec
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_PENDING_CALLS = 10_000
+DEFAULT_MAX_BATCH_LENGTH = 1_000
+DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION = 10_000
+DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 50_000
+MAX_NAME_LENGTH = 1024
+"""Most characters in a name the host keeps: an agent type, a subscription id, a topic type or prefix."""
 _ROUTE_CACHE_SIZE = 4096
 _T = TypeVar("_T")
 
@@ -103,8 +108,9 @@ class _Client:
     subscriptions: set[str] = field(default_factory=set)
     outgoing: dict[RequestId, int] = field(default_factory=dict)  # caller's id -> host id
     incoming: set[int] = field(default_factory=set)  # host ids of calls this client must answer
-    # One-shot clients only: replies gathered for the HTTP response, and calls still out.
+    # One-shot clients only: replies gathered for the HTTP response (and their bytes), and calls still out.
     replies: list[bytes] = field(default_factory=list)
+    reply_bytes: int = 0
     awaiting: int = 0
     batch: bool = False
 
@@ -143,13 +149,31 @@ class HostEngine:
         *,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS,
+        max_batch_length: int = DEFAULT_MAX_BATCH_LENGTH,
+        max_agent_types_per_connection: int = DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        max_subscriptions_per_connection: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     ) -> None:
-        if max_message_size <= 0 or max_pending_calls <= 0:
+        limits = (
+            max_message_size,
+            max_pending_calls,
+            max_batch_length,
+            max_agent_types_per_connection,
+            max_subscriptions_per_connection,
+        )
+        if min(limits) <= 0:
             raise ValueError("limits must be positive")
         self.max_message_size = max_message_size
-        """Largest frame accepted, in bytes; larger ones close the connection with 1009."""
+        """Largest frame accepted, in bytes; larger ones close the connection with 1009. Also the
+        most the answer to one frame (or one ``/v1/rpc`` body) may take: answers that would not
+        fit are replaced by PAYLOAD_TOO_LARGE errors."""
         self.max_pending_calls = max_pending_calls
         """Most calls one client may have in flight; more are refused with TOO_MANY_PENDING_CALLS."""
+        self.max_batch_length = max_batch_length
+        """Most entries in one batch; a longer batch is refused whole with BATCH_TOO_LARGE."""
+        self.max_agent_types_per_connection = max_agent_types_per_connection
+        """Most agent types one connection may register; more are refused with TOO_MANY_AGENT_TYPES."""
+        self.max_subscriptions_per_connection = max_subscriptions_per_connection
+        """Most subscriptions one connection may add; more are refused with TOO_MANY_SUBSCRIPTIONS."""
         self.stats = HostStats()
         self._clients: dict[ClientId, _Client] = {}
         self._names: dict[str, ClientId] = {}
@@ -233,26 +257,41 @@ class HostEngine:
                 if not frame:
                     replies.append(self._error(None, ErrorCode.INVALID_REQUEST, "empty batch"))
                     is_batch = False
+                elif len(frame) > self.max_batch_length:
+                    refusal = (
+                        f"a batch of {len(frame)} messages is over the limit of {self.max_batch_length}: "
+                        "nothing in it was processed; send smaller batches"
+                    )
+                    replies.append(self._error(None, ErrorCode.BATCH_TOO_LARGE, refusal))
+                    is_batch = False
+                    frame = []
+                used = 2  # the answer's brackets
                 for item in frame:
                     try:
                         message = wire.MESSAGE_DECODER.decode(item)
                     except msgspec.ValidationError as exc:
-                        replies.append(
-                            self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}")
+                        answer: bytes | None = self._error(
+                            None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"
                         )
+                        answer_id: RequestId | UnsetType | None = None
+                    else:
+                        answer = self._dispatch(c, message, now, out)
+                        answer_id = message.id
+                    if answer is None:
                         continue
-                    reply = self._dispatch(c, message, now, out)
-                    if reply is not None:
-                        replies.append(reply)
-            else:
-                reply = self._dispatch(c, frame, now, out)
-                if reply is not None:
+                    reply = self._fit(answer, answer_id, used)
+                    used += len(reply) + 1
                     replies.append(reply)
+            else:
+                single = self._dispatch(c, frame, now, out)
+                if single is not None:
+                    replies.append(self._fit(single, frame.id, 0))
         if c.kind is ClientKind.ONE_SHOT:
             if c.state is ClientState.OPEN:
                 c.move_to(ClientState.ANSWERING)
                 c.batch = is_batch
                 c.replies.extend(replies)
+                c.reply_bytes = sum(len(r) + 1 for r in replies)
                 self._finish_one_shot_if_done(c, out)
         elif replies:
             if is_batch:
@@ -289,6 +328,7 @@ class HostEngine:
             self._send_cancel(pending.target, host_id, out)
             self._reply_to(
                 caller,
+                pending.caller_request_id,
                 self._error(pending.caller_request_id, ErrorCode.DEADLINE_EXCEEDED, "the call's timeout_ms ran out"),
                 out,
             )
@@ -392,7 +432,7 @@ class HostEngine:
                     ErrorCode.INTERNAL_ERROR,
                     "the target answered with a malformed error object",
                 )
-        self._reply_to(caller, frame, out)
+        self._reply_to(caller, pending.caller_request_id, frame, out)
 
     # ------------------------------------------------------------------ methods
 
@@ -459,7 +499,7 @@ class HostEngine:
             self._deadlines.discard(host_id)
             self._clients[pending.target].incoming.discard(host_id)
             self._send_cancel(pending.target, host_id, out)
-            self._reply_to(c, self._error(cancel.id, ErrorCode.CANCELLED, "cancelled by the caller"), out)
+            self._reply_to(c, cancel.id, self._error(cancel.id, ErrorCode.CANCELLED, "cancelled by the caller"), out)
         return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
 
     def _register_agent(
@@ -468,11 +508,18 @@ class HostEngine:
         agent_type = _decode(wire.REGISTER_AGENT_DECODER, params).type
         if not agent_type:
             raise _Reject(ErrorCode.INVALID_PARAMS, "type must be a non-empty string")
+        _check_name_lengths(agent_type)
         owner = self._agent_types.get(agent_type)
         if owner is not None:
             whose = "this connection" if owner == c.id else "another worker"
             raise _Reject(
                 ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}"
+            )
+        if len(c.agent_types) >= self.max_agent_types_per_connection:
+            raise _Reject(
+                ErrorCode.TOO_MANY_AGENT_TYPES,
+                f"this connection already has {len(c.agent_types)} agent types, the most one connection may "
+                "register: unregister some, or raise the host's max_agent_types_per_connection",
             )
         self._agent_types[agent_type] = c.id
         c.agent_types.add(agent_type)
@@ -499,9 +546,17 @@ class HostEngine:
         spec = _decode(wire.ADD_SUBSCRIPTION_DECODER, params).subscription
         if not spec.id or not spec.agent_type:
             raise _Reject(ErrorCode.INVALID_PARAMS, "subscription id and agent_type must be non-empty")
+        topic = spec.topic_type if isinstance(spec, wire.TypeSubscriptionSpec) else spec.topic_type_prefix
+        _check_name_lengths(spec.id, spec.agent_type, topic)
         existing = self._subscriptions.find_equal(spec)
         if existing is not None:
             raise _Reject(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS, f"subscription {existing!r} already exists")
+        if len(c.subscriptions) >= self.max_subscriptions_per_connection:
+            raise _Reject(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                f"this connection already has {len(c.subscriptions)} subscriptions, the most one connection may "
+                "add: remove some, or raise the host's max_subscriptions_per_connection",
+            )
         self._subscriptions.add(spec)
         self._subscription_owner[spec.id] = c.id
         c.subscriptions.add(spec.id)
@@ -556,16 +611,32 @@ class HostEngine:
         if t is not None and t.state is ClientState.OPEN:
             out.append(Send(target, wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(host_id))))
 
-    def _reply_to(self, caller: _Client, frame: bytes, out: list[HostOutput]) -> None:
-        """Deliver a reply to a call ``caller`` made (a one-shot client gathers them)."""
+    def _reply_to(self, caller: _Client, request_id: RequestId, frame: bytes, out: list[HostOutput]) -> None:
+        """Deliver the reply to call ``request_id`` of ``caller`` (a one-shot client gathers them,
+        within ``max_message_size`` for the whole HTTP answer)."""
         if caller.state is ClientState.CLOSING:
             return
         if caller.kind is ClientKind.CHANNEL:
             out.append(Send(caller.id, frame))
             return
+        frame = self._fit(frame, request_id, caller.reply_bytes)
         caller.replies.append(frame)
+        caller.reply_bytes += len(frame) + 1
         caller.awaiting -= 1
         self._finish_one_shot_if_done(caller, out)
+
+    def _fit(self, reply: bytes, request_id: RequestId | UnsetType | None, used: int) -> bytes:
+        """``reply``, or a short PAYLOAD_TOO_LARGE error in its place if the answer it goes into
+        (``used`` bytes so far) would pass ``max_message_size`` with it."""
+        if used + len(reply) <= self.max_message_size:
+            return reply
+        message = (
+            f"the answer ({len(reply)} bytes) would make the reply exceed the message size limit of "
+            f"{self.max_message_size} bytes: ask for less in one message"
+        )
+        return self._error(
+            None if isinstance(request_id, UnsetType) else request_id, ErrorCode.PAYLOAD_TOO_LARGE, message
+        )
 
     def _finish_one_shot_if_done(self, c: _Client, out: list[HostOutput]) -> None:
         if c.state is not ClientState.ANSWERING or c.awaiting:
@@ -607,12 +678,19 @@ class HostEngine:
             del caller.outgoing[pending.caller_request_id]
             self._reply_to(
                 caller,
+                pending.caller_request_id,
                 self._error(
                     pending.caller_request_id, ErrorCode.TARGET_DISCONNECTED, "the worker hosting the target went away"
                 ),
                 out,
             )
         c.incoming.clear()
+
+
+def _check_name_lengths(*names: str) -> None:
+    for name in names:
+        if len(name) > MAX_NAME_LENGTH:
+            raise _Reject(ErrorCode.INVALID_PARAMS, f"names are at most {MAX_NAME_LENGTH} characters, not {len(name)}")
 
 
 def _decode(decoder: msgspec.json.Decoder[_T], params: Raw | UnsetType) -> _T:

@@ -5,6 +5,12 @@ Commands (:meth:`WorkerEngine.call`, :meth:`~WorkerEngine.publish`, :meth:`~Work
 aioquic do; frames from the host go into :meth:`~WorkerEngine.receive`, which returns events.
 The engine numbers its own requests, correlates answers, tracks the calls the host asked it to
 handle, and enforces local deadlines given with ``timeout`` (time is passed in, never read).
+
+One engine serves a worker's successive connections. Each connection is an **epoch**
+(:attr:`WorkerEngine.epoch`, counting up from 0 at every :meth:`~WorkerEngine.connection_lost`).
+The host numbers the calls it sends per connection (a restarted host starts again from 1), so an
+incoming call is known by its epoch and the host's id together: an answer given for an epoch that
+is over is dropped, and can never settle a newer call that happens to have the same id.
 """
 
 from __future__ import annotations
@@ -59,7 +65,9 @@ class WorkerEngine:
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
         self._requests: dict[int, _Kind] = {}
-        self._incoming: set[RequestId] = set()
+        # Calls of the current epoch still to be answered (a dict: insertion-ordered, so deterministic).
+        self._incoming: dict[RequestId, None] = {}
+        self._epoch = 0
         self._deadlines: DeadlineHeap[int] = DeadlineHeap()
 
     # ------------------------------------------------------------------ outgoing
@@ -167,19 +175,28 @@ class WorkerEngine:
         )
         self._queue(wire.notification(wire.AGENT_PUBLISH, event))
 
-    def respond(self, call_id: RequestId, payload: Payload, *, metadata: Mapping[str, str] | None = None) -> None:
-        """Answer an :class:`IncomingCall`. Does nothing if the call was cancelled meanwhile.
+    @property
+    def epoch(self) -> int:
+        """The number of the current connection: 0 at first, one more after each :meth:`connection_lost`."""
+        return self._epoch
 
-        A result too large for ``max_message_size`` (or declared JSON but not JSON) is answered
-        with an error instead, so the caller always hears back.
+    def respond(
+        self, call_id: RequestId, payload: Payload, *, epoch: int, metadata: Mapping[str, str] | None = None
+    ) -> bool:
+        """Answer the :class:`IncomingCall` ``call_id`` of connection ``epoch``.
+
+        Returns False, and queues nothing, if the call is not waiting for an answer any more: it
+        was cancelled or answered already, or its connection is gone (``epoch`` is not the
+        current one). A result too large for ``max_message_size`` (or declared JSON but not
+        JSON) is answered with an error instead, so the caller always hears back.
         """
-        if not self._settle_incoming(call_id):
-            return
+        if not self._settle_incoming(call_id, epoch):
+            return False
         try:
             data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
         except wire.PayloadEncodingError as exc:
             self._queue(wire.error_response(call_id, ErrorCode.INTERNAL_ERROR, str(exc)))
-            return
+            return True
         result = wire.CallResult(
             data_type=payload.data_type,
             data_content_type=payload.data_content_type,
@@ -195,11 +212,17 @@ class WorkerEngine:
                 f"the result is {len(frame)} bytes, over the limit of {self.max_message_size}",
             )
         self._outbox.append(frame)
+        return True
 
-    def respond_error(self, call_id: RequestId, code: int, message: str, *, exception_type: str | None = None) -> None:
-        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``)."""
-        if not self._settle_incoming(call_id):
-            return
+    def respond_error(
+        self, call_id: RequestId, code: int, message: str, *, epoch: int, exception_type: str | None = None
+    ) -> bool:
+        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``).
+
+        Returns False, and queues nothing, in the same cases as :meth:`respond`.
+        """
+        if not self._settle_incoming(call_id, epoch):
+            return False
         data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
         frame = wire.error_response(call_id, code, message, data)
         if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back
@@ -209,6 +232,7 @@ class WorkerEngine:
                 f"the error is {len(frame)} bytes, over the limit of {self.max_message_size}",
             )
         self._outbox.append(frame)
+        return True
 
     # ------------------------------------------------------------------ incoming
 
@@ -254,18 +278,22 @@ class WorkerEngine:
         return self._deadlines.next_deadline()
 
     def connection_lost(self) -> list[WorkerEvent]:
-        """The connection is gone: every request of ours fails with CONNECTION_LOST, incoming calls are dropped.
+        """The connection is gone: every request of ours fails with CONNECTION_LOST, and every call
+        we were handling ends with :class:`IncomingCallCancelled` (the host has failed it at its caller).
 
-        The engine can then be reused on a new connection (request ids keep counting up).
+        The engine can then be reused on a new connection: request ids keep counting up, and the
+        :attr:`epoch` moves on, so answers still coming from the lost connection's handlers are dropped.
         """
         error = RpcError(ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
         events: list[WorkerEvent] = [
             CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error)
             for rid, kind in self._requests.items()
         ]
+        events.extend(IncomingCallCancelled(call_id, self._epoch) for call_id in self._incoming)
         self._requests.clear()
         self._deadlines = DeadlineHeap()
-        self._incoming.clear()
+        self._incoming = {}
+        self._epoch += 1
         self._outbox.clear()
         return events
 
@@ -276,7 +304,7 @@ class WorkerEngine:
 
     @property
     def incoming_calls(self) -> frozenset[RequestId]:
-        """Calls the host asked us to handle that are not answered or cancelled yet."""
+        """Calls of the current connection the host asked us to handle, not answered or cancelled yet."""
         return frozenset(self._incoming)
 
     # ------------------------------------------------------------------ internals
@@ -298,9 +326,9 @@ class WorkerEngine:
         if len(frame) <= self.max_message_size:
             self._outbox.append(frame)
 
-    def _settle_incoming(self, call_id: RequestId) -> bool:
-        if call_id in self._incoming:
-            self._incoming.discard(call_id)
+    def _settle_incoming(self, call_id: RequestId, epoch: int) -> bool:
+        if epoch == self._epoch and call_id in self._incoming:
+            del self._incoming[call_id]
             return True
         return False
 
@@ -316,8 +344,8 @@ class WorkerEngine:
                 cancel = wire.CANCEL_DECODER.decode(m.params) if not isinstance(m.params, UnsetType) else None
             except (msgspec.ValidationError, RecursionError):
                 cancel = None
-            if cancel is not None and self._settle_incoming(cancel.id):
-                events.append(IncomingCallCancelled(cancel.id))
+            if cancel is not None and self._settle_incoming(cancel.id, self._epoch):
+                events.append(IncomingCallCancelled(cancel.id, self._epoch))
         elif not isinstance(m.id, UnsetType) and m.id is not None:
             self._reply(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method[:100]!r}"))
 
@@ -381,7 +409,7 @@ class WorkerEngine:
             message = f"call id {call_id!r} is already in use"
             self._reply(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, message))
             return
-        self._incoming.add(call_id)
+        self._incoming[call_id] = None
         events.append(
             IncomingCall(
                 call_id=call_id,
@@ -390,6 +418,7 @@ class WorkerEngine:
                 payload=Payload(params.data_type, params.data_content_type, data),
                 metadata=_EMPTY if isinstance(params.metadata, UnsetType) else params.metadata,
                 timeout_ms=None if isinstance(params.timeout_ms, UnsetType) else params.timeout_ms,
+                epoch=self._epoch,
             )
         )
 

@@ -230,7 +230,7 @@ def test_two_callers_with_the_same_id_get_their_own_replies(host: HostEngine) ->
     assert len(calls) == 2 and calls[0].call_id != calls[1].call_id
     # answer in the opposite order, echoing the key back
     for c in reversed(calls):
-        wt.respond(c.call_id, Payload("str", JSON, json.dumps(c.target.key).encode()))
+        wt.respond(c.call_id, Payload("str", JSON, json.dumps(c.target.key).encode()), epoch=c.epoch)
     got = net.pump()
     assert got[0] == [CallSucceeded(1, Payload("str", JSON, b'"a"'), {})]
     assert got[1] == [CallSucceeded(1, Payload("str", JSON, b'"b"'), {})]
@@ -315,7 +315,7 @@ def test_base64_call_forwarded(host: HostEngine) -> None:
     assert isinstance(call, IncomingCall) and call.payload == Payload(
         "bytes", "application/octet-stream", b"\x00\xff\x10"
     )
-    net.workers[1].respond(call.call_id, Payload("bytes", "application/octet-stream", b"\xfe\x00"))
+    net.workers[1].respond(call.call_id, Payload("bytes", "application/octet-stream", b"\xfe\x00"), epoch=call.epoch)
     assert net.pump()[0] == [CallSucceeded(rid, Payload("bytes", "application/octet-stream", b"\xfe\x00"), {})]
 
 
@@ -447,8 +447,8 @@ def test_cancel_through_workers() -> None:
     assert isinstance(call, IncomingCall)
     assert w0.cancel_call(rid) is True
     got = net.pump()
-    assert got == [[], [IncomingCallCancelled(call.call_id)]]  # caller hears nothing more
-    w1.respond(call.call_id, Payload("str", JSON, b"2"))
+    assert got == [[], [IncomingCallCancelled(call.call_id, call.epoch)]]  # caller hears nothing more
+    w1.respond(call.call_id, Payload("str", JSON, b"2"), epoch=call.epoch)
     assert w1.data_to_send() == []
 
 
@@ -495,7 +495,7 @@ def test_deadline_through_workers() -> None:
     assert net.host.next_deadline() == 0.25 and w0.next_deadline() == 0.25
     got = net.timer(0.25)
     assert got[0] == [CallFailed(rid, got[0][0].error)] and got[0][0].error.code == ErrorCode.DEADLINE_EXCEEDED  # type: ignore[union-attr]
-    assert got[1] == [IncomingCallCancelled(call.call_id)]
+    assert got[1] == [IncomingCallCancelled(call.call_id, call.epoch)]
     assert net.host.pending_calls() == [] and w0.pending_requests == 0 and w1.incoming_calls == frozenset()
 
 
@@ -1142,7 +1142,7 @@ def test_null_data_is_a_present_json_payload() -> None:
     rid = w0.call(AgentRef("echo", "k"), Payload("NoneType", JSON, b"null"), now=0)
     [call] = net.pump()[1]
     assert isinstance(call, IncomingCall) and call.payload == Payload("NoneType", JSON, b"null")
-    w1.respond(call.call_id, Payload("NoneType", JSON, b"null"))
+    w1.respond(call.call_id, Payload("NoneType", JSON, b"null"), epoch=call.epoch)
     assert net.pump()[0] == [CallSucceeded(rid, Payload("NoneType", JSON, b"null"), {})]
     w0.publish(topic_type="t", topic_source="s", payload=Payload("NoneType", JSON, b"null"), event_id="e")
     [ev] = net.pump()[1]

@@ -272,7 +272,7 @@ def test_handler_error_end_to_end() -> None:
     rid = w0.call(AgentRef("echo", "k"), Payload("M", JSON, b"1"), now=0)
     [call] = net.pump()[1]
     assert isinstance(call, IncomingCall)
-    w1.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "bad input", exception_type="ValueError")
+    w1.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "bad input", epoch=call.epoch, exception_type="ValueError")
     [ev] = net.pump()[0]
     assert isinstance(ev, CallFailed) and ev.request_id == rid and ev.error.code == -32004
     assert ev.error.message == "bad input"
@@ -309,6 +309,7 @@ def test_incoming_call_event() -> None:
         payload=Payload("str", JSON, b'{"a": [1]}'),
         metadata={"m": "v"},
         timeout_ms=250,
+        epoch=0,
     )
     assert w.incoming_calls == frozenset({17})
 
@@ -320,15 +321,15 @@ def test_incoming_call_defaults_and_base64() -> None:
         b'"data_type":"B","data_content_type":"application/octet-stream","data_base64":"AP8="}}',
         0,
     )
-    assert ev == IncomingCall("c", AgentRef("t", "k"), None, Payload("B", BIN, b"\x00\xff"), {}, None)
+    assert ev == IncomingCall("c", AgentRef("t", "k"), None, Payload("B", BIN, b"\x00\xff"), {}, None, 0)
 
 
 def test_respond_exact_frames() -> None:
     w = WorkerEngine()
     incoming_call(w, 17)
     incoming_call(w, 18)
-    w.respond(17, Payload("R", JSON, b'{ "ok" : true }'), metadata={"k": "v"})
-    w.respond(18, Payload("R", BIN, b"\x00"))
+    w.respond(17, Payload("R", JSON, b'{ "ok" : true }'), epoch=0, metadata={"k": "v"})
+    w.respond(18, Payload("R", BIN, b"\x00"), epoch=0)
     assert w.data_to_send() == [
         b'{"jsonrpc":"2.0","id":17,"result":{"data_type":"R","data_content_type":"application/json",'
         b'"data":{ "ok" : true },"metadata":{"k":"v"}}}',
@@ -336,7 +337,7 @@ def test_respond_exact_frames() -> None:
         b'"data_base64":"AA=="}}',
     ]
     assert w.incoming_calls == frozenset()
-    w.respond(17, Payload("R", JSON, b"1"))  # already answered: nothing
+    w.respond(17, Payload("R", JSON, b"1"), epoch=0)  # already answered: nothing
     assert w.data_to_send() == []
 
 
@@ -344,8 +345,8 @@ def test_respond_error_frames() -> None:
     w = WorkerEngine()
     incoming_call(w, 1)
     incoming_call(w, 2)
-    w.respond_error(1, ErrorCode.HANDLER_ERROR, "boom", exception_type="ValueError")
-    w.respond_error(2, ErrorCode.AGENT_NOT_FOUND, "no agent")
+    w.respond_error(1, ErrorCode.HANDLER_ERROR, "boom", exception_type="ValueError", epoch=0)
+    w.respond_error(2, ErrorCode.AGENT_NOT_FOUND, "no agent", epoch=0)
     assert w.data_to_send() == [
         b'{"jsonrpc":"2.0","id":1,"error":{"code":-32004,"message":"boom",'
         b'"data":{"exception_type":"ValueError","message":"boom"}}}',
@@ -356,10 +357,12 @@ def test_respond_error_frames() -> None:
 def test_respond_after_cancel_queues_nothing() -> None:
     w = WorkerEngine()
     incoming_call(w, 5)
-    assert w.receive(b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}', 0) == [IncomingCallCancelled(5)]
+    assert w.receive(b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}', 0) == [
+        IncomingCallCancelled(5, 0)
+    ]
     assert w.incoming_calls == frozenset()
-    w.respond(5, Payload("R", JSON, b"1"))
-    w.respond_error(5, -32004, "x")
+    w.respond(5, Payload("R", JSON, b"1"), epoch=0)
+    w.respond_error(5, -32004, "x", epoch=0)
     assert w.data_to_send() == []
     # a second cancel, or one for an unknown call, yields nothing
     assert w.receive(b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}', 0) == []
@@ -371,7 +374,7 @@ def test_respond_after_cancel_queues_nothing() -> None:
 def test_respond_oversized_result_becomes_payload_too_large_error() -> None:
     w = WorkerEngine(max_message_size=300)
     incoming_call(w, 9)
-    w.respond(9, Payload("R", BIN, b"x" * 300))
+    w.respond(9, Payload("R", BIN, b"x" * 300), epoch=0)
     [frame] = w.data_to_send()
     msg = json.loads(frame)
     assert msg["id"] == 9 and msg["error"]["code"] == ErrorCode.PAYLOAD_TOO_LARGE == -32008
@@ -383,8 +386,8 @@ def test_respond_with_invalid_json_becomes_internal_error() -> None:
     w = WorkerEngine()
     incoming_call(w, 1)
     incoming_call(w, 2)
-    w.respond(1, Payload("R", JSON, b"{nope"))
-    w.respond(2, Payload("R", JSON, b'"\xff"'))  # not UTF-8: must still be answered, not raise
+    w.respond(1, Payload("R", JSON, b"{nope"), epoch=0)
+    w.respond(2, Payload("R", JSON, b'"\xff"'), epoch=0)  # not UTF-8: must still be answered, not raise
     msgs = frames(w)
     assert [(m["id"], m["error"]["code"]) for m in msgs] == [
         (1, ErrorCode.INTERNAL_ERROR),
@@ -632,14 +635,20 @@ def test_connection_lost_fails_everything() -> None:
     w.publish(topic_type="t", topic_source="s", payload=Payload("M", JSON, b"1"), event_id="e")  # unsent
     evs = w.connection_lost()
     lost = RpcError(ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
-    assert evs == [RequestFailed(reg, lost), CallFailed(c1, lost), RequestFailed(sub, lost)]
+    assert evs == [
+        RequestFailed(reg, lost),
+        CallFailed(c1, lost),
+        RequestFailed(sub, lost),
+        IncomingCallCancelled(99, 0),
+    ]
     assert lost.code == -32013
+    assert w.epoch == 1
     assert w.pending_requests == 0
     assert w.incoming_calls == frozenset()
     assert w.next_deadline() is None
     assert w.handle_timer(100) == []
     assert w.data_to_send() == []
-    w.respond(99, Payload("R", JSON, b"1"))  # the dropped incoming call can no longer be answered
+    w.respond(99, Payload("R", JSON, b"1"), epoch=0)  # the dropped incoming call can no longer be answered
     assert w.data_to_send() == []
     # reusable: ids keep counting up
     assert w.register_agent("a") == 4
@@ -657,14 +666,32 @@ def test_connection_lost_through_network() -> None:
     got = net.disconnect(1)
     assert [type(e) for e in got[0]] == [CallFailed]
     assert got[0][0].request_id == rid and got[0][0].error.code == ErrorCode.TARGET_DISCONNECTED  # type: ignore[union-attr]
-    assert got[1] == []  # nothing was pending on w1's side
+    assert got[1] == [IncomingCallCancelled(call.call_id, 0)]  # the call it was handling is over
+
+
+def test_an_answer_from_a_lost_connection_never_settles_a_new_call_with_the_same_id() -> None:
+    """A restarted host numbers its calls from 1 again: answers are tied to the connection's epoch."""
+    w = WorkerEngine()
+    incoming_call(w, 1)
+    incoming_call(w, 2)
+    assert w.connection_lost() == [IncomingCallCancelled(1, 0), IncomingCallCancelled(2, 0)]
+    new = incoming_call(w, 1)  # the new host's call 1: not "already in use"
+    assert isinstance(new, IncomingCall) and new.epoch == w.epoch == 1
+    assert w.respond(1, Payload("R", JSON, b'"old"'), epoch=0) is False  # the old handler finishes late
+    assert w.respond_error(2, ErrorCode.HANDLER_ERROR, "late", epoch=0) is False
+    assert w.data_to_send() == []
+    assert w.incoming_calls == frozenset({1})
+    assert w.respond(1, Payload("R", JSON, b'"new"'), epoch=1) is True
+    [m] = frames(w)
+    assert m["id"] == 1 and m["result"]["data"] == "new"
+    assert w.respond(1, Payload("R", JSON, b'"again"'), epoch=1) is False
 
 
 def test_respond_error_oversized_still_answers() -> None:
     """An error answer too large to send (a huge exception message) must still answer the call."""
     w = WorkerEngine(max_message_size=300)
     incoming_call(w, 4)
-    w.respond_error(4, ErrorCode.HANDLER_ERROR, "x" * 400, exception_type="ValueError")
+    w.respond_error(4, ErrorCode.HANDLER_ERROR, "x" * 400, exception_type="ValueError", epoch=0)
     [m] = frames(w)
     assert m["id"] == 4 and m["error"]["code"] == ErrorCode.PAYLOAD_TOO_LARGE
     assert "data" not in m["error"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,24 @@ async def http_exchange(port: int, raw: bytes, timeout: float = 5.0) -> bytes:
             except (anyio.EndOfStream, anyio.BrokenResourceError):
                 pass
     return b"".join(chunks)
+
+
+def closed_by_host(sock: socket.socket) -> bool:
+    """Whether the host closed or reset this connection, seen without reading from it (TCP_INFO):
+    TCP_CLOSE after a reset, TCP_CLOSE_WAIT after the host's FIN."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (7, 8)
+
+
+def agent_types_at(port: int) -> int:
+    """How many agent types the host at ``port`` has registered (its /healthz), -1 if it does not answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/healthz")
+        return int(json.loads(connection.getresponse().read())["agent_types"])
+    except OSError:
+        return -1
+    finally:
+        connection.close()
 
 
 def status_of(response: bytes) -> int:
@@ -59,6 +79,7 @@ class RawChannel:
     ws: WSConnection
     closed_with: int | None = None
     inbox: list[Any] = field(default_factory=list)
+    partial: list[str] = field(default_factory=list)  # the fragments of a message still arriving
 
     async def send_text(self, text: str) -> None:
         await self.stream.send(self.ws.send(Message(data=text)))
@@ -92,7 +113,10 @@ class RawChannel:
         self.ws.receive_data(data)
         for event in self.ws.events():
             if isinstance(event, TextMessage):
-                self.inbox.append(json.loads(event.data))
+                self.partial.append(event.data)
+                if event.message_finished:
+                    self.inbox.append(json.loads("".join(self.partial)))
+                    self.partial.clear()
             elif isinstance(event, CloseConnection):
                 self.closed_with = event.code
                 try:

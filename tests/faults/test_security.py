@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 import ssl
 import tracemalloc
 from collections.abc import Iterator
@@ -99,6 +100,31 @@ async def test_tls_on_both_sides(worker: WorkerFactory, certificate_authority: t
         await server.stop(grace=1)
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_tls_handshakes_keep_to_the_head_timeout(
+    worker: WorkerFactory, certificate_authority: trustme.CA, tmp_path: pathlib.Path, backend: str
+) -> None:
+    """Both drivers give a TLS handshake no more than the request head timeout."""
+    from ._host_process import host_process
+
+    cert = certificate_authority.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    client_context = ssl.create_default_context()
+    certificate_authority.configure_trust(client_context)
+    tls = ("--certfile", str(tmp_path / "cert.pem"), "--keyfile", str(tmp_path / "key.pem"))
+    with host_process(*tls, "--request-head-timeout", "1", backend=backend) as host:
+        address = f"wss://127.0.0.1:{host.port}"
+        await worker(address, ssl_context=client_context, echo="echo", keepalive_interval=None)
+        caller = await worker(address, ssl_context=client_context, keepalive_interval=None)
+        # A client that opens a socket and never starts the handshake is dropped after the head timeout.
+        async with await anyio.connect_tcp("127.0.0.1", host.port) as silent:
+            with anyio.fail_after(5):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await silent.receive()
+        assert await caller.send_message(Text("secret"), AgentId("echo", "k")) == Text("SECRET")
+
+
 async def test_a_reader_that_never_reads_is_cut_off_with_bounded_memory(worker: WorkerFactory) -> None:
     """A worker that stops reading is disconnected instead of growing the host's memory."""
     limit = 1024 * 1024
@@ -145,3 +171,85 @@ async def test_a_reader_that_never_reads_is_cut_off_with_bounded_memory(worker: 
         await stalled.aclose()
     finally:
         await server.stop(grace=1)
+
+
+# ------------------------------------------------------------------ HTTP and auth edge cases
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+async def test_transfer_encoding_with_content_length_is_refused_and_nothing_more_is_read(backend: str) -> None:
+    """RFC 9112 section 6.1: the classic request-smuggling shape. One 400, then the connection is closed."""
+    from ._host_process import host_process
+
+    smuggled = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw = (
+        b"POST /v1/rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(5 + len(smuggled)).encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n" + smuggled
+    )
+    with host_process(backend=backend) as host:
+        response = await http_exchange(host.port, raw, timeout=5)
+    assert status_of(response) == 400
+    assert b"Transfer-Encoding and Content-Length" in response
+    assert response.count(b"HTTP/1.1 ") == 1, response  # the smuggled request was never served
+
+
+async def test_an_empty_token_is_refused_at_construction() -> None:
+    import subprocess
+    import sys
+
+    from io_backends import HttpWorkerAgentRuntime
+
+    for make in (
+        lambda: HttpAgentService(auth_token=""),
+        lambda: HttpAgentServer(port=0, auth_token=" "),
+        lambda: HttpWorkerAgentRuntime("127.0.0.1:1", auth_token=""),
+    ):
+        with pytest.raises(ValueError, match="auth_token must not be empty"):
+            make()
+    cli = subprocess.run(
+        [sys.executable, "-m", "io_backends", "--port", "0", "--auth-token", ""],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cli.returncode == 2 and "auth_token must not be empty" in cli.stderr, cli.stderr
+
+
+async def test_a_bearer_header_with_an_empty_token_never_authenticates() -> None:
+    server = HttpAgentServer(port=0, auth_token="s3cret")
+    server.start()
+    try:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "runtime.get_subscriptions"}).encode()
+        for value in (b"Bearer", b"Bearer ", b"Bearer    ", b"bearer\t", b"Basic s3cret", b"Bearer s3cret2"):
+            request = rpc_request(body, extra=b"Authorization: " + value + b"\r\n")
+            assert status_of(await http_exchange(server.port, request)) == 401, value
+        channel = b"GET /v1/channel HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        channel += b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        assert status_of(await http_exchange(server.port, channel + b"Authorization: Bearer \r\n\r\n")) == 401
+        padded = rpc_request(body, extra=b"Authorization: Bearer  s3cret \r\n")
+        assert status_of(await http_exchange(server.port, padded)) == 200
+    finally:
+        await server.stop(grace=1)
+
+
+async def test_a_token_without_tls_off_loopback_is_warned_about_at_start_up(
+    caplog: pytest.LogCaptureFixture, certificate_authority: trustme.CA
+) -> None:
+    """192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes, then the bind fails."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="io_backends.server")
+    with pytest.raises(OSError):
+        HttpAgentServer("192.0.2.1", port=0, auth_token="s3cret").start()
+    [warning] = [r for r in caplog.records if "clear text" in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "192.0.2.1" in warning.getMessage()
+    caplog.clear()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate_authority.issue_cert("localhost").configure_cert(context)
+    with pytest.raises(OSError):  # with TLS: no warning
+        HttpAgentServer("192.0.2.1", port=0, auth_token="s3cret", ssl_context=context).start()
+    loopback = HttpAgentServer("127.0.0.1", port=0, auth_token="s3cret")  # on loopback: no warning
+    loopback.start()
+    await loopback.stop(grace=1)
+    assert not [r for r in caplog.records if "clear text" in r.getMessage()]
