@@ -1030,7 +1030,10 @@ class HostMachine(RuleBasedStateMachine):
 
     def send_item(self, client: ClientId, item: Item, as_text: bool) -> None:
         raw = item.render()
-        self.model.receive(client, item, None, None)
+        if len(raw) > MAX_MESSAGE_SIZE:  # long names can make any message oversized
+            self.model.oversized(client)
+        else:
+            self.model.receive(client, item, None, None)
         self.frame(client, raw.decode() if as_text else raw)
 
     # -------------------------------------------------------------- connections
@@ -1278,7 +1281,10 @@ class HostMachine(RuleBasedStateMachine):
             }.get(kind, st.nothing())
             items.append(self.draw_response(data, client) if kind == "answer" else data.draw(strategy, label=kind))
         raw = b"[" + b",".join(i.render() for i in items) + b"]"
-        self.model.receive(client, None, items, None)
+        if len(raw) > MAX_MESSAGE_SIZE:  # long names can make a batch oversized
+            self.model.oversized(client)
+        else:
+            self.model.receive(client, None, items, None)
         self.frame(client, raw)
 
     @precondition(lambda self: self.has_sendable())
