@@ -12,6 +12,7 @@ serves with the asyncio driver when running on asyncio (:meth:`~HttpAgentServer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hmac
 import logging
 import signal
@@ -24,7 +25,6 @@ import anyio
 import anyio.abc
 import h11
 import msgspec
-import sniffio
 from anyio.streams.tls import TLSListener
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection
@@ -42,6 +42,7 @@ from sansio_runtime import (
 )
 
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
+from ._errors import HostBindError
 from ._http_front import (
     NEED_DATA,
     Authorize,
@@ -349,6 +350,29 @@ class HttpAgentService:
             self.channel_closed(client)
 
 
+def _bind_failure(address: str, port: int, exc: OSError) -> str:
+    """Why a host cannot listen on ``address:port``, and what to do about it, in one line."""
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use (is another host running?); "
+            "stop that process or choose another port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges); choose another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {address} is not an address of this machine; use 127.0.0.1 or 0.0.0.0"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _on_asyncio() -> bool:
+    """Whether the caller runs in an asyncio task (and not, say, under trio)."""
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:  # no asyncio loop running in this thread
+        return False
+
+
 async def _linger_and_close(stream: anyio.abc.ByteStream) -> None:
     """Close after the peer has read our last response: half-close, then drain briefly.
 
@@ -416,9 +440,23 @@ class HttpAgentServer:
             raise RuntimeError("the server is not started")
         return self._port
 
+    def bind(self) -> int:
+        """Bind the listening socket now (``start()`` and ``serve()`` do it if it was not done) and
+        return the port.
+
+        Raises :class:`HostBindError` (an ``OSError``) with a one-line explanation when the port is
+        in use, needs privileges, or the address is not this machine's.
+        """
+        if self._socket is None:
+            self._socket = self._bind()
+        return self.port
+
     def _bind(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        sock = socket.create_server((self.address, self._requested_port), family=family, backlog=self._backlog)
+        try:
+            sock = socket.create_server((self.address, self._requested_port), family=family, backlog=self._backlog)
+        except OSError as exc:
+            raise HostBindError(exc.errno, _bind_failure(self.address, self._requested_port, exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._port = sock.getsockname()[1]
         return sock
@@ -428,7 +466,8 @@ class HttpAgentServer:
         if self._started:
             raise RuntimeError("the server is already started")
         loop = asyncio.get_running_loop()
-        self._socket = self._bind()
+        self.bind()
+        assert self._socket is not None
         self._started = True
         self._stop_requested = anyio.Event()
         self._task = loop.create_task(self._serve_asyncio(self._socket, anyio.TASK_STATUS_IGNORED))
@@ -437,9 +476,10 @@ class HttpAgentServer:
         """Bind and serve until :meth:`stop` (anyio-native; ``await tg.start(server.serve)`` gives the port)."""
         if self._started:
             raise RuntimeError("the server is already started")
+        self.bind()
+        assert self._socket is not None
         self._started = True
-        self._socket = self._bind()
-        if sniffio.current_async_library() == "asyncio":
+        if _on_asyncio():
             self._stop_requested = anyio.Event()
             await self._serve_asyncio(self._socket, task_status)
         else:
