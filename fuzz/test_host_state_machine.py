@@ -685,9 +685,13 @@ class HostModel:
         del self.clients[client]
 
     def close_all(self) -> None:
-        for client in list(self.clients):
-            if self.clients[client].state is not ClientState.CLOSING:
-                self.close(client, CloseCode.GOING_AWAY)
+        """Every client is closing before any is released: no caller hears TARGET_DISCONNECTED."""
+        closing = [client for client, c in self.clients.items() if c.state is not ClientState.CLOSING]
+        for client in closing:
+            self.clients[client].state = ClientState.CLOSING
+        for client in closing:
+            self.release(client)
+            self.out.append(("close", client, CloseCode.GOING_AWAY))
 
     def handle_timer(self) -> None:
         expired = [h for h, p in self.pending.items() if p.deadline is not None and p.deadline <= self.now]

@@ -14,11 +14,13 @@ from ._errors import (
     HostBindError,
     HostConnectionError,
     HostRejectedError,
+    HostTlsError,
     PayloadTooLargeError,
     RemoteCallError,
     RemoteHandlerError,
     SubscriptionError,
     TargetDisconnectedError,
+    UnreadablePayloadError,
 )
 from ._runtime import HttpWorkerAgentRuntime
 from ._server import Authenticator, HttpAgentServer, HttpAgentService
@@ -33,6 +35,7 @@ __all__ = [
     "HostBindError",
     "HostConnectionError",
     "HostRejectedError",
+    "HostTlsError",
     "HttpAgentServer",
     "HttpAgentService",
     "HttpWorkerAgentRuntime",
@@ -41,4 +44,5 @@ __all__ = [
     "RemoteHandlerError",
     "SubscriptionError",
     "TargetDisconnectedError",
+    "UnreadablePayloadError",
 ]

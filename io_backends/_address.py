@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 CHANNEL_PATH = "/v1/channel"
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"
+MAX_MESSAGE_SIZE_HEADER = b"x-max-message-size"
+"""Header of the host's ``101`` answer on /v1/channel: its message size limit in bytes."""
 
 _SCHEMES = {"http": False, "ws": False, "https": True, "wss": True}
 

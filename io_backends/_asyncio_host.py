@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, cast
 
 from wsproto import WSConnection
-from wsproto.events import AcceptConnection
 
 from sansio_runtime import ClientId
 
@@ -247,7 +246,7 @@ class HostProtocol(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         service = self._service
-        transport.write(ws.send(AcceptConnection()))
+        transport.write(service.accept_channel_response(ws))
         channel = AsyncioChannel(
             ws,
             max_message_size=service.max_message_size,

@@ -75,16 +75,23 @@ from sansio_runtime import (
     TypeSubscriptionSpec,
     WorkerEngine,
     WorkerEvent,
+    WorkerStats,
 )
 from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
-from ._address import CHANNEL_PATH, parse_host_address
-from ._asyncio_channel import open_asyncio_channel
-from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
-from ._serialization import MessageSerializers
+from ._address import CHANNEL_PATH, MAX_MESSAGE_SIZE_HEADER, HostAddress, parse_host_address
+from ._asyncio_channel import HandshakeNotAnswered, open_asyncio_channel
+from ._errors import (
+    HostConnectionError,
+    HostRejectedError,
+    HostTlsError,
+    PayloadTooLargeError,
+    error_from_rpc,
+)
+from ._serialization import NONE_TYPE_NAME, MessageSerializers, UnreadablePayload
 from ._tasks import HandlerTasks
 from ._timers import DeadlineTimer
-from ._websocket import Channel, keep_alive
+from ._websocket import CLOSE_TIMEOUT, Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 _NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
@@ -97,9 +104,6 @@ _TRACING_RECHECK = 1.0  # seconds between looks at the global tracer provider wh
 
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
-
-NONE_TYPE_NAME = "NoneType"
-"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
 
 _DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 _TRACE_PROPAGATOR = TraceContextTextMapPropagator()
@@ -187,6 +191,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._instantiated_agents: dict[AgentId, Agent] = {}
         self._subscriptions: dict[str, SubscriptionSpec] = {}
         self._timer = DeadlineTimer(self._engine.next_deadline, self._on_deadline)
+        self._unreadable_seen: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -244,39 +249,67 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         await self.stop()
 
     @property
+    def stats(self) -> WorkerStats:
+        """This worker's counters: calls and events received, and those it could not read."""
+        return self._engine.stats
+
+    @property
     def connected(self) -> bool:
         """Whether the worker is connected to the host right now."""
         return self._channel is not None and self._channel.is_open
 
     async def _open(self) -> Channel:
+        """Connect and upgrade; TLS trouble is raised as :class:`HostTlsError`, saying what is wrong."""
         headers = [(b"x-client-id", self._client_id.encode())]
         if self._auth_token is not None:
             headers.append((b"authorization", b"Bearer " + self._auth_token.encode()))
-        return await open_asyncio_channel(
-            self._address,
-            target=CHANNEL_PATH,
-            headers=headers,
-            ssl_context=self._ssl_context,
-            max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
-            max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
-            connect_timeout=self._connect_timeout,
-        )
+        try:
+            channel = await open_asyncio_channel(
+                self._address,
+                target=CHANNEL_PATH,
+                headers=headers,
+                ssl_context=self._ssl_context,
+                max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
+                max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
+                connect_timeout=self._connect_timeout,
+            )
+        except (ssl.SSLError, HandshakeNotAnswered) as exc:
+            raise _tls_error(self._address, exc) from None
+        self._engine.connection_made(_announced_limit(channel.response_headers))
+        return channel
 
     async def _open_first(self) -> Channel:
         """Connect, retrying with backoff while the host is not up yet, for ``connect_timeout``."""
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._connect_timeout
+        started = loop.time()
         delay = self._reconnect_initial_delay
         while True:
             try:
                 return await self._open()
-            except (HostRejectedError, ssl.SSLError):
+            except (HostRejectedError, HostTlsError):
                 raise  # an answer, not an absence: retrying cannot help
-            except OSError:
-                if loop.time() + delay >= give_up_at:
-                    raise
+            except (OSError, asyncio.TimeoutError) as exc:
+                if loop.time() + delay >= started + self._connect_timeout:
+                    raise self._unreachable(exc, loop.time() - started) from None
             await anyio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max_delay)
+
+    def _unreachable(self, exc: BaseException, tried_for: float) -> HostConnectionError:
+        """The one-line error of a host that cannot be reached, and what to do about it."""
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            why = f"no answer within connect_timeout={self._connect_timeout:g}"
+        elif isinstance(exc, OSError) and exc.strerror:
+            why = exc.strerror
+        else:
+            why = str(exc) or type(exc).__name__
+        address = self._address
+        return HostConnectionError(
+            ErrorCode.CONNECTION_LOST,
+            f"cannot reach the host at {address.authority} (tried for {tried_for:.1f}s: {why}); a host must be "
+            f"running there, e.g. `autogen-http-host --port {address.port}` (give it more time with connect_timeout=)",
+        )
 
     async def _announce(self) -> None:
         """Tell the host about every agent type and subscription this worker has."""
@@ -309,7 +342,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 return None
             try:
                 channel = await self._open()
-            except (OSError, TimeoutError, HostRejectedError) as exc:
+            except (OSError, asyncio.TimeoutError, HostRejectedError) as exc:
                 logger.info(
                     "reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay
                 )
@@ -332,6 +365,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if engine.has_data_to_send:
                 self._flush()
 
+        abandoned = False
         try:
             # Timers, keepalive and re-announcing end with the connection.
             async with anyio.create_task_group() as tg:
@@ -342,14 +376,37 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     tg.start_soon(self._reannounce, channel)
                 await channel.serve(on_message)
                 tg.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            # Cancelled while running: the event loop is ending (asyncio.run) and stop() was never called.
+            abandoned = self._running
+            if abandoned:
+                self._abandon(channel)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await channel.aclose()
+                if abandoned:
+                    with anyio.move_on_after(CLOSE_TIMEOUT):
+                        await self._handlers.cancel_all()
             if self._channel is channel:
                 self._channel = None
                 logger.warning("lost the connection to the host at %s", self._address.authority)
-            for event in self._engine.connection_lost():
+            for event in self._engine.connection_lost(channel.close_code):
                 self._on_event(event)
+
+    def _abandon(self, channel: Channel) -> None:
+        """End a runtime whose event loop is shutting down without a ``stop()``: no handler starts
+        any more, running ones are cancelled, and the connection is closed as ``stop()`` would."""
+        self._running = False
+        self._connected.set()
+        self._channel = None
+        channel.close(1000, "worker's event loop shut down")
+        self._handlers.cancel_now()
+        logger.warning(
+            "the worker connected to %s was not stopped before its event loop ended; call "
+            "`await runtime.stop()` before leaving it",
+            self._address.authority,
+        )
 
     async def _reannounce(self, channel: Channel) -> None:
         try:
@@ -407,9 +464,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if future is not None and not future.done():
                 future.set_result(event)
         elif isinstance(event, IncomingCall):
-            self._handlers.spawn(self._handle_call(event))
+            if self._running:  # (not while stopping: its handler would be cancelled before it starts)
+                self._handlers.spawn(self._handle_call(event))
         elif isinstance(event, IncomingEvent):
-            self._handle_event(event)
+            if self._running:
+                self._handle_event(event)
         elif isinstance(event, IncomingCallCancelled):
             token = self._call_tokens.get(event.call_id)
             if token is not None:
@@ -456,7 +515,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         timeout=self._call_timeout,
                     )
                 except EnginePayloadTooLarge as exc:
-                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                    raise self._too_large(exc) from None
                 future = self._request(request_id)
                 self._flush()
             if cancellation_token is not None:
@@ -472,7 +531,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if isinstance(event, (CallFailed, RequestFailed)):
                 raise error_from_rpc(event.error)
             assert isinstance(event, CallSucceeded)
-            return self._deserialize(event.payload)
+            try:
+                return self._serialization_registry.read(event.payload, "this worker")
+            except UnreadablePayload as exc:
+                reason = f"cannot read the answer of {recipient}: {exc}"
+                raise error_from_rpc(self._engine.result_unreadable(event.payload, reason)) from None
 
     async def publish_message(
         self,
@@ -503,9 +566,22 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         trace_context=self._trace_metadata(),
                     )
                 except EnginePayloadTooLarge as exc:
-                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                    raise self._too_large(exc) from None
                 self._flush()
             await self._backpressure()
+
+    def _too_large(self, exc: EnginePayloadTooLarge) -> PayloadTooLargeError:
+        """A message refused before it was sent, and whose limit it ran into."""
+        limit = self._engine.max_message_size
+        if limit < self._max_message_size:
+            whose = (
+                f"the host's limit, which it announced when this worker connected: raise it on the host "
+                f"(HttpAgentServer(max_message_size=...) or autogen-http-host --max-message-size) and here "
+                f"(max_message_size={self._max_message_size})"
+            )
+        else:
+            whose = f"this worker's max_message_size={limit}: raise it here and on the host"
+        return PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, f"{exc} ({whose})")
 
     # ------------------------------------------------------------------ tracing
 
@@ -550,12 +626,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     def _remote_parent(self, trace_context: Mapping[str, str]) -> AbstractContextManager[object]:
         return _remote_parent(trace_context) if self._tracing() else _NO_SPAN
 
-    def _deserialize(self, payload: Payload) -> Any:
-        if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
-            return None
-        return self._serialization_registry.deserialize(
-            payload.data, type_name=payload.data_type, data_content_type=payload.data_content_type
-        )
+    def _warn_unreadable(self, what: str, exc: UnreadablePayload) -> None:
+        """Log, once per type name and content type, a payload this worker cannot read."""
+        key = (exc.payload.data_type, exc.payload.data_content_type)
+        if key in self._unreadable_seen:
+            return
+        self._unreadable_seen.add(key)
+        logger.warning("%s: %s (later ones are counted in runtime.stats, not logged)", what, exc)
 
     def _serialize_result(self, result: Any) -> Payload:
         if result is None:
@@ -592,7 +669,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             except LookupError as exc:
                 engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc))
                 return
-            message = self._deserialize(call.payload)
+            try:
+                message = self._serialization_registry.read(call.payload, f"the worker hosting {recipient.type!r}")
+            except UnreadablePayload as exc:
+                engine.respond_unreadable(call.call_id, call.payload, str(exc))
+                self._warn_unreadable(f"a call to {recipient} was refused", exc)
+                return
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
@@ -648,8 +730,15 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def _handle_event(self, event: IncomingEvent) -> None:
         """One task per recipient, each handed the same message (as autogen's runtimes do)."""
+        try:
+            message = self._serialization_registry.read(event.payload, "this worker")
+        except UnreadablePayload as exc:
+            self._engine.event_unreadable(event, str(exc))
+            self._warn_unreadable(
+                f"dropped event {event.event_id} on topic {event.topic_type}/{event.topic_source}", exc
+            )
+            return
         try:  # this runs in the connection's callback: a bad event must not escape it
-            message = self._deserialize(event.payload)
             topic_id = _topic_id(event.topic_type, event.topic_source)
             sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
             recipients = [_agent_id(to.type, to.key) for to in event.recipients]
@@ -846,6 +935,44 @@ def _remote_parent(trace_context: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+def _announced_limit(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The message size limit a host announced in its upgrade answer, if it did."""
+    for name, value in headers:
+        if name.lower() == MAX_MESSAGE_SIZE_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+_PLAIN_TEXT_ANSWERS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"}
+
+
+def _tls_error(address: HostAddress, exc: ssl.SSLError | HandshakeNotAnswered) -> HostTlsError:
+    """What went wrong with TLS, in words, and what to do about it."""
+    where = f"the host at {address.authority}"
+    if isinstance(exc, HandshakeNotAnswered):
+        how = "answered with TLS" if exc.tls_record else "closed the connection without answering"
+        message = (
+            f"{where} {how} when asked to upgrade over plain HTTP: it serves TLS, so use an https:// or wss:// "
+            "address (with ssl_context= if its certificate is not in the system's trust store)"
+        )
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        message = (
+            f"{where} serves a TLS certificate this worker does not trust ({exc.verify_message}): pass an "
+            "ssl_context= that trusts its certificate authority"
+        )
+    elif exc.reason in _PLAIN_TEXT_ANSWERS:
+        message = (
+            f"{where} does not serve TLS (it answered the TLS handshake in plain text): use an http:// or ws:// "
+            "address, or start the host with TLS (autogen-http-host --certfile/--keyfile, or ssl_context=)"
+        )
+    else:
+        message = f"TLS with {where} failed: {exc.reason or exc}"
+    return HostTlsError(ErrorCode.CONNECTION_LOST, message)
 
 
 def _spec_of(subscription: Subscription) -> SubscriptionSpec:

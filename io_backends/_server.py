@@ -41,6 +41,7 @@ from sansio_runtime import (
     HostOutput,
 )
 
+from ._address import MAX_MESSAGE_SIZE_HEADER
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
 from ._errors import HostBindError
 from ._http_front import (
@@ -172,7 +173,13 @@ class HttpAgentService:
 
     def _health_body(self) -> bytes:
         return msgspec.json.encode(
-            {"status": "ok", "connections": self._connections, "agent_types": len(self.engine.agent_types())}
+            {
+                "status": "ok",
+                "connections": self._connections,
+                "agent_types": len(self.engine.agent_types()),
+                "max_message_size": self.max_message_size,
+                "events_unreadable": self.engine.stats.events_unreadable,
+            }
         )
 
     def authorize(self, request: h11.Request) -> bool | Awaitable[bool]:
@@ -207,6 +214,10 @@ class HttpAgentService:
             return self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
         except ClientNameInUse:
             return HttpError(409, "another live connection uses this X-Client-Id")
+
+    def accept_channel_response(self, ws: WSConnection) -> bytes:
+        """The ``101`` that opens a channel; it announces the host's message size limit to the worker."""
+        return ws.send(AcceptConnection(extra_headers=[(MAX_MESSAGE_SIZE_HEADER, b"%d" % self.max_message_size)]))
 
     def channel_opened(self, client: ClientId, channel: Channel) -> tuple[MessageHandler, Callable[[], None]]:
         """Route ``client``'s messages; returns the channel's ``on_message`` and ``on_end`` callbacks."""
@@ -328,7 +339,7 @@ class HttpAgentService:
         self, stream: anyio.abc.ByteStream, front: HttpFront, client: ClientId, ws: WSConnection
     ) -> None:
         try:
-            await stream.send(ws.send(AcceptConnection()))
+            await stream.send(self.accept_channel_response(ws))
         except BaseException:
             self._apply(self.engine.disconnect(client, self.clock()))
             raise

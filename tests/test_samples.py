@@ -35,7 +35,13 @@ def test_host_command_line_serves_healthz_and_stops_on_sigterm() -> None:
         port = int(line.rsplit(":", 1)[1])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
-            assert json.load(response) == {"status": "ok", "connections": 1, "agent_types": 0}
+            assert json.load(response) == {
+                "status": "ok",
+                "connections": 1,
+                "agent_types": 0,
+                "max_message_size": 4 * 1024 * 1024,
+                "events_unreadable": 0,
+            }
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
