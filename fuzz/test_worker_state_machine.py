@@ -835,6 +835,8 @@ class WorkerMachine(RuleBasedStateMachine):
             if huge:
                 self.model.frames.append(("err", idkey(call_id), ErrorCode.PAYLOAD_TOO_LARGE, ANY, None))
             else:
+                if exception_type is None and code == ErrorCode.HANDLER_ERROR:
+                    exception_type = "Exception"  # -32004 always carries its data
                 err_data = (
                     None if exception_type is None else Canon({"exception_type": exception_type, "message": message})
                 )

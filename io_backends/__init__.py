@@ -1,6 +1,7 @@
 """io_backends: thin anyio backends (h11 + wsproto over raw sockets) that drive ``sansio_runtime``.
 
-* :class:`HttpAgentServer` / :class:`HttpAgentService`: the host.
+* :class:`HttpAgentServer` / :class:`HttpAgentService`: the host; :class:`HttpWorkerAgentRuntimeHost`
+  is the host under the gRPC runtime's name and parameters.
 * :class:`HttpWorkerAgentRuntime`: autogen-core's ``AgentRuntime`` for worker processes, a drop-in
   for ``GrpcWorkerAgentRuntime``.
 """
@@ -22,8 +23,9 @@ from ._errors import (
     TargetDisconnectedError,
     UnreadablePayloadError,
 )
+from ._grpc_compat import GrpcOptionIgnoredWarning
 from ._runtime import HttpWorkerAgentRuntime
-from ._server import Authenticator, HttpAgentServer, HttpAgentService
+from ._server import Authenticator, HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntimeHost
 
 __all__ = [
     "AgentNotFoundError",
@@ -32,6 +34,7 @@ __all__ = [
     "Authenticator",
     "CallDeadlineExceededError",
     "ForbiddenError",
+    "GrpcOptionIgnoredWarning",
     "HostBindError",
     "HostConnectionError",
     "HostRejectedError",
@@ -39,6 +42,7 @@ __all__ = [
     "HttpAgentServer",
     "HttpAgentService",
     "HttpWorkerAgentRuntime",
+    "HttpWorkerAgentRuntimeHost",
     "PayloadTooLargeError",
     "RemoteCallError",
     "RemoteHandlerError",

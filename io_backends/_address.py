@@ -53,3 +53,28 @@ def parse_host_address(address: str) -> HostAddress:
             raise ValueError(f"host address {address!r} needs a port, as in 'localhost:9000'")
         port = 443 if tls else 80
     return HostAddress(parts.hostname, port, tls)
+
+
+def split_host_port(address: str) -> tuple[str, int | None]:
+    """``"host:port"``, ``"[v6]:port"``, ``"host"``, ``"[v6]"`` or a bare IPv6 address, as a host
+    binds it: the host (no brackets) and the port, or None when the address has none."""
+    text = address.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid address {address!r}: use '[v6 address]:port'")
+        return host, _port_of(rest[1:], address) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port_of(port, address)
+    return text, None  # a name, an IPv4 address, or a bare IPv6 address
+
+
+def _port_of(text: str, address: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"invalid port in address {address!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid port in address {address!r}")
+    return port

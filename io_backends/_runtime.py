@@ -88,6 +88,9 @@ from ._errors import (
     PayloadTooLargeError,
     error_from_rpc,
 )
+from ._grpc_compat import WORKER_OPTIONS as WORKER_GRPC_OPTIONS
+from ._grpc_compat import ChannelArgumentType
+from ._grpc_compat import translate as translate_grpc_options
 from ._serialization import NONE_TYPE_NAME, MessageSerializers, UnreadablePayload
 from ._tasks import HandlerTasks
 from ._timers import DeadlineTimer
@@ -114,15 +117,24 @@ _ENVELOPE_ALLOWANCE = 65536  # what the host adds around a payload when it forwa
 class HttpWorkerAgentRuntime(AgentRuntime):
     """An agent runtime whose agents talk to agents in other processes through an HTTP host.
 
+    The first four parameters are ``GrpcWorkerAgentRuntime``'s, by name and position; the rest are
+    keywords of this runtime.
+
     Args:
         host_address: ``http://host:port``, ``ws://host:port``, ``https://``/``wss://`` (TLS), or
             gRPC style ``host:port``.
         tracer_provider: OpenTelemetry tracer provider; spans are named as the gRPC runtime's.
+        extra_grpc_config: gRPC channel options, as for ``GrpcWorkerAgentRuntime``:
+            ``grpc.max_send_message_length`` / ``grpc.max_receive_message_length`` set the message
+            size limits, ``grpc.keepalive_time_ms`` / ``grpc.keepalive_timeout_ms`` the keepalive;
+            any other option is ignored with a :class:`GrpcOptionIgnoredWarning` (once).
         payload_serialization_format: ``application/json`` or ``application/x-protobuf``.
         auth_token: sent as ``Authorization: Bearer ...`` when the host requires one.
         ssl_context: for ``https://``/``wss://`` hosts (default: the system's trust store).
         call_timeout: default timeout, in seconds, of every ``send_message`` (None: no timeout).
-        max_message_size: the largest frame this worker sends (the host's limit should match).
+        max_message_size: the largest message this worker sends, and (with 64 KiB for the envelope)
+            receives; 4 MiB by default. A lower limit the host announces when the worker connects
+            applies too.
         connect_timeout: how long ``start()`` keeps trying to reach the host (it may still be starting).
         client_id: this worker's id at the host (``X-Client-Id``); a random one by default. The
             host refuses a second live connection with the same id.
@@ -139,12 +151,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self,
         host_address: str,
         tracer_provider: TracerProvider | None = None,
+        extra_grpc_config: ChannelArgumentType | None = None,
         payload_serialization_format: str = JSON_DATA_CONTENT_TYPE,
         *,
         auth_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         call_timeout: float | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         connect_timeout: float = 10.0,
         client_id: str | None = None,
         reconnect: bool = True,
@@ -156,12 +169,20 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
+        grpc = translate_grpc_options(extra_grpc_config, used=WORKER_GRPC_OPTIONS, role="HttpWorkerAgentRuntime")
+        if max_message_size is None:
+            max_message_size = grpc.max_send or DEFAULT_MAX_MESSAGE_SIZE
+        if grpc.keepalive_interval is not None and keepalive_interval is not None:
+            keepalive_interval = grpc.keepalive_interval
+        if grpc.keepalive_timeout is not None:
+            keepalive_timeout = grpc.keepalive_timeout
         self._address = parse_host_address(host_address)
         self._payload_format = payload_serialization_format
         self._auth_token = auth_token
         self._ssl_context = ssl_context
         self._call_timeout = call_timeout
         self._max_message_size = max_message_size
+        self._max_receive_size = max(grpc.max_receive or 0, max_message_size) + _ENVELOPE_ALLOWANCE
         self._connect_timeout = connect_timeout
         self._client_id = client_id or f"worker-{uuid.uuid4()}"
         self._reconnect = reconnect
@@ -269,7 +290,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 target=CHANNEL_PATH,
                 headers=headers,
                 ssl_context=self._ssl_context,
-                max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
+                max_message_size=self._max_receive_size,
                 max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
                 connect_timeout=self._connect_timeout,
             )
@@ -662,8 +683,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._call_tokens[call.call_id] = token
         engine = self._engine
         try:
-            recipient = _agent_id(call.target.type, call.target.key)
-            sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
+            try:
+                recipient = _agent_id(call.target.type, call.target.key)
+                sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
+            except ValueError as exc:  # names outside AutoGen's rules (docs/PROTOCOL.md 3.3)
+                engine.respond_error(call.call_id, ErrorCode.INVALID_PARAMS, f"not a valid AutoGen agent id: {exc}")
+                return
             try:
                 agent = await self._get_agent(recipient)
             except LookupError as exc:

@@ -41,9 +41,12 @@ from sansio_runtime import (
     HostOutput,
 )
 
-from ._address import MAX_MESSAGE_SIZE_HEADER
+from ._address import MAX_MESSAGE_SIZE_HEADER, split_host_port
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
 from ._errors import HostBindError
+from ._grpc_compat import HOST_OPTIONS as HOST_GRPC_OPTIONS
+from ._grpc_compat import ChannelArgumentType
+from ._grpc_compat import translate as translate_grpc_options
 from ._http_front import (
     NEED_DATA,
     Authorize,
@@ -419,19 +422,24 @@ class HttpAgentServer:
         *,
         service: HttpAgentService | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         auth_token: str | None = None,
         authenticator: Authenticator | None = None,
         backlog: int = 512,
+        extra_grpc_config: ChannelArgumentType | None = None,
     ) -> None:
-        if ":" in address and not address.startswith("[") and address.count(":") == 1:
-            # gRPC style "host:port" passed as the address.
-            address, _, port_text = address.rpartition(":")
-            port = int(port_text)
-        self.address = address.strip("[]")
-        self._requested_port = port
+        host, address_port = split_host_port(address)  # gRPC style "host:port" (or "[::]:port")
+        self.address = host
+        self._requested_port = port if address_port is None else address_port
+        grpc = translate_grpc_options(extra_grpc_config, used=HOST_GRPC_OPTIONS, role="the host")
+        if service is not None and (extra_grpc_config is not None or max_message_size is not None):
+            raise TypeError("pass the limits to the HttpAgentService given as service=, not to HttpAgentServer")
         self.service = service or HttpAgentService(
-            max_message_size=max_message_size, auth_token=auth_token, authenticator=authenticator
+            max_message_size=max_message_size or grpc.max_receive or DEFAULT_MAX_MESSAGE_SIZE,
+            auth_token=auth_token,
+            authenticator=authenticator,
+            keepalive_interval=10.0 if grpc.keepalive_interval is None else grpc.keepalive_interval,
+            keepalive_timeout=10.0 if grpc.keepalive_timeout is None else grpc.keepalive_timeout,
         )
         self._ssl_context = ssl_context
         self._backlog = backlog
@@ -580,3 +588,38 @@ class HttpAgentServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+class HttpWorkerAgentRuntimeHost(HttpAgentServer):
+    """The host under the gRPC runtime's name, with ``GrpcWorkerAgentRuntimeHost``'s parameters
+    by name and position: ``HttpWorkerAgentRuntimeHost(address="localhost:50051")``.
+
+    ``address`` is ``"host:port"`` (``"[::]:50051"`` for IPv6; port 0 picks one, read it back from
+    :attr:`port` after ``start()``). ``extra_grpc_config`` is read as for gRPC:
+    ``grpc.max_receive_message_length`` is the host's message size limit,
+    ``grpc.keepalive_time_ms`` / ``grpc.keepalive_timeout_ms`` its keepalive; other options are
+    ignored with a warning. The keywords are :class:`HttpAgentServer`'s.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        extra_grpc_config: ChannelArgumentType | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_size: int | None = None,
+        auth_token: str | None = None,
+        authenticator: Authenticator | None = None,
+        backlog: int = 512,
+    ) -> None:
+        if split_host_port(address)[1] is None:
+            raise ValueError(f"address {address!r} needs a port, as for GrpcWorkerAgentRuntimeHost: 'localhost:50051'")
+        super().__init__(
+            address,
+            ssl_context=ssl_context,
+            max_message_size=max_message_size,
+            auth_token=auth_token,
+            authenticator=authenticator,
+            backlog=backlog,
+            extra_grpc_config=extra_grpc_config,
+        )

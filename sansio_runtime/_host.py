@@ -483,8 +483,8 @@ class HostEngine:
         owner = self._agent_types.get(agent_type)
         if owner is not None:
             whose = "this connection" if owner == c.id else "another worker"
-            raise _Reject(
-                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}"
+            raise _Reject(  # (the gRPC host's wording: code and tests match "Agent type X already registered")
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"Agent type {agent_type} already registered by {whose}"
             )
         self._agent_types[agent_type] = c.id
         c.agent_types.add(agent_type)

@@ -271,9 +271,12 @@ class WorkerEngine:
         return RpcError(ErrorCode.UNREADABLE_PAYLOAD, reason, data)
 
     def respond_error(self, call_id: RequestId, code: int, message: str, *, exception_type: str | None = None) -> None:
-        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``)."""
+        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``,
+        ``"Exception"`` when none is given: its ``data`` is part of the contract)."""
         if not self._settle_incoming(call_id):
             return
+        if exception_type is None and code == ErrorCode.HANDLER_ERROR:
+            exception_type = "Exception"
         data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
         frame = wire.error_response(call_id, code, message, data)
         if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back

@@ -183,3 +183,17 @@ async def test_a_misspelled_type_name_is_an_error_with_a_suggestion(
         in (wrong_format["error"]["message"])
     )
     assert "cannot read the payload: TypeError" in bad_fields["error"]["message"]
+
+
+async def test_a_call_whose_source_is_not_an_autogen_agent_id_is_invalid_params(
+    make_worker: WorkerFactory, server: HttpAgentServer
+) -> None:
+    """docs/PROTOCOL.md 3.3: names outside AutoGen's rules get -32602 from a Python target."""
+    with anyio.fail_after(20):
+        callee = await make_worker()
+        await callee.register_factory("echo", EchoAgent)
+        call = _rpc_call("Ask", "application/json", {"text": "a"})
+        call["params"]["source"] = {"type": "not a type!", "key": "k"}  # type: ignore[index]
+        _, body = await http_call(server.port, "POST", "/v1/rpc", call)
+    assert body["error"]["code"] == ErrorCode.INVALID_PARAMS, body
+    assert "not a valid AutoGen agent id" in body["error"]["message"]

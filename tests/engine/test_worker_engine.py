@@ -777,3 +777,17 @@ def test_connection_made_applies_the_hosts_lower_limit() -> None:
     assert w.max_message_size == 1000
     w.connection_made()
     assert w.max_message_size == 1000
+
+
+def test_handler_error_always_carries_its_data() -> None:
+    """-32004's data is part of the contract: without an exception type it names "Exception"
+    (found by the wire schema check over the worker state machine)."""
+    w = WorkerEngine()
+    call = incoming_call(w, 3)
+    w.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "boom")
+    [frame] = frames(w)
+    assert frame["error"] == {
+        "code": ErrorCode.HANDLER_ERROR,
+        "message": "boom",
+        "data": {"exception_type": "Exception", "message": "boom"},
+    }
