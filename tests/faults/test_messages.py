@@ -8,6 +8,7 @@ warning), never a long traceback, a bare "connection lost" or asyncio's complain
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
@@ -153,36 +154,40 @@ class Echo(RoutedAgent):
         return Text(str(len(message.text)))
 
 
-async def _pair(address: str) -> tuple[HttpWorkerAgentRuntime, HttpWorkerAgentRuntime]:
+@contextlib.asynccontextmanager
+async def echo_pair(service: HttpAgentService) -> AsyncIterator[HttpWorkerAgentRuntime]:
+    """A host running ``service``, a worker hosting "echo" and a caller (yielded), all stopped after."""
+    server = HttpAgentServer(port=0, service=service)
+    server.start()
+    address = f"127.0.0.1:{server.port}"
     callee = HttpWorkerAgentRuntime(address)
     caller = HttpWorkerAgentRuntime(address, reconnect_wait=5)
-    for runtime in (callee, caller):
-        runtime.add_message_serializer(try_get_known_serializers_for_type(Text))
-    await callee.register_factory("echo", Echo)
-    await callee.start()
-    await caller.start()
-    return callee, caller
+    try:
+        for runtime in (callee, caller):
+            runtime.add_message_serializer(try_get_known_serializers_for_type(Text))
+        await callee.register_factory("echo", Echo)
+        await callee.start()
+        await caller.start()
+        with anyio.fail_after(10):
+            yield caller
+    finally:
+        for runtime in (caller, callee):
+            with contextlib.suppress(RuntimeError):
+                await runtime.stop()
+        await server.stop(grace=1)
 
 
 async def test_a_message_over_the_hosts_announced_limit_is_refused_before_it_is_sent() -> None:
     """The host announces its limit on connect (X-Max-Message-Size): the worker refuses a larger
     message itself, with PayloadTooLargeError, and the connection stays up."""
-    server = HttpAgentServer(port=0, max_message_size=64 * 1024)
-    server.start()
-    callee, caller = await _pair(f"127.0.0.1:{server.port}")
-    try:
-        with anyio.fail_after(10):
-            with pytest.raises(PayloadTooLargeError) as caught:
-                await caller.send_message(Text("x" * 100_000), AgentId("echo", "k"))
-            message = str(caught.value)
-            assert "exceeds the limit of 65536" in message and "the host's limit" in message
-            assert "max_message_size" in message
-            assert caller.connected
-            assert await caller.send_message(Text("small"), AgentId("echo", "k")) == Text("5")
-    finally:
-        await caller.stop()
-        await callee.stop()
-        await server.stop(grace=1)
+    async with echo_pair(HttpAgentService(max_message_size=64 * 1024)) as caller:
+        with pytest.raises(PayloadTooLargeError) as caught:
+            await caller.send_message(Text("x" * 100_000), AgentId("echo", "k"))
+        message = str(caught.value)
+        assert "exceeds the limit of 65536" in message and "the host's limit" in message
+        assert "max_message_size" in message
+        assert caller.connected
+        assert await caller.send_message(Text("small"), AgentId("echo", "k")) == Text("5")
 
 
 async def test_a_close_for_an_oversized_message_surfaces_as_payload_too_large() -> None:
@@ -190,21 +195,13 @@ async def test_a_close_for_an_oversized_message_surfaces_as_payload_too_large() 
     calls pending on that connection fail with PayloadTooLargeError naming max_message_size=."""
     service = HttpAgentService(max_message_size=64 * 1024)
     service.accept_channel_response = lambda ws: ws.send(AcceptConnection())  # type: ignore[method-assign]
-    server = HttpAgentServer(port=0, service=service)
-    server.start()
-    callee, caller = await _pair(f"127.0.0.1:{server.port}")
-    try:
-        with anyio.fail_after(10):
-            with pytest.raises(PayloadTooLargeError) as caught:
-                await caller.send_message(Text("x" * 100_000), AgentId("echo", "k"))
-            assert "closed the connection (1009)" in str(caught.value)
-            assert "max_message_size=" in str(caught.value)
-            # it reconnects by itself, and small messages go through again
-            assert await caller.send_message(Text("small"), AgentId("echo", "k")) == Text("5")
-    finally:
-        await caller.stop()
-        await callee.stop()
-        await server.stop(grace=1)
+    async with echo_pair(service) as caller:
+        with pytest.raises(PayloadTooLargeError) as caught:
+            await caller.send_message(Text("x" * 100_000), AgentId("echo", "k"))
+        assert "closed the connection (1009)" in str(caught.value)
+        assert "max_message_size=" in str(caught.value)
+        # it reconnects by itself, and small messages go through again
+        assert await caller.send_message(Text("small"), AgentId("echo", "k")) == Text("5")
 
 
 # ------------------------------------------------------------------------------ host shutdown
