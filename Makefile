@@ -41,7 +41,7 @@ typecheck: $(VENV)/.installed-dev
 	$(PY) -m mypy
 
 lint: $(VENV)/.installed-dev
-	$(PY) -m ruff check sansio_runtime io_backends tests fuzz benchmarks samples
+	$(PY) -m ruff check sansio_runtime io_backends tests fuzz benchmarks samples .ci conftest.py
 
 clean:
 	rm -rf $(VENV) .bench-venvs .pytest_cache .hypothesis .mypy_cache

@@ -1,6 +1,7 @@
 """Hypothesis profiles of the fuzz suites.
 
 * ``ci`` (default): bounded so that ``pytest fuzz`` stays well under two minutes on a small box.
+* ``ci-quick``: a quarter of that, for the runs of the suite on the other Pythons in ``.ci/run``.
 * ``long``: thousands of examples per test, for ``make fuzz`` (``HYPOTHESIS_PROFILE=long``).
 
 Tests that need a different budget scale from the loaded profile's ``max_examples``.
@@ -18,6 +19,14 @@ settings.register_profile(
     "ci",
     max_examples=200,
     stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=_SLOW_OK,
+    print_blob=True,
+)
+settings.register_profile(
+    "ci-quick",
+    max_examples=50,
+    stateful_step_count=30,
     deadline=None,
     suppress_health_check=_SLOW_OK,
     print_blob=True,

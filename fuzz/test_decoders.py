@@ -592,9 +592,12 @@ def _engines_with_state() -> tuple[HostEngine, Any, Any, WorkerEngine]:
     return host, caller, target, worker
 
 
-@given(st.sampled_from(POSITIONS), st.sampled_from([3000, 20_000, 200_000]), st.sampled_from(["[", "{"]))
+@given(st.sampled_from(POSITIONS), st.sampled_from([20_000, 50_000, 200_000]), st.sampled_from(["[", "{"]))
 def test_deep_nesting_far_over_any_limit(position: str, depth: int, opener: str) -> None:
-    """JSON nested far too deep for any recursive parser: never raises; the frame is -32700."""
+    """JSON nested far too deep for any recursive parser: never raises; the frame is -32700.
+
+    (Python 3.13's C recursion limit lets msgspec parse several thousand levels, where 3.10 to
+    3.12 stop near 1,000; every depth here is over both.)"""
     data = deep_frame(position, depth, opener)
     host, caller, target, worker = _engines_with_state()
     for client in (caller, target):
@@ -617,7 +620,7 @@ def _decodes_at(depth: int) -> bool:
 
 def _max_depth_here() -> int:
     """The deepest frame the host's decoder accepts when called from this stack depth."""
-    lo, hi = 1, 5000
+    lo, hi = 1, 100_000
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if _decodes_at(mid) else (lo, mid - 1)

@@ -577,6 +577,7 @@ class HostModel:
     """What the host must do, written the obvious way (brute force everywhere)."""
 
     def __init__(self) -> None:
+        self.events_unreadable = 0  # workers' id-null -32015 reports of events they could not read
         self.clients: dict[ClientId, MClient] = {}
         self.types: dict[str, ClientId] = {}
         self.subs: dict[str, tuple[TypeSubscriptionSpec | TypePrefixSubscriptionSpec, ClientId]] = {}
@@ -690,9 +691,13 @@ class HostModel:
         del self.clients[client]
 
     def close_all(self) -> None:
-        for client in list(self.clients):
-            if self.clients[client].state is not ClientState.CLOSING:
-                self.close(client, CloseCode.GOING_AWAY)
+        """Every client is closing before any is released: no caller hears TARGET_DISCONNECTED."""
+        closing = [client for client, c in self.clients.items() if c.state is not ClientState.CLOSING]
+        for client in closing:
+            self.clients[client].state = ClientState.CLOSING
+        for client in closing:
+            self.release(client)
+            self.out.append(("close", client, CloseCode.GOING_AWAY))
 
     def handle_timer(self) -> None:
         expired = [h for h, p in self.pending.items() if p.deadline is not None and p.deadline <= self.now]
@@ -799,6 +804,8 @@ class HostModel:
         host_id = resp.id
         p = self.pending.get(host_id) if isinstance(host_id, int) else None
         if p is None or p.target != client:
+            if host_id is None and isinstance(resp.error, ErrorObject) and resp.error.code == -32015:
+                self.events_unreadable += 1  # counted, then dropped like any id-null response
             return  # dropped: not a call pending at this client
         self.settle(host_id)
         self.note_answer(host_id)
@@ -1195,7 +1202,7 @@ class HostMachine(RuleBasedStateMachine):
             )
         )
         error = ErrorObject(
-            data.draw(st.sampled_from([-32004, -32014, -32603, 7, 10**20])),
+            data.draw(st.sampled_from([-32004, -32014, -32015, -32603, 7, 10**20])),
             data.draw(st.text(max_size=5)),
             data.draw(st.one_of(st.none(), json_texts())),
             data.draw(st.booleans()),
@@ -1240,6 +1247,14 @@ class HostMachine(RuleBasedStateMachine):
         self.send_item(responder, self.draw_response(data, responder), data.draw(st.booleans(), label="as text"))
 
     answer_again = answer
+
+    @precondition(lambda self: self.has_sendable())
+    @rule(data=st.data(), code=st.sampled_from([-32015, -32602]))
+    def report_unreadable_event(self, data: st.DataObject, code: int) -> None:
+        """A worker reports an event it could not read (-32015, id null): counted, never answered."""
+        names = b'{"data_type":"T","data_content_type":"application/json","event_id":"e1"}'
+        report = Resp(None, None, ErrorObject(code, "no serializer", names, False))
+        self.send_item(self.live(data, sendable=True), report, False)
 
     @precondition(lambda self: self.has_sendable())
     @rule(data=st.data())
@@ -1349,6 +1364,10 @@ class HostMachine(RuleBasedStateMachine):
             assert self.host.client_state(client) is m.state, (client, m)
         for client in self.gone - set(self.model.clients):
             assert self.host.client_state(client) is None
+
+    @invariant()
+    def stats_agree(self) -> None:
+        assert self.host.stats.events_unreadable == self.model.events_unreadable
 
     @invariant()
     def registry_agrees(self) -> None:

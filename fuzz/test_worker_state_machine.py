@@ -86,6 +86,8 @@ class WorkerModel:
     seq: int = 0
     frames: list[tuple[Any, ...]] = field(default_factory=list)  # expected frames queued this step
     events: list[WorkerEvent] = field(default_factory=list)  # expected events of this step
+    unreadable: dict[str, int] = field(default_factory=lambda: {"calls": 0, "events": 0, "results": 0})
+    calls_received: int = 0  # IncomingCall events the engine returned
 
     def issue(self, request_id: int, kind: Kind, deadline: float | None = None) -> None:
         assert request_id not in self.issued, f"request id {request_id} issued twice"
@@ -225,6 +227,8 @@ class WorkerMachine(RuleBasedStateMachine):
             request_id = getattr(e, "request_id", None)
             if isinstance(e, (CallSucceeded, CallFailed, RequestSucceeded, RequestFailed)):
                 assert request_id in self.model.issued, f"an event for a request we never made: {e}"
+            if isinstance(e, IncomingCall):
+                self.model.calls_received += 1
             if isinstance(e, IncomingEvent):
                 assert e.recipients, e
                 if e.sender is not None:
@@ -846,6 +850,8 @@ class WorkerMachine(RuleBasedStateMachine):
             if huge:
                 self.model.frames.append(("err", idkey(call_id), ErrorCode.PAYLOAD_TOO_LARGE, ANY, None))
             else:
+                if exception_type is None and code == ErrorCode.HANDLER_ERROR:
+                    exception_type = "Exception"  # -32004 always carries its data
                 err_data = (
                     None if exception_type is None else Canon({"exception_type": exception_type, "message": message})
                 )
@@ -893,14 +899,19 @@ class WorkerMachine(RuleBasedStateMachine):
         self.expire()
         self.check_step(self.engine.handle_timer(self.model.now))
 
-    @rule(queue_first=st.booleans(), roll=st.integers(0, 3))
-    def connection_lost(self, queue_first: bool, roll: int) -> None:
+    @rule(
+        queue_first=st.booleans(),
+        roll=st.integers(0, 3),
+        close_code=st.sampled_from([None, 1000, 1001, 1006, 1009, 1011, 4008]),
+    )
+    def connection_lost(self, queue_first: bool, roll: int, close_code: int | None) -> None:
         if roll:  # not too often: it settles everything at once
             return
         if queue_first:  # something still queued is dropped with the connection
             rid = self.engine.register_agent("a")
             self.model.issue(rid, Kind.RUNTIME)
-        lost = code_is(ErrorCode.CONNECTION_LOST)
+        # a close for an oversized message is PAYLOAD_TOO_LARGE; any other end, CONNECTION_LOST
+        lost = code_is(ErrorCode.PAYLOAD_TOO_LARGE if close_code == 1009 else ErrorCode.CONNECTION_LOST)
         for rid in self.pending_of():
             kind = self.model.requests[rid].kind
             self.model.resolve(rid, CallFailed(rid, lost) if kind is Kind.CALL else RequestFailed(rid, lost))
@@ -909,7 +920,47 @@ class WorkerMachine(RuleBasedStateMachine):
         m.lost_calls |= {(m.epoch, call_id) for call_id in m.incoming}
         m.incoming.clear()
         m.epoch += 1
-        self.check_step(self.engine.connection_lost())
+        self.check_step(self.engine.connection_lost(close_code))
+
+    # -------------------------------------------------------------- payloads nobody here can read
+
+    @rule(data=st.data(), data_type=st.sampled_from(["T", "Secret"]), content_type=st.sampled_from(["ct", "a/b"]))
+    def respond_unreadable(self, data: st.DataObject, data_type: str, content_type: str) -> None:
+        call_id = self.draw_call_id(data)
+        active = call_id in self.model.incoming
+        if active:
+            self.model.incoming.discard(call_id)
+            self.model.unreadable["calls"] += 1
+            names = Canon({"data_type": data_type, "data_content_type": content_type})
+            self.model.frames.append(("err", idkey(call_id), ErrorCode.UNREADABLE_PAYLOAD, "no serializer", names))
+        payload = Payload(data_type, content_type, b"")
+        assert self.engine.respond_unreadable(call_id, payload, "no serializer", epoch=self.model.epoch) is active
+        self.check_step([])
+
+    @rule(event_id=st.sampled_from(["e1", "e2"]), data_type=st.sampled_from(["T", "Secret"]))
+    def event_unreadable(self, event_id: str, data_type: str) -> None:
+        delivered = IncomingEvent(
+            event_id=event_id,
+            topic_type="t",
+            topic_source="k",
+            sender=None,
+            recipients=(AgentRef("a", "k"),),
+            payload=Payload(data_type, "application/json", b"1"),
+            message_kind="publish",
+            trace_context={},
+        )
+        self.engine.event_unreadable(delivered, "cannot read it")
+        self.model.unreadable["events"] += 1
+        names = Canon({"data_type": data_type, "data_content_type": "application/json", "event_id": event_id})
+        self.model.frames.append(("err", None, ErrorCode.UNREADABLE_PAYLOAD, "cannot read it", names))
+        self.check_step([])
+
+    @rule(data_type=st.sampled_from(["T", "Answer"]))
+    def result_unreadable(self, data_type: str) -> None:
+        error = self.engine.result_unreadable(Payload(data_type, "application/json", b"{}"), "unreadable answer")
+        assert (error.code, error.message) == (ErrorCode.UNREADABLE_PAYLOAD, "unreadable answer")
+        self.model.unreadable["results"] += 1
+        self.check_step([])
 
     # -------------------------------------------------------------- invariants
 
@@ -926,6 +977,16 @@ class WorkerMachine(RuleBasedStateMachine):
     @invariant()
     def next_deadline_agrees(self) -> None:
         assert self.engine.next_deadline() == self.model.next_deadline()
+
+    @invariant()
+    def stats_agree(self) -> None:
+        stats = self.engine.stats
+        assert stats.calls_received == self.model.calls_received
+        assert (stats.calls_unreadable, stats.events_unreadable, stats.results_unreadable) == (
+            self.model.unreadable["calls"],
+            self.model.unreadable["events"],
+            self.model.unreadable["results"],
+        )
 
 
 TestWorkerStateMachine = WorkerMachine.TestCase

@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 CHANNEL_PATH = "/v1/channel"
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"
+MAX_MESSAGE_SIZE_HEADER = b"x-max-message-size"
+"""Header of the host's ``101`` answer on /v1/channel: its message size limit in bytes."""
 
 _SCHEMES = {"http": False, "ws": False, "https": True, "wss": True}
 
@@ -69,3 +71,28 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def split_host_port(address: str) -> tuple[str, int | None]:
+    """``"host:port"``, ``"[v6]:port"``, ``"host"``, ``"[v6]"`` or a bare IPv6 address, as a host
+    binds it: the host (no brackets) and the port, or None when the address has none."""
+    text = address.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"invalid address {address!r}: use '[v6 address]:port'")
+        return host, _port_of(rest[1:], address) if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, _port_of(port, address)
+    return text, None  # a name, an IPv4 address, or a bare IPv6 address
+
+
+def _port_of(text: str, address: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"invalid port in address {address!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"invalid port in address {address!r}")
+    return port

@@ -105,7 +105,7 @@ class AsyncioChannel(asyncio.Protocol):
 
     Used as is by the host (whose connection protocol hands it the transport and the bytes once
     the upgrade is done, see :mod:`._asyncio_host`), and by the worker through
-    :class:`_ClientChannel`, which first performs the client's opening handshake.
+    :class:`ClientChannel`, which first performs the client's opening handshake.
     """
 
     def __init__(
@@ -365,7 +365,21 @@ WORKER_MAX_BATCH = 16
 """Messages a worker delivers per loop turn (each may start handler tasks); see ``_drain_backlog``."""
 
 
-class _ClientChannel(AsyncioChannel):
+class HandshakeNotAnswered(ConnectionError):
+    """The host ended a plain connection without an HTTP answer to the upgrade: with nothing at all
+    (``tls_record`` False), or with a TLS record. Either way it most likely serves TLS."""
+
+    def __init__(self, *, tls_record: bool) -> None:
+        super().__init__("the host answered with TLS" if tls_record else "the host closed the connection unanswered")
+        self.tls_record = tls_record
+
+
+def _looks_like_tls(data: bytes) -> bool:
+    """Whether ``data`` starts like a TLS record (an alert or a handshake, version 3.x): RFC 8446 5.1."""
+    return len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03
+
+
+class ClientChannel(AsyncioChannel):
     """The worker's side: sends the upgrade request and waits for the host's answer first."""
 
     def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
@@ -377,6 +391,9 @@ class _ClientChannel(AsyncioChannel):
         self._rejection: RejectConnection | None = None
         self._rejection_body = b""
         self._head = b""  # the start of the host's handshake response
+        self._answered = False  # whether any byte of an answer came
+        self.response_headers: list[tuple[bytes, bytes]] = []
+        """The headers of the host's ``101`` answer (wsproto's own removed)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -386,15 +403,30 @@ class _ClientChannel(AsyncioChannel):
     def data_received(self, data: bytes) -> None:
         if not self._accepted.done():
             self.last_received = self._loop.time()
-            self._handshake(data)
+            if not self._answered and _looks_like_tls(data):
+                self._fail_handshake(HandshakeNotAnswered(tls_record=True))
+                return
+            self._answered = self._answered or bool(data)
+            try:
+                self._handshake(data)
+            except Exception as exc:  # not HTTP: h11 / wsproto refuse the answer
+                self._fail_handshake(ConnectionError(f"the host's answer to the WebSocket upgrade is not HTTP: {exc}"))
             return
         super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._accepted.done():
-            error = ConnectionError("the host closed the connection during the WebSocket handshake")
+            if self._answered:
+                error = ConnectionError("the host closed the connection during the WebSocket handshake")
+            else:
+                error = HandshakeNotAnswered(tls_record=False)
             self._accepted.set_exception(error)
         super().connection_lost(exc)
+
+    def _fail_handshake(self, error: Exception) -> None:
+        self._accepted.set_exception(error)
+        if self._transport is not None:
+            self._transport.abort()
 
     def _handshake(self, data: bytes) -> None:
         ws = self._core.ws
@@ -420,6 +452,7 @@ class _ClientChannel(AsyncioChannel):
         """Handle the handshake's events; True once it is accepted or rejected."""
         for event in self._core.ws.events():
             if isinstance(event, AcceptConnection):
+                self.response_headers = list(event.extra_headers)
                 self._accepted.set_result(None)
                 self._early.extend(self._core.receive_data(after_head))  # frames that came with the 101
                 return True
@@ -452,17 +485,17 @@ async def open_asyncio_channel(
     max_message_size: int,
     max_outbound_bytes: int,
     connect_timeout: float,
-) -> AsyncioChannel:
+) -> ClientChannel:
     """Connect, upgrade to a WebSocket and return the open channel."""
     ws = WSConnection(ConnectionType.CLIENT)
     request = ws.send(WSRequest(host=address.authority, target=target, extra_headers=headers))
     loop = asyncio.get_running_loop()
     context = (ssl_context or ssl.create_default_context()) if address.tls else None
 
-    def factory() -> _ClientChannel:
-        return _ClientChannel(ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
+    def factory() -> ClientChannel:
+        return ClientChannel(ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
 
-    async def connect() -> _ClientChannel:
+    async def connect() -> ClientChannel:
         transport, channel = await loop.create_connection(
             factory, address.host, address.port, ssl=context, server_hostname=address.host if context else None
         )

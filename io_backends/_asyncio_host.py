@@ -20,7 +20,6 @@ from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, cast
 
 from wsproto import WSConnection
-from wsproto.events import AcceptConnection
 
 from sansio_runtime import ClientId
 
@@ -348,7 +347,7 @@ class HostProtocol(asyncio.Protocol):
         if self._timer is not None:  # a WebSocket has keepalive instead of HTTP timeouts
             self._timer.cancel()
             self._timer = self._timer_at = None
-        transport.write(ws.send(AcceptConnection()))
+        transport.write(service.accept_channel_response(ws))
         channel = AsyncioChannel(
             ws,
             max_message_size=service.max_message_size,

@@ -8,6 +8,7 @@ clauses keep working when an application moves from one process to many.
 from __future__ import annotations
 
 import builtins
+import ssl
 
 from autogen_core import exceptions as autogen_exceptions
 
@@ -21,6 +22,14 @@ class HostRejectedError(ConnectionError):
         super().__init__(f"the host refused the connection with HTTP {status_code}: {body}".rstrip(": "))
         self.status_code = status_code
         self.body = body
+
+
+class HostBindError(OSError):
+    """The host cannot listen on its address: the port is in use, needs privileges, or the address
+    is not one of this machine's. ``errno`` is the operating system's."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class RemoteCallError(Exception):
@@ -61,12 +70,38 @@ class HostConnectionError(RemoteCallError, ConnectionError):
     """This worker is not connected to the host (or lost the connection before the answer)."""
 
 
+class HostTlsError(HostConnectionError, ssl.SSLError):
+    """TLS and the host's address disagree: an ``https://``/``wss://`` address for a host that does not
+    serve TLS, a plain address for one that does, or a certificate this worker does not trust."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class CallDeadlineExceededError(RemoteCallError, TimeoutError):
     """The call's timeout ran out before the target answered."""
 
 
 class PayloadTooLargeError(RemoteCallError, ValueError):
     """The message or its answer is over the size limit."""
+
+
+class UnreadablePayloadError(RemoteCallError, ValueError):
+    """A message (at its target) or an answer (here) could not be read: no serializer there has its
+    type name and content type, or that serializer failed on it. The message says what to register;
+    :attr:`data_type` and :attr:`data_content_type` name the payload."""
+
+    @property
+    def data_type(self) -> str | None:
+        return self._named("data_type")
+
+    @property
+    def data_content_type(self) -> str | None:
+        return self._named("data_content_type")
+
+    def _named(self, member: str) -> str | None:
+        value = self.data.get(member) if isinstance(self.data, dict) else None
+        return value if isinstance(value, str) else None
 
 
 class RemoteHandlerError(RemoteCallError):
@@ -90,6 +125,7 @@ _BY_CODE: dict[int, type[RemoteCallError]] = {
     ErrorCode.CONNECTION_LOST: HostConnectionError,
     ErrorCode.DEADLINE_EXCEEDED: CallDeadlineExceededError,
     ErrorCode.PAYLOAD_TOO_LARGE: PayloadTooLargeError,
+    ErrorCode.UNREADABLE_PAYLOAD: UnreadablePayloadError,
 }
 
 _handler_error_classes: dict[str, type[RemoteHandlerError]] = {}
@@ -124,3 +160,23 @@ def error_from_rpc(error: RpcError) -> RemoteCallError:
         exc.args = (f"{exception_type}: {message}",)
         return exc
     return _BY_CODE.get(error.code, RemoteCallError)(error.code, error.message, data)
+
+
+for _public in (
+    HostBindError,
+    RemoteCallError,
+    AgentTypeNotFoundError,
+    AgentNotFoundError,
+    AgentTypeAlreadyRegisteredError,
+    SubscriptionError,
+    ForbiddenError,
+    TargetDisconnectedError,
+    HostConnectionError,
+    HostTlsError,
+    CallDeadlineExceededError,
+    PayloadTooLargeError,
+    UnreadablePayloadError,
+    RemoteHandlerError,
+    HostRejectedError,
+):
+    _public.__module__ = "io_backends"  # tracebacks name the import users write

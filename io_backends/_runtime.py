@@ -75,16 +75,26 @@ from sansio_runtime import (
     TypeSubscriptionSpec,
     WorkerEngine,
     WorkerEvent,
+    WorkerStats,
 )
 from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
-from ._address import CHANNEL_PATH, parse_host_address
-from ._asyncio_channel import open_asyncio_channel
-from ._errors import HostConnectionError, HostRejectedError, PayloadTooLargeError, error_from_rpc
-from ._serialization import MessageSerializers
+from ._address import CHANNEL_PATH, MAX_MESSAGE_SIZE_HEADER, HostAddress, parse_host_address
+from ._asyncio_channel import HandshakeNotAnswered, open_asyncio_channel
+from ._errors import (
+    HostConnectionError,
+    HostRejectedError,
+    HostTlsError,
+    PayloadTooLargeError,
+    error_from_rpc,
+)
+from ._grpc_compat import WORKER_OPTIONS as WORKER_GRPC_OPTIONS
+from ._grpc_compat import ChannelArgumentType
+from ._grpc_compat import translate as translate_grpc_options
+from ._serialization import NONE_TYPE_NAME, MessageSerializers, UnreadablePayload
 from ._tasks import HandlerTasks
 from ._timers import DeadlineTimer
-from ._websocket import Channel, keep_alive
+from ._websocket import CLOSE_TIMEOUT, Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 _NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
@@ -98,9 +108,6 @@ _TRACING_RECHECK = 1.0  # seconds between looks at the global tracer provider wh
 T = TypeVar("T", bound=Agent)
 AgentFactory = Callable[[], "Agent | Awaitable[Agent]"]
 
-NONE_TYPE_NAME = "NoneType"
-"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
-
 _DEFAULT_MAX_OUTBOUND_BYTES = 64 * 1024 * 1024
 _TRACE_PROPAGATOR = TraceContextTextMapPropagator()
 _SEND_HIGH_WATER = 1024 * 1024  # senders wait while more than this is queued for the host
@@ -110,15 +117,24 @@ _ENVELOPE_ALLOWANCE = 65536  # what the host adds around a payload when it forwa
 class HttpWorkerAgentRuntime(AgentRuntime):
     """An agent runtime whose agents talk to agents in other processes through an HTTP host.
 
+    The first four parameters are ``GrpcWorkerAgentRuntime``'s, by name and position; the rest are
+    keywords of this runtime.
+
     Args:
         host_address: ``http://host:port``, ``ws://host:port``, ``https://``/``wss://`` (TLS), or
             gRPC style ``host:port``.
         tracer_provider: OpenTelemetry tracer provider; spans are named as the gRPC runtime's.
+        extra_grpc_config: gRPC channel options, as for ``GrpcWorkerAgentRuntime``:
+            ``grpc.max_send_message_length`` / ``grpc.max_receive_message_length`` set the message
+            size limits, ``grpc.keepalive_time_ms`` / ``grpc.keepalive_timeout_ms`` the keepalive;
+            any other option is ignored with a :class:`GrpcOptionIgnoredWarning` (once).
         payload_serialization_format: ``application/json`` or ``application/x-protobuf``.
         auth_token: sent as ``Authorization: Bearer ...`` when the host requires one.
         ssl_context: for ``https://``/``wss://`` hosts (default: the system's trust store).
         call_timeout: default timeout, in seconds, of every ``send_message`` (None: no timeout).
-        max_message_size: the largest frame this worker sends (the host's limit should match).
+        max_message_size: the largest message this worker sends, and (with 64 KiB for the envelope)
+            receives; 4 MiB by default. A lower limit the host announces when the worker connects
+            applies too.
         connect_timeout: how long ``start()`` keeps trying to reach the host (it may still be starting).
         client_id: this worker's id at the host (``X-Client-Id``); a random one by default. The
             host refuses a second live connection with the same id.
@@ -135,12 +151,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self,
         host_address: str,
         tracer_provider: TracerProvider | None = None,
+        extra_grpc_config: ChannelArgumentType | None = None,
         payload_serialization_format: str = JSON_DATA_CONTENT_TYPE,
         *,
         auth_token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         call_timeout: float | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         connect_timeout: float = 10.0,
         client_id: str | None = None,
         reconnect: bool = True,
@@ -154,12 +171,20 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
         if auth_token is not None and not auth_token.strip():
             raise ValueError("auth_token must not be empty: pass None when the host needs no token")
+        grpc = translate_grpc_options(extra_grpc_config, used=WORKER_GRPC_OPTIONS, role="HttpWorkerAgentRuntime")
+        if max_message_size is None:
+            max_message_size = grpc.max_send or DEFAULT_MAX_MESSAGE_SIZE
+        if grpc.keepalive_interval is not None and keepalive_interval is not None:
+            keepalive_interval = grpc.keepalive_interval
+        if grpc.keepalive_timeout is not None:
+            keepalive_timeout = grpc.keepalive_timeout
         self._address = parse_host_address(host_address)
         self._payload_format = payload_serialization_format
         self._auth_token = auth_token
         self._ssl_context = ssl_context
         self._call_timeout = call_timeout
         self._max_message_size = max_message_size
+        self._max_receive_size = max(grpc.max_receive or 0, max_message_size) + _ENVELOPE_ALLOWANCE
         self._connect_timeout = connect_timeout
         self._client_id = client_id or f"worker-{uuid.uuid4()}"
         self._reconnect = reconnect
@@ -190,6 +215,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._instantiated_agents: dict[AgentId, Agent] = {}
         self._subscriptions: dict[str, SubscriptionSpec] = {}
         self._timer = DeadlineTimer(self._engine.next_deadline, self._on_deadline)
+        self._unreadable_seen: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -247,42 +273,70 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         await self.stop()
 
     @property
+    def stats(self) -> WorkerStats:
+        """This worker's counters: calls and events received, and those it could not read."""
+        return self._engine.stats
+
+    @property
     def connected(self) -> bool:
         """Whether the worker is connected to the host right now."""
         return self._channel is not None and self._channel.is_open
 
     async def _open(self) -> Channel:
+        """Connect and upgrade; TLS trouble is raised as :class:`HostTlsError`, saying what is wrong."""
         headers = [(b"x-client-id", self._client_id.encode())]
         if self._auth_token is not None:
             headers.append((b"authorization", b"Bearer " + self._auth_token.encode()))
-        return await open_asyncio_channel(
-            self._address,
-            target=CHANNEL_PATH,
-            headers=headers,
-            ssl_context=self._ssl_context,
-            max_message_size=self._max_message_size + _ENVELOPE_ALLOWANCE,
-            max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
-            connect_timeout=self._connect_timeout,
-        )
+        try:
+            channel = await open_asyncio_channel(
+                self._address,
+                target=CHANNEL_PATH,
+                headers=headers,
+                ssl_context=self._ssl_context,
+                max_message_size=self._max_receive_size,
+                max_outbound_bytes=_DEFAULT_MAX_OUTBOUND_BYTES,
+                connect_timeout=self._connect_timeout,
+            )
+        except (ssl.SSLError, HandshakeNotAnswered) as exc:
+            raise _tls_error(self._address, exc) from None
+        self._engine.connection_made(_announced_limit(channel.response_headers))
+        return channel
 
     async def _open_first(self) -> Channel:
         """Connect, retrying with backoff while the host is not up yet, for ``connect_timeout``."""
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._connect_timeout
+        started = loop.time()
         delay = self._reconnect_initial_delay
         while True:
             try:
                 return await self._open()
             except HostRejectedError as exc:
-                if exc.status_code != 503 or loop.time() + delay >= give_up_at:
+                if exc.status_code != 503 or loop.time() + delay >= started + self._connect_timeout:
                     raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
-            except ssl.SSLError:
-                raise
-            except OSError:
-                if loop.time() + delay >= give_up_at:
-                    raise
+            except HostTlsError:
+                raise  # an answer, not an absence: retrying cannot help
+            except (OSError, asyncio.TimeoutError) as exc:
+                if loop.time() + delay >= started + self._connect_timeout:
+                    raise self._unreachable(exc, loop.time() - started) from None
             await anyio.sleep(delay)
             delay = min(delay * 2, self._reconnect_max_delay)
+
+    def _unreachable(self, exc: BaseException, tried_for: float) -> HostConnectionError:
+        """The one-line error of a host that cannot be reached, and what to do about it."""
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused"
+        elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            why = f"no answer within connect_timeout={self._connect_timeout:g}"
+        elif isinstance(exc, OSError) and exc.strerror:
+            why = exc.strerror
+        else:
+            why = str(exc) or type(exc).__name__
+        address = self._address
+        return HostConnectionError(
+            ErrorCode.CONNECTION_LOST,
+            f"cannot reach the host at {address.authority} (tried for {tried_for:.1f}s: {why}); a host must be "
+            f"running there, e.g. `autogen-http-host --port {address.port}` (give it more time with connect_timeout=)",
+        )
 
     async def _announce(self) -> None:
         """Tell the host about every agent type and subscription this worker has."""
@@ -315,7 +369,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 return None
             try:
                 channel = await self._open()
-            except (OSError, TimeoutError, HostRejectedError) as exc:
+            except (OSError, asyncio.TimeoutError, HostRejectedError) as exc:
                 logger.info(
                     "reconnecting to %s failed (%s); next try in about %.1fs", self._address.authority, exc, delay
                 )
@@ -338,6 +392,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if engine.has_data_to_send:
                 self._flush()
 
+        abandoned = False
         try:
             # Timers, keepalive and re-announcing end with the connection.
             async with anyio.create_task_group() as tg:
@@ -348,14 +403,37 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     tg.start_soon(self._reannounce, channel)
                 await channel.serve(on_message)
                 tg.cancel_scope.cancel()
+        except asyncio.CancelledError:
+            # Cancelled while running: the event loop is ending (asyncio.run) and stop() was never called.
+            abandoned = self._running
+            if abandoned:
+                self._abandon(channel)
+            raise
         finally:
             with anyio.CancelScope(shield=True):
                 await channel.aclose()
+                if abandoned:
+                    with anyio.move_on_after(CLOSE_TIMEOUT):
+                        await self._handlers.cancel_all()
             if self._channel is channel:
                 self._channel = None
                 logger.warning("lost the connection to the host at %s", self._address.authority)
-            for event in self._engine.connection_lost():
+            for event in self._engine.connection_lost(channel.close_code):
                 self._on_event(event)
+
+    def _abandon(self, channel: Channel) -> None:
+        """End a runtime whose event loop is shutting down without a ``stop()``: no handler starts
+        any more, running ones are cancelled, and the connection is closed as ``stop()`` would."""
+        self._running = False
+        self._connected.set()
+        self._channel = None
+        channel.close(1000, "worker's event loop shut down")
+        self._handlers.cancel_now()
+        logger.warning(
+            "the worker connected to %s was not stopped before its event loop ended; call "
+            "`await runtime.stop()` before leaving it",
+            self._address.authority,
+        )
 
     async def _reannounce(self, channel: Channel) -> None:
         try:
@@ -413,9 +491,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if future is not None and not future.done():
                 future.set_result(event)
         elif isinstance(event, IncomingCall):
-            self._handlers.spawn(self._handle_call(event))
+            if self._running:  # (not while stopping: its handler would be cancelled before it starts)
+                self._handlers.spawn(self._handle_call(event))
         elif isinstance(event, IncomingEvent):
-            self._handle_event(event)
+            if self._running:
+                self._handle_event(event)
         elif isinstance(event, IncomingCallCancelled):
             token = self._call_tokens.get((event.epoch, event.call_id))
             if token is not None:
@@ -462,7 +542,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         timeout=self._call_timeout,
                     )
                 except EnginePayloadTooLarge as exc:
-                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                    raise self._too_large(exc) from None
                 future = self._request(request_id)
                 self._flush()
             if cancellation_token is not None:
@@ -478,7 +558,11 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if isinstance(event, (CallFailed, RequestFailed)):
                 raise error_from_rpc(event.error)
             assert isinstance(event, CallSucceeded)
-            return self._deserialize(event.payload)
+            try:
+                return self._serialization_registry.read(event.payload, "this worker")
+            except UnreadablePayload as exc:
+                reason = f"cannot read the answer of {recipient}: {exc}"
+                raise error_from_rpc(self._engine.result_unreadable(event.payload, reason)) from None
 
     async def publish_message(
         self,
@@ -509,9 +593,22 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         trace_context=self._trace_metadata(),
                     )
                 except EnginePayloadTooLarge as exc:
-                    raise PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, str(exc)) from None
+                    raise self._too_large(exc) from None
                 self._flush()
             await self._backpressure()
+
+    def _too_large(self, exc: EnginePayloadTooLarge) -> PayloadTooLargeError:
+        """A message refused before it was sent, and whose limit it ran into."""
+        limit = self._engine.max_message_size
+        if limit < self._max_message_size:
+            whose = (
+                f"the host's limit, which it announced when this worker connected: raise it on the host "
+                f"(HttpAgentServer(max_message_size=...) or autogen-http-host --max-message-size) and here "
+                f"(max_message_size={self._max_message_size})"
+            )
+        else:
+            whose = f"this worker's max_message_size={limit}: raise it here and on the host"
+        return PayloadTooLargeError(ErrorCode.PAYLOAD_TOO_LARGE, f"{exc} ({whose})")
 
     # ------------------------------------------------------------------ tracing
 
@@ -556,12 +653,13 @@ class HttpWorkerAgentRuntime(AgentRuntime):
     def _remote_parent(self, trace_context: Mapping[str, str]) -> AbstractContextManager[object]:
         return _remote_parent(trace_context) if self._tracing() else _NO_SPAN
 
-    def _deserialize(self, payload: Payload) -> Any:
-        if payload.data_type == NONE_TYPE_NAME and payload.data == b"null":
-            return None
-        return self._serialization_registry.deserialize(
-            payload.data, type_name=payload.data_type, data_content_type=payload.data_content_type
-        )
+    def _warn_unreadable(self, what: str, exc: UnreadablePayload) -> None:
+        """Log, once per type name and content type, a payload this worker cannot read."""
+        key = (exc.payload.data_type, exc.payload.data_content_type)
+        if key in self._unreadable_seen:
+            return
+        self._unreadable_seen.add(key)
+        logger.warning("%s: %s (later ones are counted in runtime.stats, not logged)", what, exc)
 
     def _serialize_result(self, result: Any) -> Payload:
         if result is None:
@@ -595,14 +693,25 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         engine = self._engine
         epoch = call.epoch
         try:
-            recipient = _agent_id(call.target.type, call.target.key)
-            sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
+            try:
+                recipient = _agent_id(call.target.type, call.target.key)
+                sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
+            except ValueError as exc:  # names outside AutoGen's rules (docs/PROTOCOL.md 3.3)
+                engine.respond_error(
+                    call.call_id, ErrorCode.INVALID_PARAMS, f"not a valid AutoGen agent id: {exc}", epoch=epoch
+                )
+                return
             try:
                 agent = await self._get_agent(recipient)
             except LookupError as exc:
                 engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc), epoch=epoch)
                 return
-            message = self._deserialize(call.payload)
+            try:
+                message = self._serialization_registry.read(call.payload, f"the worker hosting {recipient.type!r}")
+            except UnreadablePayload as exc:
+                engine.respond_unreadable(call.call_id, call.payload, str(exc), epoch=epoch)
+                self._warn_unreadable(f"a call to {recipient} was refused", exc)
+                return
             context = MessageContext(
                 sender=sender, topic_id=None, is_rpc=True, cancellation_token=token, message_id=str(call.call_id)
             )
@@ -661,8 +770,15 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def _handle_event(self, event: IncomingEvent) -> None:
         """One task per recipient, each handed the same message (as autogen's runtimes do)."""
+        try:
+            message = self._serialization_registry.read(event.payload, "this worker")
+        except UnreadablePayload as exc:
+            self._engine.event_unreadable(event, str(exc))
+            self._warn_unreadable(
+                f"dropped event {event.event_id} on topic {event.topic_type}/{event.topic_source}", exc
+            )
+            return
         try:  # this runs in the connection's callback: a bad event must not escape it
-            message = self._deserialize(event.payload)
             topic_id = _topic_id(event.topic_type, event.topic_source)
             sender = None if event.sender is None else _agent_id(event.sender.type, event.sender.key)
             recipients = [_agent_id(to.type, to.key) for to in event.recipients]
@@ -859,6 +975,44 @@ def _remote_parent(trace_context: Mapping[str, str]) -> Iterator[None]:
         yield
     finally:
         otel_context.detach(token)
+
+
+def _announced_limit(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
+    """The message size limit a host announced in its upgrade answer, if it did."""
+    for name, value in headers:
+        if name.lower() == MAX_MESSAGE_SIZE_HEADER:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+_PLAIN_TEXT_ANSWERS = {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"}
+
+
+def _tls_error(address: HostAddress, exc: ssl.SSLError | HandshakeNotAnswered) -> HostTlsError:
+    """What went wrong with TLS, in words, and what to do about it."""
+    where = f"the host at {address.authority}"
+    if isinstance(exc, HandshakeNotAnswered):
+        how = "answered with TLS" if exc.tls_record else "closed the connection without answering"
+        message = (
+            f"{where} {how} when asked to upgrade over plain HTTP: it serves TLS, so use an https:// or wss:// "
+            "address (with ssl_context= if its certificate is not in the system's trust store)"
+        )
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        message = (
+            f"{where} serves a TLS certificate this worker does not trust ({exc.verify_message}): pass an "
+            "ssl_context= that trusts its certificate authority"
+        )
+    elif exc.reason in _PLAIN_TEXT_ANSWERS:
+        message = (
+            f"{where} does not serve TLS (it answered the TLS handshake in plain text): use an http:// or ws:// "
+            "address, or start the host with TLS (autogen-http-host --certfile/--keyfile, or ssl_context=)"
+        )
+    else:
+        message = f"TLS with {where} failed: {exc.reason or exc}"
+    return HostTlsError(ErrorCode.CONNECTION_LOST, message)
 
 
 def _spec_of(subscription: Subscription) -> SubscriptionSpec:

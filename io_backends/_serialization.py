@@ -19,11 +19,17 @@ where the outcome is the same:
   surrogate escape, invalid UTF-8, ...) goes to autogen's serializer, which decides as before.
 
 Every other serializer, and a type registered again with another serializer, is autogen's alone.
+
+Reading a received payload (:meth:`MessageSerializers.read`) never returns autogen's
+``UnknownPayload``: a payload no serializer here can read raises :class:`UnreadablePayload`,
+whose message names the type, the content type and the serializer to register. Content types
+are compared as ``docs/PROTOCOL.md`` section 3.2 says (:func:`sansio_runtime.reader_content_types`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Sequence
 from typing import Any
@@ -32,9 +38,22 @@ import msgspec
 from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
 from autogen_core._serialization import DataclassJsonMessageSerializer, SerializationRegistry
 
+from sansio_runtime import Payload, media_type, reader_content_types
+
+NONE_TYPE_NAME = "NoneType"
+"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
+
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 _SCALARS = (str, int, bool)
+
+
+class UnreadablePayload(Exception):
+    """No serializer here can read a payload; the message says why and what to register."""
+
+    def __init__(self, payload: Payload, reason: str) -> None:
+        super().__init__(reason)
+        self.payload = payload
 
 
 class MessageSerializers(SerializationRegistry):
@@ -44,14 +63,18 @@ class MessageSerializers(SerializationRegistry):
         super().__init__()
         # type name -> (the dataclass, whether it may hold floats; None: send it through autogen's)
         self._dataclass_json: dict[str, tuple[type[Any], bool | None]] = {}
+        self._content_types: dict[str, set[str]] = {}  # type name -> media types it has serializers for
 
     def add_serializer(self, serializer: MessageSerializer[Any] | Sequence[MessageSerializer[Any]]) -> None:
         if isinstance(serializer, Sequence):
             for one in serializer:
                 self.add_serializer(one)
             return
-        super().add_serializer(serializer)
-        if serializer.data_content_type != JSON_DATA_CONTENT_TYPE:
+        declared = serializer.data_content_type
+        own = media_type(declared)
+        super().add_serializer(serializer if own == declared else _AsMediaType(serializer, own))
+        self._content_types.setdefault(serializer.type_name, set()).add(own)
+        if own != JSON_DATA_CONTENT_TYPE:
             return
         if type(serializer) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
             cls: type[Any] = serializer.cls
@@ -59,14 +82,63 @@ class MessageSerializers(SerializationRegistry):
         else:
             self._dataclass_json.pop(serializer.type_name, None)
 
+    def content_types(self, type_name: str) -> set[str]:
+        """The media types ``type_name`` has serializers for here."""
+        return self._content_types.get(type_name, set())
+
     def serialize(self, message: Any, *, type_name: str, data_content_type: str) -> bytes:
         entry = self._dataclass_json.get(type_name) if data_content_type == JSON_DATA_CONTENT_TYPE else None
         if entry is not None and entry[1] is not None:
             data = _as_json_dumps_would(message, may_hold_floats=entry[1])
             if data is not None:
                 return data
+        if not self.is_registered(type_name, data_content_type):
+            raise ValueError(
+                f"Unknown type {type_name} with content type {data_content_type}: "
+                + self._advice(type_name, data_content_type, "this worker")
+            )
         # Anything else: autogen's serializer writes it, or raises its own error.
         return super().serialize(message, type_name=type_name, data_content_type=data_content_type)
+
+    def read(self, payload: Payload, where: str) -> Any:
+        """The message in a received ``payload``. ``where`` names this worker in the error's message
+        (e.g. "this worker", "the worker hosting 'echo'").
+
+        Raises :class:`UnreadablePayload` when no serializer here reads its type name and content
+        type, or when that serializer fails on the bytes.
+        """
+        type_name = payload.data_type
+        if type_name == NONE_TYPE_NAME and payload.data == b"null":
+            return None
+        for content_type in reader_content_types(payload.data_content_type):
+            if self.is_registered(type_name, content_type):
+                try:
+                    return self.deserialize(payload.data, type_name=type_name, data_content_type=content_type)
+                except Exception as exc:
+                    raise UnreadablePayload(
+                        payload,
+                        f"the serializer for type {type_name!r} ({content_type}) on {where} cannot read the "
+                        f"payload: {type(exc).__name__}: {exc}; the sender and {where} must register the "
+                        "same message class",
+                    ) from exc
+        raise UnreadablePayload(payload, self._advice(type_name, payload.data_content_type, where))
+
+    def _advice(self, type_name: str, content_type: str, where: str) -> str:
+        """Why ``where`` has no serializer for ``type_name`` as ``content_type``, and what to register."""
+        others = sorted(self.content_types(type_name))
+        if others:
+            return (
+                f"{where} has serializers for type {type_name!r} only as {', '.join(others)}, not as "
+                f"{content_type!r}: register one for {content_type!r} there, or give both sides the same "
+                "payload_serialization_format="
+            )
+        missing = f"{where} has no serializer for type {type_name!r} ({content_type})"
+        known = list(self._content_types)
+        close = [k for k in known if k.lower() == type_name.lower()] or difflib.get_close_matches(type_name, known, 1)
+        if close:
+            return f"{missing}, but has one for {close[0]!r}: is the type name misspelled?"
+        hint = f"try_get_known_serializers_for_type({type_name.rsplit('.', 1)[-1] or type_name})"
+        return f"{missing}; register one there with runtime.add_message_serializer({hint})"
 
     def deserialize(self, payload: bytes, *, type_name: str, data_content_type: str) -> Any:
         entry = self._dataclass_json.get(type_name) if data_content_type == JSON_DATA_CONTENT_TYPE else None
@@ -79,6 +151,29 @@ class MessageSerializers(SerializationRegistry):
                 return entry[0](**fields)
         # Anything else: autogen's serializer reads it, or raises its own error.
         return super().deserialize(payload, type_name=type_name, data_content_type=data_content_type)
+
+
+class _AsMediaType:
+    """A serializer registered under its content type's media type (lower case, no parameters),
+    the form received content types are compared in."""
+
+    def __init__(self, serializer: MessageSerializer[Any], content_type: str) -> None:
+        self._serializer = serializer
+        self._content_type = content_type
+
+    @property
+    def data_content_type(self) -> str:
+        return self._content_type
+
+    @property
+    def type_name(self) -> str:
+        return self._serializer.type_name
+
+    def deserialize(self, payload: bytes) -> Any:
+        return self._serializer.deserialize(payload)
+
+    def serialize(self, message: Any) -> bytes:
+        return self._serializer.serialize(message)
 
 
 def _as_json_dumps_would(message: Any, *, may_hold_floats: bool) -> bytes | None:

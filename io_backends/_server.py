@@ -28,7 +28,6 @@ import anyio
 import anyio.abc
 import h11
 import msgspec
-import sniffio
 from anyio.abc import SocketAttribute
 from anyio.streams.tls import TLSStream
 from wsproto import WSConnection
@@ -49,9 +48,13 @@ from sansio_runtime import (
     HostOutput,
 )
 
-from ._address import is_loopback, remote_host
+from ._address import MAX_MESSAGE_SIZE_HEADER, is_loopback, remote_host, split_host_port
 from ._admission import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, Admission, refusal_response
 from ._asyncio_host import LINGER_MAX_BYTES, LINGER_TIMEOUT, HostProtocol, keepalive_sweep
+from ._errors import HostBindError
+from ._grpc_compat import HOST_OPTIONS as HOST_GRPC_OPTIONS
+from ._grpc_compat import ChannelArgumentType
+from ._grpc_compat import translate as translate_grpc_options
 from ._http_front import (
     ABORT,
     DEFAULT_IDLE_TIMEOUT,
@@ -272,7 +275,13 @@ class HttpAgentService:
 
     def _health_body(self) -> bytes:
         return msgspec.json.encode(
-            {"status": "ok", "connections": self._connections, "agent_types": len(self.engine.agent_types())}
+            {
+                "status": "ok",
+                "connections": self._connections,
+                "agent_types": len(self.engine.agent_types()),
+                "max_message_size": self.max_message_size,
+                "events_unreadable": self.engine.stats.events_unreadable,
+            }
         )
 
     def authorize(self, request: h11.Request) -> bool | Awaitable[bool]:
@@ -308,6 +317,10 @@ class HttpAgentService:
             return self.engine.connect(ClientKind.CHANNEL, None if name is None else name.decode("utf-8", "replace"))
         except ClientNameInUse:
             return HttpError(409, "another live connection uses this X-Client-Id")
+
+    def accept_channel_response(self, ws: WSConnection) -> bytes:
+        """The ``101`` that opens a channel; it announces the host's message size limit to the worker."""
+        return ws.send(AcceptConnection(extra_headers=[(MAX_MESSAGE_SIZE_HEADER, b"%d" % self.max_message_size)]))
 
     def channel_opened(self, client: ClientId, channel: Channel) -> tuple[MessageHandler, Callable[[], None]]:
         """Route ``client``'s messages; returns the channel's ``on_message`` and ``on_end`` callbacks."""
@@ -440,7 +453,7 @@ class HttpAgentService:
         self, stream: anyio.abc.ByteStream, front: HttpFront, client: ClientId, ws: WSConnection
     ) -> None:
         try:
-            await stream.send(ws.send(AcceptConnection()))
+            await stream.send(self.accept_channel_response(ws))
         except BaseException:
             self._apply(self.engine.disconnect(client, self.clock()))
             raise
@@ -460,6 +473,29 @@ class HttpAgentService:
                 tg.cancel_scope.cancel()
         finally:
             self.channel_closed(client)
+
+
+def _bind_failure(address: str, port: int, exc: OSError) -> str:
+    """Why a host cannot listen on ``address:port``, and what to do about it, in one line."""
+    where = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is already in use (is another host running?); "
+            "stop that process or choose another port"
+        )
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: permission denied (ports below 1024 need privileges); choose another port"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {address} is not an address of this machine; use 127.0.0.1 or 0.0.0.0"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
+
+
+def _on_asyncio() -> bool:
+    """Whether the caller runs in an asyncio task (and not, say, under trio)."""
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:  # no asyncio loop running in this thread
+        return False
 
 
 async def _linger_and_close(stream: anyio.abc.ByteStream, *, reset: bool = False) -> None:
@@ -505,7 +541,7 @@ class HttpAgentServer:
         *,
         service: HttpAgentService | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
         auth_token: str | None = None,
         authenticator: Authenticator | None = None,
         backlog: int = 512,
@@ -518,18 +554,21 @@ class HttpAgentServer:
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        extra_grpc_config: ChannelArgumentType | None = None,
     ) -> None:
         """The limits and timeouts are :class:`HttpAgentService`'s (ignored when ``service`` is given)."""
-        if ":" in address and not address.startswith("[") and address.count(":") == 1:
-            # gRPC style "host:port" passed as the address.
-            address, _, port_text = address.rpartition(":")
-            port = int(port_text)
-        self.address = address.strip("[]")
-        self._requested_port = port
+        host, address_port = split_host_port(address)  # gRPC style "host:port" (or "[::]:port")
+        self.address = host
+        self._requested_port = port if address_port is None else address_port
+        grpc = translate_grpc_options(extra_grpc_config, used=HOST_GRPC_OPTIONS, role="the host")
+        if service is not None and (extra_grpc_config is not None or max_message_size is not None):
+            raise TypeError("pass the limits to the HttpAgentService given as service=, not to HttpAgentServer")
         self.service = service or HttpAgentService(
-            max_message_size=max_message_size,
+            max_message_size=max_message_size or grpc.max_receive or DEFAULT_MAX_MESSAGE_SIZE,
             auth_token=auth_token,
             authenticator=authenticator,
+            keepalive_interval=10.0 if grpc.keepalive_interval is None else grpc.keepalive_interval,
+            keepalive_timeout=10.0 if grpc.keepalive_timeout is None else grpc.keepalive_timeout,
             max_batch_length=max_batch_length,
             max_agent_types_per_connection=max_agent_types_per_connection,
             max_subscriptions_per_connection=max_subscriptions_per_connection,
@@ -558,6 +597,17 @@ class HttpAgentServer:
             raise RuntimeError("the server is not started")
         return self._port
 
+    def bind(self) -> int:
+        """Bind the listening socket now (``start()`` and ``serve()`` do it if it was not done) and
+        return the port.
+
+        Raises :class:`HostBindError` (an ``OSError``) with a one-line explanation when the port is
+        in use, needs privileges, or the address is not this machine's.
+        """
+        if self._socket is None:
+            self._socket = self._bind()
+        return self.port
+
     def _bind(self) -> socket.socket:
         if self.service.requires_token and self._ssl_context is None and not is_loopback(self.address):
             logger.warning(
@@ -566,7 +616,10 @@ class HttpAgentServer:
                 self.address,
             )
         family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
-        sock = socket.create_server((self.address, self._requested_port), family=family, backlog=self._backlog)
+        try:
+            sock = socket.create_server((self.address, self._requested_port), family=family, backlog=self._backlog)
+        except OSError as exc:
+            raise HostBindError(exc.errno, _bind_failure(self.address, self._requested_port, exc)) from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._port = sock.getsockname()[1]
         return sock
@@ -576,7 +629,8 @@ class HttpAgentServer:
         if self._started:
             raise RuntimeError("the server is already started")
         loop = asyncio.get_running_loop()
-        self._socket = self._bind()
+        self.bind()
+        assert self._socket is not None
         self._started = True
         self._stop_requested = anyio.Event()
         self._task = loop.create_task(self._serve_asyncio(self._socket, anyio.TASK_STATUS_IGNORED))
@@ -585,9 +639,10 @@ class HttpAgentServer:
         """Bind and serve until :meth:`stop` (anyio-native; ``await tg.start(server.serve)`` gives the port)."""
         if self._started:
             raise RuntimeError("the server is already started")
+        self.bind()
+        assert self._socket is not None
         self._started = True
-        self._socket = self._bind()
-        if sniffio.current_async_library() == "asyncio":
+        if _on_asyncio():
             self._stop_requested = anyio.Event()
             await self._serve_asyncio(self._socket, task_status)
         else:
@@ -725,3 +780,38 @@ class HttpAgentServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+class HttpWorkerAgentRuntimeHost(HttpAgentServer):
+    """The host under the gRPC runtime's name, with ``GrpcWorkerAgentRuntimeHost``'s parameters
+    by name and position: ``HttpWorkerAgentRuntimeHost(address="localhost:50051")``.
+
+    ``address`` is ``"host:port"`` (``"[::]:50051"`` for IPv6; port 0 picks one, read it back from
+    :attr:`port` after ``start()``). ``extra_grpc_config`` is read as for gRPC:
+    ``grpc.max_receive_message_length`` is the host's message size limit,
+    ``grpc.keepalive_time_ms`` / ``grpc.keepalive_timeout_ms`` its keepalive; other options are
+    ignored with a warning. The keywords are :class:`HttpAgentServer`'s.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        extra_grpc_config: ChannelArgumentType | None = None,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_message_size: int | None = None,
+        auth_token: str | None = None,
+        authenticator: Authenticator | None = None,
+        backlog: int = 512,
+    ) -> None:
+        if split_host_port(address)[1] is None:
+            raise ValueError(f"address {address!r} needs a port, as for GrpcWorkerAgentRuntimeHost: 'localhost:50051'")
+        super().__init__(
+            address,
+            ssl_context=ssl_context,
+            max_message_size=max_message_size,
+            auth_token=auth_token,
+            authenticator=authenticator,
+            backlog=backlog,
+            extra_grpc_config=extra_grpc_config,
+        )

@@ -54,6 +54,11 @@ class HandlerTasks:
             self._tasks = tasks = {t for t in tasks if not t.done()}
             self._sweep_at = max(_MIN_SWEEP, 2 * len(tasks))
 
+    def cancel_now(self) -> None:
+        """Cancel every task still running, without waiting for them (see :meth:`cancel_all`)."""
+        for task in self._tasks:
+            task.cancel()
+
     async def cancel_all(self) -> None:
         """Cancel every task still running and wait for them to finish."""
         tasks, self._tasks = self._tasks, set()

@@ -49,10 +49,13 @@ from ._wire import (
     SubscriptionSpec,
     TypePrefixSubscriptionSpec,
     TypeSubscriptionSpec,
+    UnreadablePayloadData,
     decode_error_data,
     is_json_content_type,
+    media_type,
+    reader_content_types,
 )
-from ._worker import PayloadTooLargeError, WorkerEngine
+from ._worker import PayloadTooLargeError, WorkerEngine, WorkerStats
 
 __all__ = [
     "CLIENT_TRANSITIONS",
@@ -92,9 +95,13 @@ __all__ = [
     "SubscriptionSpec",
     "TypePrefixSubscriptionSpec",
     "TypeSubscriptionSpec",
+    "UnreadablePayloadData",
     "WorkerEngine",
     "WorkerEvent",
+    "WorkerStats",
     "decode_error_data",
     "http_status_for",
     "is_json_content_type",
+    "media_type",
+    "reader_content_types",
 ]

@@ -50,6 +50,9 @@ class ErrorCode(IntEnum):
     """The worker's own connection to the host was lost before the answer came (worker side only)."""
     AGENT_NOT_FOUND = -32014
     """The target worker hosts the type but could not create or find the agent (worker side)."""
+    UNREADABLE_PAYLOAD = -32015
+    """The receiver cannot read a payload: it has no serializer for its ``data_type`` and content
+    type, or that serializer failed on the bytes. ``data`` holds ``{"data_type", "data_content_type"}``."""
 
     BATCH_TOO_LARGE = -32018
     """A batch has more entries than the host accepts in one message; none of them was processed."""

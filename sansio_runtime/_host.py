@@ -96,6 +96,8 @@ class HostStats:
     responses_dropped: int = 0
     """Responses that answered no call pending on the sender (late, foreign or bogus ids)."""
     errors_sent: int = 0
+    events_unreadable: int = 0
+    """Event deliveries a worker reported it could not read (UNREADABLE_PAYLOAD with id null)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -339,11 +341,19 @@ class HostEngine:
         return self._deadlines.next_deadline()
 
     def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> list[HostOutput]:
-        """Close every client (for a host shutdown). Pending calls fail, nothing stays registered."""
+        """Close every client (for a host shutdown). Nothing stays registered.
+
+        Every client is closing before anything is released, so no caller is answered
+        TARGET_DISCONNECTED for a target that goes with it: each client's own pending calls
+        end with the close (a worker fails them locally as CONNECTION_LOST; ``/v1/rpc`` 503).
+        """
         out: list[HostOutput] = []
-        for c in list(self._clients.values()):
-            if c.state is not ClientState.CLOSING:
-                self._close(c, code, reason, out)
+        closing = [c for c in self._clients.values() if c.state is not ClientState.CLOSING]
+        for c in closing:
+            c.move_to(ClientState.CLOSING)
+        for c in closing:
+            self._release(c, out)
+            out.append(Close(c.id, code, reason))
         return out
 
     # ------------------------------------------------------------------ read-only views
@@ -414,6 +424,8 @@ class HostEngine:
         pending = self._pending.get(host_id) if isinstance(host_id, int) else None
         if pending is None or pending.target != c.id:
             self.stats.responses_dropped += 1
+            if host_id is None and not isinstance(error, UnsetType) and _is_unreadable_report(error):
+                self.stats.events_unreadable += 1
             return
         del self._pending[pending.host_id]
         self._deadlines.discard(pending.host_id)
@@ -512,8 +524,8 @@ class HostEngine:
         owner = self._agent_types.get(agent_type)
         if owner is not None:
             whose = "this connection" if owner == c.id else "another worker"
-            raise _Reject(
-                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"agent type {agent_type!r} is already registered by {whose}"
+            raise _Reject(  # (the gRPC host's wording: code and tests match "Agent type X already registered")
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"Agent type {agent_type} already registered by {whose}"
             )
         if len(c.agent_types) >= self.max_agent_types_per_connection:
             raise _Reject(
@@ -691,6 +703,14 @@ def _check_name_lengths(*names: str) -> None:
     for name in names:
         if len(name) > MAX_NAME_LENGTH:
             raise _Reject(ErrorCode.INVALID_PARAMS, f"names are at most {MAX_NAME_LENGTH} characters, not {len(name)}")
+
+
+def _is_unreadable_report(error: Raw) -> bool:
+    """Whether a worker's error with id null reports an event it could not read."""
+    try:
+        return wire.RPC_ERROR_DECODER.decode(error).code == ErrorCode.UNREADABLE_PAYLOAD
+    except (msgspec.ValidationError, RecursionError):
+        return False
 
 
 def _decode(decoder: msgspec.json.Decoder[_T], params: Raw | UnsetType) -> _T:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from typing import Final, Union
 
 import msgspec
@@ -33,10 +34,32 @@ MESSAGE_KIND_PUBLISH: Final = "publish"
 RequestId = Union[int, str]
 
 
+JSON_CONTENT_TYPE: Final = "application/json"
+
+
+@functools.lru_cache(maxsize=256)
+def media_type(content_type: str) -> str:
+    """A content type as receivers compare it: the part before any ``;``, trimmed, lower-cased."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def is_json_content_type(content_type: str) -> bool:
     """True for ``application/json`` and ``application/*+json``: such payloads travel as raw JSON."""
-    ct = content_type.split(";", 1)[0].strip().lower()
-    return ct == "application/json" or (ct.startswith("application/") and ct.endswith("+json"))
+    ct = media_type(content_type)
+    return ct == JSON_CONTENT_TYPE or (ct.startswith("application/") and ct.endswith("+json"))
+
+
+@functools.lru_cache(maxsize=256)
+def reader_content_types(content_type: str) -> tuple[str, ...]:
+    """The content types whose serializer may read a payload sent as ``content_type``, best first.
+
+    Its own media type (case and parameters do not matter), then, for any other JSON media type
+    (``application/*+json``), ``application/json``: ``docs/PROTOCOL.md`` section 3.2.
+    """
+    own = media_type(content_type)
+    if own != JSON_CONTENT_TYPE and is_json_content_type(own):
+        return (own, JSON_CONTENT_TYPE)
+    return (own,)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +86,15 @@ class HandlerErrorData(Struct, frozen=True):
 
     exception_type: str
     message: str
+
+
+class UnreadablePayloadData(Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """``data`` of an ``UNREADABLE_PAYLOAD`` error: the names of the payload that could not be read."""
+
+    data_type: str
+    data_content_type: str
+    event_id: str | UnsetType = UNSET
+    """Set when the payload was an event's (reported to the host with id null)."""
 
 
 class TypeSubscriptionSpec(Struct, frozen=True, gc=False, tag="type", tag_field="kind"):
@@ -275,6 +307,12 @@ def forwarded_error(id: RequestId | None, error: RpcError) -> bytes:
 
 def handler_error_data(exception_type: str, message: str) -> Raw:
     return Raw(encode(HandlerErrorData(exception_type, message)))
+
+
+def unreadable_payload_data(data_type: str, data_content_type: str, event_id: str | UnsetType = UNSET) -> Raw:
+    return Raw(
+        encode(UnreadablePayloadData(data_type=data_type, data_content_type=data_content_type, event_id=event_id))
+    )
 
 
 def decode_error_data(error: RpcError) -> object:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
 from . import _wire as wire
 from ._deadlines import DeadlineHeap
-from ._errors import ErrorCode
+from ._errors import CloseCode, ErrorCode
 from ._events import (
     CallFailed,
     CallSucceeded,
@@ -47,6 +48,39 @@ class PayloadTooLargeError(ValueError):
     """A message would exceed the engine's ``max_message_size`` and was not queued."""
 
 
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters of one worker engine (over all its connections), for metrics and tests."""
+
+    calls_received: int = 0
+    """``agent.call`` requests the host sent us to handle."""
+    events_received: int = 0
+    """``agent.event`` deliveries the host sent us."""
+    events_dropped: int = 0
+    """``agent.event`` deliveries that were not valid events (answered with an id-null error)."""
+    calls_unreadable: int = 0
+    """Calls answered with UNREADABLE_PAYLOAD: no serializer here could read their message."""
+    events_unreadable: int = 0
+    """Events whose payload no serializer here could read (reported to the host)."""
+    results_unreadable: int = 0
+    """Answers to our calls whose payload no serializer here could read."""
+
+
+# What a worker's pending requests fail with when the connection ends with a close code.
+_CLOSED_WITH: dict[int, tuple[ErrorCode, str]] = {
+    CloseCode.GOING_AWAY: (ErrorCode.CONNECTION_LOST, "the host shut down (close 1001) before it answered"),
+    CloseCode.MESSAGE_TOO_BIG: (
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        "the host closed the connection (1009) because a message was over its size limit; set the "
+        "worker's max_message_size= to at most the host's",
+    ),
+    CloseCode.SLOW_CONSUMER: (
+        ErrorCode.CONNECTION_LOST,
+        "the host cut the connection off (4008) because this worker stopped reading",
+    ),
+}
+
+
 class _Kind(enum.Enum):
     CALL = "call"
     RUNTIME = "runtime"
@@ -60,8 +94,12 @@ class WorkerEngine:
     """
 
     def __init__(self, *, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        self.configured_max_message_size = max_message_size
+        """The limit this engine was made with."""
         self.max_message_size = max_message_size
-        """Largest frame this engine will queue; the host refuses larger ones (close 1009)."""
+        """Largest frame this engine will queue: the configured limit, or the host's when that is
+        lower (:meth:`connection_made`); the host refuses larger ones (close 1009)."""
+        self.stats = WorkerStats()
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
         self._requests: dict[int, _Kind] = {}
@@ -69,6 +107,17 @@ class WorkerEngine:
         self._incoming: dict[RequestId, None] = {}
         self._epoch = 0
         self._deadlines: DeadlineHeap[int] = DeadlineHeap()
+
+    # ------------------------------------------------------------------ connection
+
+    def connection_made(self, host_max_message_size: int | None = None) -> None:
+        """A new connection to a host is open. ``host_max_message_size`` is the host's message size
+        limit when it announced one (the ``X-Max-Message-Size`` header of its upgrade answer):
+        frames over it are refused here, before they are sent, instead of costing the connection."""
+        limit = self.configured_max_message_size
+        if host_max_message_size is not None and 0 < host_max_message_size < limit:
+            limit = host_max_message_size
+        self.max_message_size = limit
 
     # ------------------------------------------------------------------ outgoing
 
@@ -214,15 +263,45 @@ class WorkerEngine:
         self._outbox.append(frame)
         return True
 
+    def respond_unreadable(self, call_id: RequestId, payload: Payload, reason: str, *, epoch: int) -> bool:
+        """Answer an :class:`IncomingCall` whose message no serializer here can read (UNREADABLE_PAYLOAD).
+
+        ``reason`` says why and what to register; the error's ``data`` names the payload. Returns
+        False, and queues nothing, in the same cases as :meth:`respond`.
+        """
+        if not self._settle_incoming(call_id, epoch):
+            return False
+        self.stats.calls_unreadable += 1
+        data = wire.unreadable_payload_data(payload.data_type, payload.data_content_type)
+        self._reply(wire.error_response(call_id, ErrorCode.UNREADABLE_PAYLOAD, reason, data))
+        return True
+
+    def event_unreadable(self, event: IncomingEvent, reason: str) -> None:
+        """An :class:`IncomingEvent`'s payload cannot be read here: count it and report it to the host
+        (an UNREADABLE_PAYLOAD error with id null, which the host counts)."""
+        self.stats.events_unreadable += 1
+        payload = event.payload
+        data = wire.unreadable_payload_data(payload.data_type, payload.data_content_type, event.event_id)
+        self._reply(wire.error_response(None, ErrorCode.UNREADABLE_PAYLOAD, reason, data))
+
+    def result_unreadable(self, payload: Payload, reason: str) -> RpcError:
+        """A :class:`CallSucceeded` whose payload cannot be read here: the error its caller gets instead."""
+        self.stats.results_unreadable += 1
+        data = wire.unreadable_payload_data(payload.data_type, payload.data_content_type)
+        return RpcError(ErrorCode.UNREADABLE_PAYLOAD, reason, data)
+
     def respond_error(
         self, call_id: RequestId, code: int, message: str, *, epoch: int, exception_type: str | None = None
     ) -> bool:
-        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``).
+        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``,
+        ``"Exception"`` when none is given: its ``data`` is part of the contract).
 
         Returns False, and queues nothing, in the same cases as :meth:`respond`.
         """
         if not self._settle_incoming(call_id, epoch):
             return False
+        if exception_type is None and code == ErrorCode.HANDLER_ERROR:
+            exception_type = "Exception"
         data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
         frame = wire.error_response(call_id, code, message, data)
         if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back
@@ -277,14 +356,19 @@ class WorkerEngine:
     def next_deadline(self) -> float | None:
         return self._deadlines.next_deadline()
 
-    def connection_lost(self) -> list[WorkerEvent]:
-        """The connection is gone: every request of ours fails with CONNECTION_LOST, and every call
-        we were handling ends with :class:`IncomingCallCancelled` (the host has failed it at its caller).
+    def connection_lost(self, close_code: int | None = None) -> list[WorkerEvent]:
+        """The connection is gone: every request of ours fails, and every call we were handling ends
+        with :class:`IncomingCallCancelled` (the host has failed it at its caller).
 
-        The engine can then be reused on a new connection: request ids keep counting up, and the
+        Requests fail with CONNECTION_LOST, or with PAYLOAD_TOO_LARGE when the host closed the
+        connection with 1009 (``close_code``, the code the connection ended with, if any). The
+        engine can then be reused on a new connection: request ids keep counting up, and the
         :attr:`epoch` moves on, so answers still coming from the lost connection's handlers are dropped.
         """
-        error = RpcError(ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
+        code, message = _CLOSED_WITH.get(
+            close_code or 0, (ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
+        )
+        error = RpcError(code, message)
         events: list[WorkerEvent] = [
             CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error)
             for rid, kind in self._requests.items()
@@ -410,6 +494,7 @@ class WorkerEngine:
             self._reply(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, message))
             return
         self._incoming[call_id] = None
+        self.stats.calls_received += 1
         events.append(
             IncomingCall(
                 call_id=call_id,
@@ -423,13 +508,16 @@ class WorkerEngine:
         )
 
     def _on_event(self, params: Raw | UnsetType, events: list[WorkerEvent]) -> None:
+        self.stats.events_received += 1
         if isinstance(params, UnsetType):
+            self.stats.events_dropped += 1
             return
         try:
             delivery = wire.EVENT_DELIVERY_DECODER.decode(params)
             event = wire.CLOUD_EVENT_DECODER.decode(delivery.event)
             data = wire.unpack_payload(event.data, event.data_base64)
         except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
+            self.stats.events_dropped += 1
             self._reply(wire.error_response(None, ErrorCode.INVALID_PARAMS, f"invalid agent.event: {exc}"))
             return
         sender: AgentRef | None = None
@@ -471,4 +559,4 @@ def _decode_error(raw: Raw) -> RpcError:
         return RpcError(ErrorCode.INTERNAL_ERROR, "the peer sent a malformed error object")
 
 
-__all__ = ["PayloadTooLargeError", "WorkerEngine"]
+__all__ = ["PayloadTooLargeError", "WorkerEngine", "WorkerStats"]

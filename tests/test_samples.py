@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -34,9 +35,29 @@ def test_host_command_line_serves_healthz_and_stops_on_sigterm() -> None:
         port = int(line.rsplit(":", 1)[1])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
             assert response.status == 200
-            assert json.load(response) == {"status": "ok", "connections": 1, "agent_types": 0}
+            assert json.load(response) == {
+                "status": "ok",
+                "connections": 1,
+                "agent_types": 0,
+                "max_message_size": 4 * 1024 * 1024,
+                "events_unreadable": 0,
+            }
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_host_command_line_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "io_backends", "--port", str(port)], capture_output=True, text=True, timeout=60
+        )
+    assert result.returncode == 1, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in result.stderr
+    assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr

@@ -1005,6 +1005,40 @@ def test_close_all(host: HostEngine) -> None:
     assert out == []
 
 
+def test_close_all_answers_no_caller_with_target_disconnected(host: HostEngine) -> None:
+    """Whatever order the clients connected in, a shutdown ends every client with its close:
+    no caller hears -32003 for a target that closes with it (a worker reports its pending calls as
+    CONNECTION_LOST, a /v1/rpc client gets 503)."""
+    target = host.connect()
+    register(host, target, "echo")
+    caller = host.connect()
+    one_shot = host.connect(ClientKind.ONE_SHOT)
+    host.receive(caller, req(1, "agent.call", call_params()), 0)
+    host.receive(one_shot, req(1, "agent.call", call_params()), 0)
+    out = host.close_all()
+    assert sends(out) == []
+    assert [(c.client, c.code) for c in closes(out)] == [
+        (target, CloseCode.GOING_AWAY),
+        (caller, CloseCode.GOING_AWAY),
+        (one_shot, CloseCode.GOING_AWAY),
+    ]
+    assert http_status_for(CloseCode.GOING_AWAY) == 503
+    assert host.pending_calls() == []
+
+
+def test_unreadable_event_reports_are_counted(host: HostEngine) -> None:
+    worker = host.connect()
+    report = (
+        b'{"jsonrpc":"2.0","id":null,"error":{"code":-32015,"message":"no serializer",'
+        b'"data":{"data_type":"Secret","data_content_type":"application/json","event_id":"e1"}}}'
+    )
+    assert host.receive(worker, report, 0) == []
+    assert host.receive(worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32602,"message":"bad event"}}', 0) == []
+    assert host.receive(worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":"x"}}', 0) == []
+    assert host.stats.events_unreadable == 1
+    assert host.stats.responses_dropped == 3
+
+
 def test_close_all_custom_code(host: HostEngine) -> None:
     a = host.connect()
     assert host.close_all(CloseCode.INTERNAL_ERROR, "bug") == [Close(a, CloseCode.INTERNAL_ERROR, "bug")]

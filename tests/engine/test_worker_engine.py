@@ -721,3 +721,100 @@ def test_incoming_event_without_payload_is_reported_not_raised() -> None:
     assert w.receive(frame, 0) == []
     [m] = frames(w)
     assert m["id"] is None and m["error"]["code"] == ErrorCode.INVALID_PARAMS
+
+
+# ====================================================================================== unreadable payloads
+
+
+def test_respond_unreadable_answers_the_call_with_the_payload_names() -> None:
+    w = WorkerEngine()
+    call = incoming_call(w, 5, data_type="Secret", data_content_type="application/json; charset=utf-8")
+    w.respond_unreadable(call.call_id, call.payload, "no serializer for 'Secret'", epoch=call.epoch)
+    assert w.data_to_send() == [
+        b'{"jsonrpc":"2.0","id":5,"error":{"code":-32015,"message":"no serializer for \'Secret\'",'
+        b'"data":{"data_type":"Secret","data_content_type":"application/json; charset=utf-8"}}}'
+    ]
+    assert w.incoming_calls == frozenset()
+    assert (w.stats.calls_received, w.stats.calls_unreadable) == (1, 1)
+    w.respond_unreadable(call.call_id, call.payload, "again", epoch=call.epoch)  # settled: nothing more
+    assert w.data_to_send() == [] and w.stats.calls_unreadable == 1
+
+
+def test_event_unreadable_is_counted_and_reported_to_the_host() -> None:
+    w = WorkerEngine()
+    [event] = w.receive(event_frame(["echo"], dataschema="Secret", datacontenttype=JSON), 0)
+    assert isinstance(event, IncomingEvent)
+    w.event_unreadable(event, "no serializer")
+    assert frames(w) == [
+        {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {
+                "code": ErrorCode.UNREADABLE_PAYLOAD,
+                "message": "no serializer",
+                "data": {"data_type": "Secret", "data_content_type": JSON, "event_id": "e1"},
+            },
+        }
+    ]
+    assert (w.stats.events_received, w.stats.events_unreadable, w.stats.events_dropped) == (1, 1, 0)
+    w.receive(b'{"jsonrpc":"2.0","method":"agent.event","params":{"recipients":["echo"]}}', 0)
+    assert (w.stats.events_received, w.stats.events_dropped) == (2, 1)
+
+
+def test_result_unreadable_is_an_error_for_the_caller() -> None:
+    w = WorkerEngine()
+    error = w.result_unreadable(Payload("Answer", JSON, b"{}"), "cannot read it")
+    assert (error.code, error.message) == (ErrorCode.UNREADABLE_PAYLOAD, "cannot read it")
+    assert decode_error_data(error) == {"data_type": "Answer", "data_content_type": JSON}
+    assert w.stats.results_unreadable == 1 and w.data_to_send() == []
+
+
+# ====================================================================================== how a connection ends
+
+
+@pytest.mark.parametrize(
+    ("close_code", "code", "words"),
+    [
+        (None, ErrorCode.CONNECTION_LOST, "connection to the host was lost"),
+        (1006, ErrorCode.CONNECTION_LOST, "connection to the host was lost"),
+        (1001, ErrorCode.CONNECTION_LOST, "the host shut down (close 1001)"),
+        (1009, ErrorCode.PAYLOAD_TOO_LARGE, "max_message_size="),
+        (4008, ErrorCode.CONNECTION_LOST, "stopped reading"),
+    ],
+)
+def test_connection_lost_says_how_the_connection_ended(close_code: int | None, code: int, words: str) -> None:
+    w = WorkerEngine()
+    call = w.call(AgentRef("x", "y"), Payload("M", JSON, b"1"), now=0)
+    request = w.register_agent("t")
+    events = w.connection_lost(close_code)
+    assert [type(e) for e in events] == [CallFailed, RequestFailed]
+    for event in events:
+        assert isinstance(event, (CallFailed, RequestFailed))
+        assert event.error.code == code and words in event.error.message, event
+    assert {e.request_id for e in events if isinstance(e, (CallFailed, RequestFailed))} == {call, request}
+
+
+def test_connection_made_applies_the_hosts_lower_limit() -> None:
+    w = WorkerEngine(max_message_size=1000)
+    w.connection_made(host_max_message_size=300)
+    assert (w.max_message_size, w.configured_max_message_size) == (300, 1000)
+    with pytest.raises(PayloadTooLargeError):
+        w.call(AgentRef("x", "y"), Payload("M", JSON, b'"' + b"a" * 300 + b'"'), now=0)
+    w.connection_made(host_max_message_size=5000)  # a higher limit never raises ours
+    assert w.max_message_size == 1000
+    w.connection_made()
+    assert w.max_message_size == 1000
+
+
+def test_handler_error_always_carries_its_data() -> None:
+    """-32004's data is part of the contract: without an exception type it names "Exception"
+    (found by the wire schema check over the worker state machine)."""
+    w = WorkerEngine()
+    call = incoming_call(w, 3)
+    w.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "boom", epoch=call.epoch)
+    [frame] = frames(w)
+    assert frame["error"] == {
+        "code": ErrorCode.HANDLER_ERROR,
+        "message": "boom",
+        "data": {"exception_type": "Exception", "message": "boom"},
+    }

@@ -1,5 +1,5 @@
-"""``from autogen_http_runtime.runtimes.http import HttpWorkerAgentRuntime, HttpAgentServer, HttpAgentService``."""
+"""``from autogen_http_runtime.runtimes.http import HttpWorkerAgentRuntime, HttpWorkerAgentRuntimeHost, ...``."""
 
-from io_backends import HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntime
+from io_backends import HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntime, HttpWorkerAgentRuntimeHost
 
-__all__ = ["HttpAgentServer", "HttpAgentService", "HttpWorkerAgentRuntime"]
+__all__ = ["HttpAgentServer", "HttpAgentService", "HttpWorkerAgentRuntime", "HttpWorkerAgentRuntimeHost"]
