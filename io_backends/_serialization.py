@@ -19,18 +19,29 @@ where the outcome is the same:
   surrogate escape, invalid UTF-8, ...) goes to autogen's serializer, which decides as before.
 
 Every other serializer, and a type registered again with another serializer, is autogen's alone.
+
+One substitution, once ``autogen_agentchat`` is imported: autogen's Pydantic serializer cannot
+read back a model whose fields hold AgentChat messages (typed with the abstract
+``BaseChatMessage``), so such a model gets ``io_backends.agentchat``'s MessageFactory-aware
+serializer instead, with serializers for the other events AgentChat's teams publish
+(:func:`_for_agentchat`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
-from autogen_core._serialization import DataclassJsonMessageSerializer, SerializationRegistry
+from autogen_core._serialization import (
+    DataclassJsonMessageSerializer,
+    PydanticJsonMessageSerializer,
+    SerializationRegistry,
+)
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -50,14 +61,15 @@ class MessageSerializers(SerializationRegistry):
             for one in serializer:
                 self.add_serializer(one)
             return
-        super().add_serializer(serializer)
-        if serializer.data_content_type != JSON_DATA_CONTENT_TYPE:
-            return
-        if type(serializer) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
-            cls: type[Any] = serializer.cls
-            self._dataclass_json[serializer.type_name] = (cls, _floats_in(cls))
-        else:
-            self._dataclass_json.pop(serializer.type_name, None)
+        for one in _for_agentchat(serializer):
+            super().add_serializer(one)
+            if one.data_content_type != JSON_DATA_CONTENT_TYPE:
+                continue
+            if type(one) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
+                cls: type[Any] = one.cls
+                self._dataclass_json[one.type_name] = (cls, _floats_in(cls))
+            else:
+                self._dataclass_json.pop(one.type_name, None)
 
     def serialize(self, message: Any, *, type_name: str, data_content_type: str) -> bytes:
         entry = self._dataclass_json.get(type_name) if data_content_type == JSON_DATA_CONTENT_TYPE else None
@@ -79,6 +91,20 @@ class MessageSerializers(SerializationRegistry):
                 return entry[0](**fields)
         # Anything else: autogen's serializer reads it, or raises its own error.
         return super().deserialize(payload, type_name=type_name, data_content_type=data_content_type)
+
+
+def _for_agentchat(serializer: MessageSerializer[Any]) -> Sequence[MessageSerializer[Any]]:
+    """What to register for ``serializer``: itself, or for a Pydantic model once AgentChat is
+    imported, what ``io_backends.agentchat.serializers_in_place_of`` says.
+
+    A model that holds AgentChat messages refers to ``autogen_agentchat.messages``, so while that
+    is not imported there is nothing to look at (and io_backends never imports AgentChat itself).
+    """
+    if type(serializer) is not PydanticJsonMessageSerializer or "autogen_agentchat.messages" not in sys.modules:
+        return (serializer,)
+    from io_backends.agentchat import serializers_in_place_of
+
+    return serializers_in_place_of(serializer)
 
 
 def _as_json_dumps_would(message: Any, *, may_hold_floats: bool) -> bytes | None:
