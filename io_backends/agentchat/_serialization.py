@@ -14,9 +14,10 @@ and validates the model around the built messages. Pydantic keeps an instance ha
 typed with one of its base classes, so nothing is built twice.
 
 The ``type`` names are resolved among the message classes defined in this process, so custom
-message types (the ones a team registers with ``custom_message_types``, or a ``StructuredMessage``
-of an agent's ``output_content_type``) are found as soon as their module is imported, on either
-side of the wire. Two classes with the same name are refused with a clear error, never guessed.
+message types (the ones a team registers with ``custom_message_types``) are found as soon as their
+module is imported, on either side of the wire; ``StructuredMessage[Plan]`` is made from
+``StructuredMessage`` and the ``Plan`` model where no one made it yet. Two classes with the same
+name are refused with a clear error, never guessed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import inspect
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator
@@ -38,6 +40,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 Convert = Callable[[Any], Any]
 """Turns the JSON value of one field into the value to validate (messages built); None: unchanged."""
 
+_GENERIC = re.compile(r"(\w+)\[([\w, ]+)\]\Z")  # StructuredMessage[Plan]
 _SEQUENCES = {list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence}
 _MAPPINGS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 
@@ -122,6 +125,9 @@ class _MessageClasses:
         if cls is None and name not in self._ambiguous:
             self._rescan()  # a class defined (or a StructuredMessage[...] made) since the last look
             cls = self._by_name.get(name)
+            generic = _GENERIC.match(name)
+            if cls is None and generic is not None:
+                cls = self._parametrize(generic[1], generic[2].split(","), name)
         if name in self._ambiguous:
             found = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in self._ambiguous[name])
             raise ValueError(f"more than one AgentChat message class is named {name!r} ({found}): rename one")
@@ -135,6 +141,20 @@ class _MessageClasses:
             raise ValueError(f"an AgentChat message of type {name!r} where a {expected} belongs")
         return cls
 
+    def _parametrize(self, base_name: str, arg_names: list[str], name: str) -> type[BaseMessage] | None:
+        """``StructuredMessage[Plan]`` where no one made it yet in this process, but ``Plan`` is defined."""
+        base = self._by_name.get(base_name)
+        if base is None or len(base.__pydantic_generic_metadata__["parameters"]) != len(arg_names):
+            return None
+        args = [_model_named(arg.strip()) for arg in arg_names]
+        if None in args:
+            return None
+        cls: type[BaseMessage] = base[tuple(args) if len(args) > 1 else args[0]]  # type: ignore[index]
+        if cls.__name__ != name:
+            return None
+        self._by_name[name] = cls
+        return cls
+
     def _rescan(self) -> None:
         by_name: dict[str, type[BaseMessage]] = {}
         ambiguous: dict[str, list[type[BaseMessage]]] = {}
@@ -143,6 +163,24 @@ class _MessageClasses:
             if other is not cls:
                 ambiguous.setdefault(cls.__name__, [other]).append(cls)
         self._by_name, self._ambiguous = by_name, ambiguous
+
+
+def _model_named(name: str) -> type[BaseModel] | None:
+    """The one Pydantic model class named ``name`` in this process (None if there is none)."""
+    found: list[type[BaseModel]] = []
+    seen: set[type[BaseModel]] = set()
+    stack: list[type[BaseModel]] = [BaseModel]
+    while stack:
+        for sub in stack.pop().__subclasses__():
+            if sub not in seen:
+                seen.add(sub)
+                stack.append(sub)
+                if sub.__name__ == name:
+                    found.append(sub)
+    if len(found) > 1:
+        listed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in found)
+        raise ValueError(f"more than one Pydantic model is named {name!r} ({listed}): rename one")
+    return found[0] if found else None
 
 
 def _concrete_message_classes() -> Iterator[type[BaseMessage]]:
@@ -154,7 +192,7 @@ def _concrete_message_classes() -> Iterator[type[BaseMessage]]:
                 continue
             seen.add(sub)
             stack.append(sub)
-            if not inspect.isabstract(sub) and not sub.__pydantic_generic_metadata__["parameters"]:
+            if not inspect.isabstract(sub):  # StructuredMessage itself included: agents list it as produced
                 yield sub
 
 
