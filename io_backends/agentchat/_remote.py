@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from io_backends import AgentTypeNotFoundError, HostConnectionError, TargetDisconnectedError
 
+from ._message_classes import message_class
 from ._messages import (
     ALL_MESSAGES,
     AgentChatParticipantDescribe,
@@ -39,7 +40,7 @@ from ._messages import (
     AgentChatParticipantTurn,
     AgentChatParticipantTurnResult,
 )
-from ._serialization import message_class, serializers_for
+from ._serialization import serializers_for
 from ._serve import participant_agent_type
 
 logger = logging.getLogger("io_backends.agentchat")

@@ -1,46 +1,39 @@
-"""Serializers that rebuild AgentChat's messages, where autogen's Pydantic serializer cannot.
+"""Serializers that carry AgentChat's messages whole, where autogen's Pydantic serializer cannot.
 
-AgentChat's group-chat events (``GroupChatStart``, ``GroupChatAgentResponse``, ...) and its
-``Response`` and ``TaskResult`` hold their messages in fields typed with the abstract
+AgentChat's group-chat events (``GroupChatStart``, ``GroupChatAgentResponse``, ...), its
+``Response`` and its ``TaskResult`` hold their messages in fields typed with the abstract
 ``BaseChatMessage`` and ``BaseAgentEvent``. autogen's ``PydanticJsonMessageSerializer`` writes
-them in full, but reads them back with ``model_validate_json``, which tries to build the abstract
-class itself and fails with a ``TypeError``. AgentChat's own answer is ``MessageFactory``: every
-message carries its class name in its ``type`` field, and the factory builds that class.
+them, but reads them back with ``model_validate_json``, which tries to build the abstract class
+itself and fails with a ``TypeError``. AgentChat's own answer is ``MessageFactory``: a message is
+written with its ``dump()``, which holds its class name in ``type``, and read back with that
+class's ``load()``.
 
-:class:`MessageFactorySerializer` does the same for any Pydantic model whose fields (at any depth:
-lists, unions, nested models and dataclasses) hold AgentChat messages: it parses the JSON, builds
-each message from its ``type`` (with the class's own ``load``, as ``MessageFactory.create`` does),
-and validates the model around the built messages. Pydantic keeps an instance handed to a field
-typed with one of its base classes, so nothing is built twice.
-
-The ``type`` names are resolved among the message classes defined in this process, so custom
-message types (the ones a team registers with ``custom_message_types``) are found as soon as their
-module is imported, on either side of the wire; ``StructuredMessage[Plan]`` is made from
-``StructuredMessage`` and the ``Plan`` model where no one made it yet. Two classes with the same
-name are refused with a clear error, never guessed.
+:class:`MessageFactorySerializer` does the same for any Pydantic model whose fields hold AgentChat
+messages, at any depth (lists, tuples, dicts, unions, nested models and dataclasses): every
+message is written with its own ``dump()``, whatever the field's annotation (so a field typed
+``BaseChatMessage`` without ``SerializeAsAny`` loses nothing either), and read back with the
+``load()`` of the class its ``type`` names (see ``_message_classes``). The model is then
+validated around the built messages: Pydantic keeps an instance handed to a field typed with one
+of its base classes, so nothing is built twice.
 """
 
 from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import inspect
-import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, BaseMessage
+from autogen_agentchat.messages import BaseMessage
 from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer, try_get_known_serializers_for_type
 from pydantic import BaseModel
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
-Convert = Callable[[Any], Any]
-"""Turns the JSON value of one field into the value to validate (messages built); None: unchanged."""
+from ._message_classes import message_class
 
-_GENERIC = re.compile(r"(\w+)\[([\w, ]+)\]\Z")  # StructuredMessage[Plan]
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _SEQUENCES = {list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.MutableSequence}
 _MAPPINGS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 
@@ -48,16 +41,16 @@ _MAPPINGS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 class MessageFactorySerializer(MessageSerializer[ModelT]):
     """A JSON serializer for a Pydantic model that holds AgentChat messages (see the module docstring).
 
-    Registered by ``HttpWorkerAgentRuntime`` by itself in place of autogen's serializer for such a
-    model; use :func:`serializer_for` to make one for another runtime.
+    ``HttpWorkerAgentRuntime`` registers one by itself in place of autogen's serializer for such a
+    model; :func:`serializers_for` makes them for another runtime.
     """
 
     def __init__(self, cls: type[ModelT], type_name: str | None = None) -> None:
-        convert = _model_converter(cls)
-        if convert is None:
+        shape = _model_shape(cls)
+        if shape is None:
             raise ValueError(f"{cls.__qualname__} holds no AgentChat messages: autogen's serializer reads it")
         self.cls = cls
-        self._convert = convert
+        self._shape = shape
         self._type_name = type_name or cls.__name__
 
     @property
@@ -69,30 +62,33 @@ class MessageFactorySerializer(MessageSerializer[ModelT]):
         return self._type_name
 
     def serialize(self, message: ModelT) -> bytes:
-        # serialize_as_any: a message in a field typed with a base class is written in full even
-        # where the model's author did not annotate the field with SerializeAsAny.
-        return message.model_dump_json(serialize_as_any=True).encode("utf-8")
+        return msgspec.json.encode(self._shape.write(message, message.model_dump(mode="json")))
 
     def deserialize(self, payload: bytes) -> ModelT:
         try:
             data = msgspec.json.decode(payload)
         except msgspec.DecodeError as exc:
             raise ValueError(f"a {self._type_name} payload is not valid JSON: {exc}") from None
-        return self.cls.model_validate(self._convert(data))
+        return self.cls.model_validate(self._shape.read(data))
 
 
 def serializer_for(serializer: MessageSerializer[Any]) -> MessageSerializer[Any]:
-    """The serializer to register instead of ``serializer``: a :class:`MessageFactorySerializer`
-    for a Pydantic model that holds AgentChat messages, else ``serializer`` itself."""
+    """A :class:`MessageFactorySerializer` in place of ``serializer`` for a Pydantic model that
+    holds AgentChat messages; ``serializer`` itself for anything else."""
     cls = getattr(serializer, "cls", None)
     if (
         serializer.data_content_type == JSON_DATA_CONTENT_TYPE
         and isinstance(cls, type)
         and issubclass(cls, BaseModel)
-        and _model_converter(cls) is not None
+        and _model_shape(cls) is not None
     ):
         return MessageFactorySerializer(cls, serializer.type_name)
     return serializer
+
+
+def serializers_for(classes: Iterable[type[Any]]) -> list[MessageSerializer[Any]]:
+    """The serializers for ``classes``, AgentChat-aware (for any runtime's ``add_message_serializer``)."""
+    return [serializer_for(s) for cls in classes for s in try_get_known_serializers_for_type(cls)]
 
 
 def serializers_in_place_of(serializer: MessageSerializer[Any]) -> list[MessageSerializer[Any]]:
@@ -108,128 +104,182 @@ def serializers_in_place_of(serializer: MessageSerializer[Any]) -> list[MessageS
     return out
 
 
-# ---------------------------------------------------------------------------- message classes
+# ---------------------------------------------------------------------------- shapes
 
 
-class _MessageClasses:
-    """AgentChat message classes by ``type`` name (the class ``__name__``, as MessageFactory keys them)."""
+class _Shape:
+    """Where the messages are in the values of one annotation, and how to write and read them."""
 
-    def __init__(self) -> None:
-        self._by_name: dict[str, type[BaseMessage]] = {}
-        self._ambiguous: dict[str, list[type[BaseMessage]]] = {}
+    def fits(self, value: Any) -> bool:
+        """Whether a Python value has this shape (to pick a member of a union)."""
+        raise NotImplementedError
 
-    def resolve(self, name: object, bases: tuple[type[BaseMessage], ...]) -> type[BaseMessage]:
-        if not isinstance(name, str):
-            raise ValueError(f"an AgentChat message needs its class name in a 'type' field, got {name!r}")
-        cls = self._by_name.get(name)
-        if cls is None and name not in self._ambiguous:
-            self._rescan()  # a class defined (or a StructuredMessage[...] made) since the last look
-            cls = self._by_name.get(name)
-            generic = _GENERIC.match(name)
-            if cls is None and generic is not None:
-                cls = self._parametrize(generic[1], generic[2].split(","), name)
-        if name in self._ambiguous:
-            found = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in self._ambiguous[name])
-            raise ValueError(f"more than one AgentChat message class is named {name!r} ({found}): rename one")
-        if cls is None:
-            raise ValueError(
-                f"unknown AgentChat message type {name!r}: import the module that defines it in this process "
-                "too (and list it in the team's custom_message_types)"
-            )
-        if not issubclass(cls, bases):
-            expected = " or ".join(base.__name__ for base in bases)
-            raise ValueError(f"an AgentChat message of type {name!r} where a {expected} belongs")
-        return cls
+    def fits_data(self, data: Any) -> bool:
+        """Whether a JSON value has this shape."""
+        raise NotImplementedError
 
-    def _parametrize(self, base_name: str, arg_names: list[str], name: str) -> type[BaseMessage] | None:
-        """``StructuredMessage[Plan]`` where no one made it yet in this process, but ``Plan`` is defined."""
-        base = self._by_name.get(base_name)
-        if base is None or len(base.__pydantic_generic_metadata__["parameters"]) != len(arg_names):
-            return None
-        args = [_model_named(arg.strip()) for arg in arg_names]
-        if None in args:
-            return None
-        cls: type[BaseMessage] = base[tuple(args) if len(args) > 1 else args[0]]  # type: ignore[index]
-        if cls.__name__ != name:
-            return None
-        self._by_name[name] = cls
-        return cls
+    def write(self, value: Any, data: Any) -> Any:
+        """``data`` (Pydantic's JSON of ``value``) with every message in it as the message's ``dump()``."""
+        raise NotImplementedError
 
-    def _rescan(self) -> None:
-        by_name: dict[str, type[BaseMessage]] = {}
-        ambiguous: dict[str, list[type[BaseMessage]]] = {}
-        for cls in _concrete_message_classes():
-            other = by_name.setdefault(cls.__name__, cls)
-            if other is not cls:
-                ambiguous.setdefault(cls.__name__, [other]).append(cls)
-        self._by_name, self._ambiguous = by_name, ambiguous
+    def read(self, data: Any) -> Any:
+        """``data`` with every message in it built (with its class's ``load()``), ready to validate."""
+        raise NotImplementedError
 
 
-def _model_named(name: str) -> type[BaseModel] | None:
-    """The one Pydantic model class named ``name`` in this process (None if there is none)."""
-    found: list[type[BaseModel]] = []
-    seen: set[type[BaseModel]] = set()
-    stack: list[type[BaseModel]] = [BaseModel]
-    while stack:
-        for sub in stack.pop().__subclasses__():
-            if sub not in seen:
-                seen.add(sub)
-                stack.append(sub)
-                if sub.__name__ == name:
-                    found.append(sub)
-    if len(found) > 1:
-        listed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in found)
-        raise ValueError(f"more than one Pydantic model is named {name!r} ({listed}): rename one")
-    return found[0] if found else None
+class _Message(_Shape):
+    def __init__(self, bases: tuple[type[BaseMessage], ...]) -> None:
+        self._bases = bases
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, BaseMessage)
+
+    def fits_data(self, data: Any) -> bool:
+        return isinstance(data, dict) and "type" in data
+
+    def write(self, value: Any, data: Any) -> Any:
+        if not isinstance(value, BaseMessage):
+            return data
+        dumped = value.dump()
+        inner = _model_shape(type(value))  # a message may itself hold messages
+        return inner.write(value, dumped) if inner is not None else dumped
+
+    def read(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # Pydantic says what is wrong with it
+        cls = message_class(data.get("type"), self._bases)
+        inner = _model_shape(cls)
+        return cls.load(inner.read(data) if inner is not None else data)
 
 
-def _concrete_message_classes() -> Iterator[type[BaseMessage]]:
-    seen: set[type[BaseMessage]] = set()
-    stack: list[type[BaseMessage]] = [BaseChatMessage, BaseAgentEvent]  # type: ignore[type-abstract]
-    while stack:
-        for sub in stack.pop().__subclasses__():
-            if sub in seen:
-                continue
-            seen.add(sub)
-            stack.append(sub)
-            if not inspect.isabstract(sub):  # StructuredMessage itself included: agents list it as produced
-                yield sub
+class _Items(_Shape):
+    def __init__(self, item: _Shape) -> None:
+        self._item = item
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, (list, tuple, set, frozenset))
+
+    def fits_data(self, data: Any) -> bool:
+        return isinstance(data, list)
+
+    def write(self, value: Any, data: Any) -> Any:
+        if not isinstance(data, list) or not self.fits(value) or len(value) != len(data):
+            return data
+        return [self._item.write(v, d) for v, d in zip(value, data, strict=True)]
+
+    def read(self, data: Any) -> Any:
+        return [self._item.read(d) for d in data] if isinstance(data, list) else data
 
 
-_CLASSES = _MessageClasses()
+class _Positions(_Shape):
+    """``tuple[X, Y]``: a shape a position (None where a position holds no messages)."""
+
+    def __init__(self, items: list[_Shape | None]) -> None:
+        self._items = items
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, tuple) and len(value) == len(self._items)
+
+    def fits_data(self, data: Any) -> bool:
+        return isinstance(data, list) and len(data) == len(self._items)
+
+    def write(self, value: Any, data: Any) -> Any:
+        if not self.fits(value) or not self.fits_data(data):
+            return data
+        return [s.write(v, d) if s else d for s, v, d in zip(self._items, value, data, strict=True)]
+
+    def read(self, data: Any) -> Any:
+        if not self.fits_data(data):
+            return data
+        return [s.read(d) if s else d for s, d in zip(self._items, data, strict=True)]
 
 
-def message_class(name: object, bases: tuple[type[BaseMessage], ...] = (BaseChatMessage, BaseAgentEvent)) -> type[Any]:
-    """The AgentChat message class named ``name`` in this process, one of ``bases``; ValueError if none or several."""
-    return _CLASSES.resolve(name, bases)
+class _Values(_Shape):
+    """``dict[str, X]``."""
+
+    def __init__(self, item: _Shape) -> None:
+        self._item = item
+
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, Mapping)
+
+    def fits_data(self, data: Any) -> bool:
+        return isinstance(data, dict)
+
+    def write(self, value: Any, data: Any) -> Any:
+        if not isinstance(value, Mapping) or not isinstance(data, dict):
+            return data
+        return {k: self._item.write(value[k], d) if k in value else d for k, d in data.items()}
+
+    def read(self, data: Any) -> Any:
+        return {k: self._item.read(d) for k, d in data.items()} if isinstance(data, dict) else data
 
 
-# ---------------------------------------------------------------------------- converters
+class _Fields(_Shape):
+    """A Pydantic model or a dataclass: the fields that hold messages."""
 
-_converters: dict[type[Any], Convert | None] = {}
+    def __init__(self, cls: type[Any]) -> None:
+        self._cls = cls
+        self.fields: list[tuple[str, _Shape]] = []
 
+    def fits(self, value: Any) -> bool:
+        return isinstance(value, self._cls)
 
-def _model_converter(cls: type[Any]) -> Convert | None:
-    """For a Pydantic model or a dataclass: converts its JSON object's fields that hold messages."""
-    if cls in _converters:
-        return _converters[cls]
-    _converters[cls] = None  # a model that refers to itself: the inner reference is left to Pydantic
-    fields = [(name, c) for name, annotation in _field_annotations(cls) if (c := _converter(annotation))]
-    _converters[cls] = _fields_converter(fields) if fields else None
-    return _converters[cls]
+    def fits_data(self, data: Any) -> bool:
+        return isinstance(data, dict)
 
-
-def _fields_converter(fields: list[tuple[str, Convert]]) -> Convert:
-    def convert(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value  # Pydantic reports what is wrong with it
-        out = dict(value)
-        for name, field_convert in fields:
+    def write(self, value: Any, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, shape in self.fields:
             if name in out:
-                out[name] = field_convert(out[name])
+                out[name] = shape.write(getattr(value, name), out[name])
         return out
 
-    return convert
+    def read(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, shape in self.fields:
+            if name in out:
+                out[name] = shape.read(out[name])
+        return out
+
+
+class _Union(_Shape):
+    """A union: the member a value's own shape fits (a message first, by its ``type``)."""
+
+    def __init__(self, members: list[_Shape]) -> None:
+        self._members = members
+
+    def fits(self, value: Any) -> bool:
+        return any(m.fits(value) for m in self._members)
+
+    def fits_data(self, data: Any) -> bool:
+        return any(m.fits_data(data) for m in self._members)
+
+    def write(self, value: Any, data: Any) -> Any:
+        member = next((m for m in self._members if m.fits(value)), None)
+        return data if member is None else member.write(value, data)
+
+    def read(self, data: Any) -> Any:
+        member = next((m for m in self._members if m.fits_data(data)), None)
+        return data if member is None else member.read(data)
+
+
+_model_shapes: dict[type[Any], _Fields | None] = {}
+
+
+def _model_shape(cls: type[Any]) -> _Fields | None:
+    """The shape of a Pydantic model or dataclass; None if no field of it holds messages."""
+    if cls in _model_shapes:
+        return _model_shapes[cls]
+    shape = _model_shapes[cls] = _Fields(cls)  # a model that holds itself refers to this one
+    shape.fields = [(name, s) for name, annotation in _field_annotations(cls) if (s := _shape(annotation))]
+    if not shape.fields:
+        _model_shapes[cls] = None
+    return _model_shapes[cls]
 
 
 def _field_annotations(cls: type[Any]) -> list[tuple[str, Any]]:
@@ -239,88 +289,41 @@ def _field_annotations(cls: type[Any]) -> list[tuple[str, Any]]:
     return [(field.name, hints.get(field.name, Any)) for field in dataclasses.fields(cls)]
 
 
-def _converter(annotation: Any) -> Convert | None:
-    """How to convert a JSON value of ``annotation``; None where it holds no AgentChat message."""
+def _shape(annotation: Any) -> _Shape | None:
+    """The shape of ``annotation``'s values; None where they hold no AgentChat message."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
-        return _converter(args[0])
+        return _shape(args[0])
     if origin is typing.Union or origin is types.UnionType:
-        return _union_converter(args)
+        return _union_shape(args)
     if origin in _SEQUENCES and args:
-        return _sequence_converter(args)
+        return _sequence_shape(args)
     if origin in _MAPPINGS and len(args) == 2:
-        return _mapping_converter(args[1])
+        item = _shape(args[1])
+        return None if item is None else _Values(item)
     if not isinstance(annotation, type) or origin is not None:
         return None
     if issubclass(annotation, BaseMessage):
-        return _message_converter((annotation,))
+        return _Message((annotation,))
     if issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation):
-        return _model_converter(annotation)
+        return _model_shape(annotation)
     return None
 
 
-def _message_converter(bases: tuple[type[BaseMessage], ...]) -> Convert:
-    def convert(value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        cls = _CLASSES.resolve(value.get("type"), bases)
-        inner = _model_converter(cls)  # a message class may itself hold messages
-        return cls.load(inner(value) if inner is not None else value)
-
-    return convert
-
-
-def _union_converter(args: tuple[Any, ...]) -> Convert | None:
+def _union_shape(args: Sequence[Any]) -> _Shape | None:
     members = [arg for arg in args if arg is not type(None)]
-    messages = tuple(m for m in members if isinstance(m, type) and issubclass(m, BaseMessage))
-    others = [c for m in members if m not in messages and (c := _converter(m)) is not None]
-    if not messages and not others:
+    bases = tuple(m for m in members if isinstance(m, type) and issubclass(m, BaseMessage))
+    shapes: list[_Shape] = [_Message(bases)] if bases else []
+    shapes += [s for m in members if m not in bases and (s := _shape(m)) is not None]
+    if not shapes:
         return None
-    if not others:
-        return _message_converter(messages)
-    if not messages and len(others) == 1:
-        return others[0]
-    as_message = _message_converter(messages) if messages else None
-
-    def convert(value: Any) -> Any:  # a union of several shapes: pick by the value's own shape
-        if as_message is not None and isinstance(value, dict) and "type" in value:
-            return as_message(value)
-        for other in others:
-            converted = other(value)
-            if converted is not value:
-                return converted
-        return value
-
-    return convert
+    return shapes[0] if len(shapes) == 1 else _Union(shapes)
 
 
-def _sequence_converter(args: tuple[Any, ...]) -> Convert | None:
+def _sequence_shape(args: Sequence[Any]) -> _Shape | None:
     if len(args) == 1 or (len(args) == 2 and args[1] is Ellipsis):
-        item = _converter(args[0])
-        if item is None:
-            return None
-        return lambda value: [item(v) for v in value] if isinstance(value, list) else value
-    items = [_converter(arg) for arg in args]  # tuple[X, Y]: one converter a position
-    if not any(items):
-        return None
-
-    def convert(value: Any) -> Any:
-        if not isinstance(value, list) or len(value) != len(items):
-            return value
-        return [c(v) if c else v for c, v in zip(items, value, strict=True)]
-
-    return convert
-
-
-def _mapping_converter(value_annotation: Any) -> Convert | None:
-    item = _converter(value_annotation)
-    if item is None:
-        return None
-    return lambda value: {k: item(v) for k, v in value.items()} if isinstance(value, dict) else value
-
-
-def serializers_for(classes: Iterable[type[BaseModel]]) -> list[MessageSerializer[Any]]:
-    """The serializers for ``classes``: a :class:`MessageFactorySerializer` where a class holds
-    AgentChat messages, autogen's otherwise (for any runtime's ``add_message_serializer``)."""
-    return [serializer_for(s) for cls in classes for s in try_get_known_serializers_for_type(cls)]
+        item = _shape(args[0])
+        return None if item is None else _Items(item)
+    items = [_shape(arg) for arg in args]
+    return _Positions(items) if any(items) else None

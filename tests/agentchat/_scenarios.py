@@ -127,13 +127,14 @@ def make_team(
     """The team of ``scenario`` around ``participants`` (in NAMES order), on ``runtime``."""
     agents = list(participants)
     limit = MaxMessageTermination(max_messages)
+    done = TextMentionTermination("DONE") | limit
     if scenario == "round_robin":
-        return RoundRobinGroupChat(agents, termination_condition=TextMentionTermination("DONE") | limit, runtime=runtime)
+        return RoundRobinGroupChat(agents, termination_condition=done, runtime=runtime)
     if scenario == "selector":
         return SelectorGroupChat(
             agents,
             model_client=ReplayChatCompletionClient(SELECTOR_ANSWERS, model_info=MODEL_INFO),
-            termination_condition=TextMentionTermination("DONE") | limit,
+            termination_condition=done,
             runtime=runtime,
             emit_team_events=True,  # SelectSpeakerEvent and the selector's own streamed SelectorEvent
             model_client_streaming=True,

@@ -7,6 +7,7 @@ made by ``_scenarios.make_special(KIND, NAME)``), prints ``ready``, and runs unt
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 
@@ -21,7 +22,8 @@ async def main(address: str, specs: list[str]) -> None:
     for spec in specs:
         team, kind, names = spec.split(":")
         for name in names.split(","):
-            await serve_participant(runtime, lambda kind=kind, name=name: make_special(kind, name), team=team, name=name)
+            make = functools.partial(make_special, kind, name)
+            await serve_participant(runtime, make, team=team, name=name)
     await runtime.start()
     print("ready", flush=True)
     await runtime.stop_when_signal()
