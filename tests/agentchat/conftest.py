@@ -99,18 +99,19 @@ def scenario_workers(host_address: str) -> Iterator[list[Process]]:
         for placement, groups in PLACEMENTS.items():
             for i, names in enumerate(groups):
                 specs[i].append(f"{scenario}-{placement}:scripted-{scenario}:{','.join(names)}")
-    procs = start_workers(host_address, *specs)
-    try:
+    with stopped_at_exit(start_workers(host_address, *specs)) as procs:
         yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 @pytest.fixture
 def workers() -> Iterator[list[Process]]:
     """Processes a test starts with ``workers.extend(start_workers(...))``; stopped at teardown."""
-    procs: list[Process] = []
+    with stopped_at_exit([]) as procs:
+        yield procs
+
+
+@contextlib.contextmanager
+def stopped_at_exit(procs: list[Process]) -> Iterator[list[Process]]:
     try:
         yield procs
     finally:
