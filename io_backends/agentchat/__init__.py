@@ -8,6 +8,13 @@
 Needs the ``agentchat`` extra (``pip install "autogen-http-runtime-ng[agentchat]"``).
 """
 
+try:
+    import autogen_agentchat  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised by installing the wheel without the extra
+    raise ImportError(
+        'io_backends.agentchat needs AgentChat: pip install "autogen-http-runtime-ng[agentchat]"'
+    ) from exc
+
 from ._remote import ParticipantUnavailableError, RemoteParticipant
 from ._serialization import MessageFactorySerializer, serializer_for, serializers_for, serializers_in_place_of
 from ._serve import participant_agent_type, serve_participant

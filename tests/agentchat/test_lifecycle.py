@@ -62,9 +62,11 @@ async def test_reset_clears_every_participant_and_the_team_runs_again(
     assert first(got[1], "alice").to_text() == "alice: seven"
 
 
+@pytest.mark.parametrize("placement", ["local", "remote"])
 async def test_state_saved_on_one_set_of_workers_continues_on_a_fresh_set(
-    host_address: str, runtime: HttpWorkerAgentRuntime, workers: list[Process]
+    placement: str, host_address: str, runtime: HttpWorkerAgentRuntime, workers: list[Process]
 ) -> None:
+    """remote: the participants' workers are replaced; local: the team's own worker is."""
     names = ("alice", "bob", "carol")
     reference = make_team("round_robin", [make_agent("round_robin", n) for n in names], max_messages=4)
     await collect(reference, task="start")
@@ -74,30 +76,46 @@ async def test_state_saved_on_one_set_of_workers_continues_on_a_fresh_set(
     expected = await collect(resumed)
     expected_final = await resumed.save_state()
 
-    first_set = start_workers(
-        host_address, ["state:scripted-round_robin:alice,carol"], ["state:scripted-round_robin:bob"]
-    )
-    workers.extend(first_set)
-    team = make_team("round_robin", await remote(runtime, "state", *names), runtime, max_messages=4)
-    await collect(team, task="start")
-    state = await team.save_state()
-    for proc in first_set:
-        proc.stop()
-
-    fresh_set = start_workers(
-        host_address, ["state:scripted-round_robin-phase2:alice"], ["state:scripted-round_robin-phase2:bob,carol"]
-    )
-    workers.extend(fresh_set)
-    team = make_team("round_robin", await remote(runtime, "state", *names), runtime, max_messages=4)
-    await team.load_state(state)
-    got = await collect(team)  # no task: the conversation continues
+    if placement == "local":
+        team = make_team("round_robin", [make_agent("round_robin", n) for n in names], runtime, max_messages=4)
+        await collect(team, task="start")
+        state = await team.save_state()
+        await runtime.stop()
+        fresh = HttpWorkerAgentRuntime(host_address)
+        await fresh.start()
+        try:
+            phase2 = [make_agent("round_robin", n, phase=2) for n in names]
+            team = make_team("round_robin", phase2, fresh, max_messages=4)
+            await team.load_state(state)
+            got = await collect(team)  # no task: the conversation continues
+            final = await team.save_state()
+        finally:
+            await fresh.stop()
+    else:
+        first_set = start_workers(
+            host_address, ["state:scripted-round_robin:alice,carol"], ["state:scripted-round_robin:bob"]
+        )
+        workers.extend(first_set)
+        team = make_team("round_robin", await remote(runtime, "state", *names), runtime, max_messages=4)
+        await collect(team, task="start")
+        state = await team.save_state()
+        for proc in first_set:
+            proc.stop()
+        fresh_set = start_workers(
+            host_address, ["state:scripted-round_robin-phase2:alice"], ["state:scripted-round_robin-phase2:bob,carol"]
+        )
+        workers.extend(fresh_set)
+        team = make_team("round_robin", await remote(runtime, "state", *names), runtime, max_messages=4)
+        await team.load_state(state)
+        got = await collect(team)
+        final = await team.save_state()
 
     assert normalize(state) == normalize(expected_state)
     assert normalize(got) == normalize(expected)
-    assert normalize(await team.save_state()) == normalize(expected_final)
+    assert normalize(final) == normalize(expected_final)
     assert [m.to_text() for m in got[-1].messages] == ["alice: seven", "bob streams eight", "carol: nine", "alice: ten"]
     # The fresh alice was handed the whole first run: its prompt holds it.
-    context = (await team.save_state())["agent_states"]["alice"]["agent_state"]["llm_context"]["messages"]
+    context = final["agent_states"]["alice"]["agent_state"]["llm_context"]["messages"]
     assert [m["content"] for m in context[:4]] == ["start", "alice: one", "bob streams two", "carol: three"]
 
 
