@@ -128,10 +128,12 @@ class RemoteParticipant(BaseChatAgent):
         return self._produced_message_types
 
     async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        response: Response | None = None
         async for item in self.on_messages_stream(messages, cancellation_token):
             if isinstance(item, Response):
-                return item
-        raise AssertionError("on_messages_stream always ends with a Response")
+                response = item
+        assert response is not None, "on_messages_stream ends with a Response"
+        return response
 
     async def on_messages_stream(
         self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
@@ -192,7 +194,10 @@ class RemoteParticipant(BaseChatAgent):
                 f"serve_participant(runtime, agent, team={self._team!r}) ({exc})"
             )
         if isinstance(exc, TargetDisconnectedError):
-            return f"the worker serving {who} went away before it answered: restart it and run the team again ({exc})"
+            return (
+                f"the worker serving {who} went away before it answered: serve it again, then run a new team "
+                f"object (from a saved state, if any) ({exc})"
+            )
         return f"this worker lost its connection to the host while it waited for {who} ({exc})"
 
 

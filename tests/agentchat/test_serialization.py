@@ -42,6 +42,8 @@ from autogen_agentchat.teams._group_chat._events import (
 from autogen_core import JSON_DATA_CONTENT_TYPE, FunctionCall, Image, try_get_known_serializers_for_type
 from autogen_core.code_executor import CodeBlock, CodeResult
 from autogen_core.models import AssistantMessage, FunctionExecutionResult, RequestUsage, UserMessage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from io_backends._serialization import MessageSerializers
@@ -266,3 +268,57 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+_text = st.text(max_size=30)
+_chat = st.one_of(
+    st.builds(
+        TextMessage,
+        content=_text,
+        source=st.from_regex(r"[a-z]{1,8}", fullmatch=True),
+        metadata=st.dictionaries(_text, _text, max_size=3),
+    ),
+    st.builds(StopMessage, content=_text, source=_text),
+    st.builds(HandoffMessage, content=_text, source=_text, target=_text),
+    st.builds(Verdict, content=_text, source=_text, score=st.integers(-(2**31), 2**31)),
+    st.builds(
+        StructuredMessage[Plan],
+        content=st.builds(Plan, steps=st.lists(_text, max_size=3), urgent=st.booleans()),
+        source=_text,
+    ),
+)
+_event = st.one_of(
+    st.builds(ThoughtEvent, content=_text, source=_text),
+    st.builds(ModelClientStreamingChunkEvent, content=_text, source=_text),
+    st.builds(SelectSpeakerEvent, content=st.lists(_text, max_size=3), source=_text),
+)
+_any = st.one_of(_chat, _event)
+_nested = st.one_of(
+    st.builds(GroupChatStart, messages=st.none() | st.lists(_chat, max_size=5)),
+    st.builds(
+        GroupChatAgentResponse,
+        response=st.builds(Response, chat_message=_chat, inner_messages=st.none() | st.lists(_any, max_size=5)),
+        name=_text,
+    ),
+    st.builds(
+        GroupChatTeamResponse,
+        result=st.builds(TaskResult, messages=st.lists(_any, max_size=5), stop_reason=st.none() | _text),
+        name=_text,
+    ),
+    st.builds(GroupChatMessage, message=_any),
+    st.builds(
+        Quote,
+        quoted=_chat,
+        thread=st.lists(_any, max_size=4),
+        by_name=st.dictionaries(_text, _chat.filter(lambda m: type(m) is TextMessage), max_size=2),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_nested)
+def test_any_nesting_of_messages_comes_back_as_it_went(model: BaseModel) -> None:
+    serializer = MessageFactorySerializer(type(model))
+    back = serializer.deserialize(serializer.serialize(model))
+    assert back == model
+    assert _classes(back) == _classes(model)
