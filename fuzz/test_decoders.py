@@ -178,7 +178,12 @@ def _typed_ok(obj: dict[str, Any]) -> bool:
     return not ("method" in obj and not isinstance(obj["method"], str))
 
 
-def host_expect(obj: object) -> Expect:
+_CHANNEL_ONLY = frozenset(
+    {"runtime.register_agent", "runtime.unregister_agent", "runtime.add_subscription", "runtime.remove_subscription"}
+)
+
+
+def host_expect(obj: object, one_shot: bool = False) -> Expect:
     if not isinstance(obj, dict) or not _typed_ok(obj):
         return INVALID
     msg_id = obj.get("id", _MISSING)
@@ -197,6 +202,8 @@ def host_expect(obj: object) -> Expect:
     if method not in KNOWN_METHODS:
         return Expect(reply, frozenset({ErrorCode.METHOD_NOT_FOUND}))
     notification = msg_id is _MISSING
+    if one_shot and method in _CHANNEL_ONLY:  # refused before its params are looked at
+        return Expect(reply, frozenset({ErrorCode.METHOD_NOT_FOUND}))
     if method == "runtime.get_subscriptions":
         return Expect(reply, frozenset(), success=not notification, silent=notification)
     if method == "agent.call" and notification:
@@ -236,11 +243,14 @@ def worker_expect(obj: object) -> Expect:
     return Expect(idkey(msg_id), frozenset({ErrorCode.METHOD_NOT_FOUND}))
 
 
-def verdict(data: bytes | str, engine: str) -> Verdict:
+def verdict(data: bytes | str, engine: str, *, one_shot: bool = False) -> Verdict:
     kind, value = parse(data)
     if kind == "parse_error":
         return PARSE
-    expect = host_expect if engine == "host" else worker_expect
+
+    def expect(obj: object) -> Expect:
+        return host_expect(obj, one_shot) if engine == "host" else worker_expect(obj)
+
     if isinstance(value, list):
         if not value:
             if engine == "host":
@@ -313,7 +323,7 @@ def check_host(data: bytes | str, *, one_shot: bool = False) -> None:
     frames = host_answer_frames(data, one_shot=one_shot)  # must not raise
     messages = [m for kind, body in frames for m in (body if kind == "batch" else [body])]
     try:
-        v = verdict(data, "host")
+        v = verdict(data, "host", one_shot=one_shot)
     except Ambiguous as why:
         event(f"ambiguous: {why}")
         return

@@ -24,19 +24,30 @@ Reading a received payload (:meth:`MessageSerializers.read`) never returns autog
 ``UnknownPayload``: a payload no serializer here can read raises :class:`UnreadablePayload`,
 whose message names the type, the content type and the serializer to register. Content types
 are compared as ``docs/PROTOCOL.md`` section 3.2 says (:func:`sansio_runtime.reader_content_types`).
+
+One substitution, once ``autogen_agentchat`` is imported: autogen's Pydantic serializer cannot
+read back a model whose fields hold AgentChat messages (typed with the abstract
+``BaseChatMessage``), so such a model gets ``io_backends.agentchat``'s MessageFactory-aware
+serializer instead, with serializers for the other events AgentChat's teams publish
+(:func:`_for_agentchat`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import sys
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
-from autogen_core._serialization import DataclassJsonMessageSerializer, SerializationRegistry
+from autogen_core._serialization import (
+    DataclassJsonMessageSerializer,
+    PydanticJsonMessageSerializer,
+    SerializationRegistry,
+)
 
 from sansio_runtime import Payload, media_type, reader_content_types
 
@@ -70,17 +81,18 @@ class MessageSerializers(SerializationRegistry):
             for one in serializer:
                 self.add_serializer(one)
             return
-        declared = serializer.data_content_type
-        own = media_type(declared)
-        super().add_serializer(serializer if own == declared else _AsMediaType(serializer, own))
-        self._content_types.setdefault(serializer.type_name, set()).add(own)
-        if own != JSON_DATA_CONTENT_TYPE:
-            return
-        if type(serializer) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
-            cls: type[Any] = serializer.cls
-            self._dataclass_json[serializer.type_name] = (cls, _floats_in(cls))
-        else:
-            self._dataclass_json.pop(serializer.type_name, None)
+        for one in _for_agentchat(serializer):
+            declared = one.data_content_type
+            own = media_type(declared)
+            super().add_serializer(one if own == declared else _AsMediaType(one, own))
+            self._content_types.setdefault(one.type_name, set()).add(own)
+            if own != JSON_DATA_CONTENT_TYPE:
+                continue
+            if type(one) is DataclassJsonMessageSerializer:  # exactly autogen's: a subclass may differ
+                cls: type[Any] = one.cls
+                self._dataclass_json[one.type_name] = (cls, _floats_in(cls))
+            else:
+                self._dataclass_json.pop(one.type_name, None)
 
     def content_types(self, type_name: str) -> set[str]:
         """The media types ``type_name`` has serializers for here."""
@@ -174,6 +186,20 @@ class _AsMediaType:
 
     def serialize(self, message: Any) -> bytes:
         return self._serializer.serialize(message)
+
+
+def _for_agentchat(serializer: MessageSerializer[Any]) -> Sequence[MessageSerializer[Any]]:
+    """What to register for ``serializer``: itself, or for a Pydantic model once AgentChat is
+    imported, what ``io_backends.agentchat.serializers_in_place_of`` says.
+
+    A model that holds AgentChat messages refers to ``autogen_agentchat.messages``, so while that
+    is not imported there is nothing to look at (and io_backends never imports AgentChat itself).
+    """
+    if type(serializer) is not PydanticJsonMessageSerializer or "autogen_agentchat.messages" not in sys.modules:
+        return (serializer,)
+    from io_backends.agentchat import serializers_in_place_of
+
+    return serializers_in_place_of(serializer)
 
 
 def _as_json_dumps_would(message: Any, *, may_hold_floats: bool) -> bytes | None:

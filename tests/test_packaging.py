@@ -24,6 +24,8 @@ from io_backends import __main__ as cli
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sansio_runtime", "io_backends", "autogen_http_runtime")
 DISTRIBUTION = "autogen-http-runtime-ng"
+EXTRA_PACKAGES = {"io_backends/agentchat": "agentchat"}
+"""Subpackages that only work with an extra installed: their imports may come from that extra."""
 
 
 def _imports(tree: ast.AST, optional: bool = False) -> Iterator[tuple[str, bool, int]]:
@@ -68,6 +70,15 @@ def _declared() -> tuple[set[str], set[str]]:
     return required, extras
 
 
+def _declared_by(extra: str) -> set[str]:
+    """The distributions the extra named ``extra`` requires (normalized names)."""
+    return {
+        _normalize(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
+        for requirement in importlib.metadata.requires(DISTRIBUTION) or []
+        if re.search(rf"extra == ['\"]{extra}['\"]", requirement)
+    }
+
+
 def _providers() -> dict[str, set[str]]:
     """Top-level module name -> the installed distributions that provide it (normalized names).
 
@@ -95,6 +106,9 @@ def test_every_import_of_the_packages_is_declared() -> None:
     problems: list[str] = []
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            extra = next((e for p, e in EXTRA_PACKAGES.items() if relative.startswith(p + "/")), None)
+            available = required | (set() if extra is None else _declared_by(extra))
             for module, optional, line in _imports(ast.parse(path.read_text(), str(path))):
                 if module in ours or module in sys.stdlib_module_names or module == "__future__":
                     continue
@@ -105,8 +119,9 @@ def test_every_import_of_the_packages_is_declared() -> None:
                     problems.append(f"{where}, which no installed distribution provides")
                 elif optional and not names & (required | extras):
                     problems.append(f"{where} (optional), provided by {sorted(names)}: declare it in an extra")
-                elif not optional and not names & required:
-                    problems.append(f"{where}, provided by {sorted(names)}: declare it in [project] dependencies")
+                elif not optional and not names & available:
+                    place = "[project] dependencies" if extra is None else f"the {extra} extra"
+                    problems.append(f"{where}, provided by {sorted(names)}: declare it in {place}")
     assert not problems, "\n".join(problems)
 
 
