@@ -52,7 +52,8 @@ entries = st.sampled_from(
 
 
 def answers(engine: HostEngine, client: Any, frame: bytes) -> tuple[bytes, list[Any]]:
-    out = engine.receive(client, frame, 0.0)
+    engine.receive(client, frame, 0.0)
+    out = engine.data_to_send()
     sends = [o for o in out if isinstance(o, Send) and o.client == client]
     if not sends:
         return b"", []

@@ -829,33 +829,40 @@ class WorkerMachine(RuleBasedStateMachine):
 
     @rule(
         data=st.data(),
-        code=st.sampled_from([-32004, -32014, 5]),
+        kind=st.sampled_from(["handler", "agent", "cancelled", "invalid"]),
         message=st.text(max_size=5),
-        exception_type=st.one_of(st.none(), st.just("ValueError")),
+        exception_type=st.sampled_from(["", "ValueError"]),
         huge=st.booleans(),
     )
-    def respond_error(
-        self, data: st.DataObject, code: int, message: str, exception_type: str | None, huge: bool
-    ) -> None:
+    def respond_error(self, data: st.DataObject, kind: str, message: str, exception_type: str, huge: bool) -> None:
         call_id = self.draw_call_id(data)
-        if huge:
+        if huge and kind != "cancelled":
             message = message + "m" * 2000
         active = call_id in self.model.incoming
-        queued = self.engine.respond_error(
-            call_id, code, message, epoch=self.model.epoch, exception_type=exception_type
-        )
+        epoch = self.model.epoch
+        if kind == "handler":
+            queued = self.engine.respond_handler_error(call_id, exception_type, message, epoch=epoch)
+        elif kind == "agent":
+            queued = self.engine.respond_agent_not_found(call_id, message, epoch=epoch)
+        elif kind == "invalid":
+            queued = self.engine.respond_invalid_call(call_id, message, epoch=epoch)
+        else:
+            queued = self.engine.respond_cancelled(call_id, epoch=epoch)
         assert queued is active
         if active:
             self.model.incoming.discard(call_id)
-            if huge:
+            if huge and kind != "cancelled":
                 self.model.frames.append(("err", idkey(call_id), ErrorCode.PAYLOAD_TOO_LARGE, ANY, None))
+            elif kind == "handler":  # -32004 always carries its data, "Exception" when no type is given
+                err_data = Canon({"exception_type": exception_type or "Exception", "message": message})
+                self.model.frames.append(("err", idkey(call_id), ErrorCode.HANDLER_ERROR, message, err_data))
+            elif kind == "agent":
+                self.model.frames.append(("err", idkey(call_id), ErrorCode.AGENT_NOT_FOUND, message, None))
+            elif kind == "invalid":
+                self.model.frames.append(("err", idkey(call_id), ErrorCode.INVALID_PARAMS, message, None))
             else:
-                if exception_type is None and code == ErrorCode.HANDLER_ERROR:
-                    exception_type = "Exception"  # -32004 always carries its data
-                err_data = (
-                    None if exception_type is None else Canon({"exception_type": exception_type, "message": message})
-                )
-                self.model.frames.append(("err", idkey(call_id), code, message, err_data))
+                cancelled = "the handler was cancelled"
+                self.model.frames.append(("err", idkey(call_id), ErrorCode.CANCELLED, cancelled, None))
         self.check_step([])
 
     @precondition(lambda self: bool(self.model.lost_calls))
@@ -866,7 +873,7 @@ class WorkerMachine(RuleBasedStateMachine):
         if call_id in self.model.incoming:
             event("late answer while a new call has the same id")
         if as_error:
-            queued = self.engine.respond_error(call_id, -32004, "late", epoch=epoch, exception_type="ValueError")
+            queued = self.engine.respond_handler_error(call_id, "ValueError", "late", epoch=epoch)
         else:
             queued = self.engine.respond(call_id, payload, epoch=epoch)
         assert queued is False, "an answer from a lost connection was queued"

@@ -40,7 +40,7 @@ import msgspec
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request as WSRequest
 
-from sansio_runtime import CloseCode, http_status_for
+from sansio_runtime import CloseCode
 
 from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH
 
@@ -126,6 +126,25 @@ class HttpError:
 
 Action = Union[_Marker, Send, Authorize, RpcCall, OpenChannel]
 Reply = Union[None, bool, RpcAnswer, HttpError]
+
+
+_HTTP_STATUS_FOR_CLOSE = {
+    CloseCode.NORMAL: 200,
+    CloseCode.GOING_AWAY: 503,
+    CloseCode.MESSAGE_TOO_BIG: 413,
+    CloseCode.INVALID_PAYLOAD: 400,
+    CloseCode.PROTOCOL_ERROR: 400,
+    CloseCode.UNSUPPORTED_DATA: 415,
+    CloseCode.POLICY_VIOLATION: 403,
+    CloseCode.INTERNAL_ERROR: 500,
+    CloseCode.SLOW_CONSUMER: 503,
+    CloseCode.DUPLICATE_CLIENT: 409,
+}
+
+
+def http_status_for(code: CloseCode) -> int:
+    """The HTTP status that answers a ``POST /v1/rpc`` request the engine closed with ``code``."""
+    return _HTTP_STATUS_FOR_CLOSE.get(code, 500)
 
 
 def error_body(status: int, message: str) -> bytes:

@@ -697,14 +697,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 recipient = _agent_id(call.target.type, call.target.key)
                 sender = None if call.source is None else _agent_id(call.source.type, call.source.key)
             except ValueError as exc:  # names outside AutoGen's rules (docs/PROTOCOL.md 3.3)
-                engine.respond_error(
-                    call.call_id, ErrorCode.INVALID_PARAMS, f"not a valid AutoGen agent id: {exc}", epoch=epoch
-                )
+                engine.respond_invalid_call(call.call_id, f"not a valid AutoGen agent id: {exc}", epoch=epoch)
                 return
             try:
                 agent = await self._get_agent(recipient)
             except LookupError as exc:
-                engine.respond_error(call.call_id, ErrorCode.AGENT_NOT_FOUND, str(exc), epoch=epoch)
+                engine.respond_agent_not_found(call.call_id, str(exc), epoch=epoch)
                 return
             try:
                 message = self._serialization_registry.read(call.payload, f"the worker hosting {recipient.type!r}")
@@ -721,23 +719,16 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             try:
                 reply = self._serialize_result(result)
             except Exception as exc:
-                engine.respond_error(
-                    call.call_id,
-                    ErrorCode.HANDLER_ERROR,
-                    f"cannot serialize the result: {exc}",
-                    epoch=epoch,
-                    exception_type=type(exc).__name__,
-                )
+                message = f"cannot serialize the result: {exc}"
+                engine.respond_handler_error(call.call_id, type(exc).__name__, message, epoch=epoch)
             else:
                 engine.respond(call.call_id, reply, epoch=epoch, metadata=self._trace_metadata())
         except asyncio.CancelledError:
-            engine.respond_error(call.call_id, ErrorCode.CANCELLED, "the handler was cancelled", epoch=epoch)
+            engine.respond_cancelled(call.call_id, epoch=epoch)
             if not token.is_cancelled():
                 raise
         except Exception as exc:
-            engine.respond_error(
-                call.call_id, ErrorCode.HANDLER_ERROR, str(exc), epoch=epoch, exception_type=type(exc).__name__
-            )
+            engine.respond_handler_error(call.call_id, type(exc).__name__, str(exc), epoch=epoch)
         finally:
             del self._call_tokens[key]
             self._flush()

@@ -45,7 +45,6 @@ from sansio_runtime import (
     Close,
     CloseCode,
     HostEngine,
-    HostOutput,
 )
 
 from ._address import MAX_MESSAGE_SIZE_HEADER, is_loopback, remote_host, split_host_port
@@ -176,7 +175,7 @@ class HttpAgentService:
         self._authenticator = authenticator
         self._channels: dict[ClientId, Channel] = {}
         self._one_shots: dict[ClientId, OneShot] = {}
-        self._timer = DeadlineTimer(self.engine.next_deadline, lambda now: self._apply(self.engine.handle_timer(now)))
+        self._timer = DeadlineTimer(self.engine.next_deadline, self._on_deadline)
         self._connections = 0
         self._idle: anyio.Event | None = None
         self.clock: Callable[[], float] = anyio.current_time
@@ -223,7 +222,8 @@ class HttpAgentService:
 
     def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
         """Close every connection (pending calls fail at once; nothing stays registered)."""
-        self._apply(self.engine.close_all(code, reason))
+        self.engine.close_all(code, reason)
+        self._apply()
 
     async def wait_idle(self) -> None:
         """Return when no connection is open."""
@@ -301,13 +301,15 @@ class HttpAgentService:
         client = self.engine.connect(ClientKind.ONE_SHOT)
         one_shot = OneShot(on_done)
         self._one_shots[client] = one_shot
-        self._apply(self.engine.receive(client, body, self.clock()))
+        self.engine.receive(client, body, self.clock())
+        self._apply()
         return client, one_shot
 
     def end_one_shot(self, client: ClientId, one_shot: OneShot) -> RpcAnswer:
         """Forget a one-shot; if its caller hung up, its calls are cancelled at their targets here."""
         if self._one_shots.pop(client, None) is not None:
-            self._apply(self.engine.disconnect(client, self.clock()))
+            self.engine.disconnect(client, self.clock())
+            self._apply()
         return RpcAnswer(one_shot.close_code, one_shot.body)
 
     def accept_channel(self, request: h11.Request) -> ClientId | HttpError:
@@ -331,36 +333,48 @@ class HttpAgentService:
 
         def on_message(message: str | bytes) -> None:
             if engine.client_state(client) is not None:  # not cut off by an earlier message
-                apply(engine.receive(client, message, clock()))
+                engine.receive(client, message, clock())
+                apply()
 
         def on_end() -> None:
             # Release what the client owned before its close is acknowledged: a worker whose
             # stop() returned has freed its agent types.
-            apply(engine.disconnect(client, clock()))
+            engine.disconnect(client, clock())
+            apply()
 
         return on_message, on_end
 
     def channel_closed(self, client: ClientId) -> None:
         self._channels.pop(client, None)
-        self._apply(self.engine.disconnect(client, self.clock()))
+        self.engine.disconnect(client, self.clock())
+        self._apply()
 
     # ------------------------------------------------------------------ engine instructions
 
-    def _apply(self, outputs: list[HostOutput]) -> None:
+    def _on_deadline(self, now: float) -> None:
+        self.engine.handle_timer(now)
+        self._apply()
+
+    def _apply(self) -> None:
+        """Carry out what the engine queued (and what that queued in turn)."""
         channels = self._channels
-        for out in outputs:
-            if isinstance(out, Close):
-                self._close(out)
-                continue
-            channel = channels.get(out.client)
-            if channel is not None:
-                if not channel.send_message(out.data) and channel.close_code == CloseCode.SLOW_CONSUMER:
-                    # The peer stopped reading: it is being cut off, so settle its calls now.
-                    self._apply(self.engine.disconnect(out.client, self.clock()))
-                continue
-            one_shot = self._one_shots.get(out.client)
-            if one_shot is not None:
-                one_shot.body = out.data
+        engine = self.engine
+        outputs = engine.data_to_send()
+        while outputs:
+            for out in outputs:
+                if isinstance(out, Close):
+                    self._close(out)
+                    continue
+                channel = channels.get(out.client)
+                if channel is not None:
+                    if not channel.send_message(out.data) and channel.close_code == CloseCode.SLOW_CONSUMER:
+                        # The peer stopped reading: it is being cut off, so settle its calls now.
+                        engine.disconnect(out.client, self.clock())
+                    continue
+                one_shot = self._one_shots.get(out.client)
+                if one_shot is not None:
+                    one_shot.body = out.data
+            outputs = engine.data_to_send()
         self._timer.poke()
 
     def _close(self, out: Close) -> None:
@@ -455,7 +469,8 @@ class HttpAgentService:
         try:
             await stream.send(self.accept_channel_response(ws))
         except BaseException:
-            self._apply(self.engine.disconnect(client, self.clock()))
+            self.engine.disconnect(client, self.clock())
+            self._apply()
             raise
         pump = WebSocketPump(
             stream,

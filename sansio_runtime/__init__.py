@@ -6,10 +6,22 @@ implements is ``docs/PROTOCOL.md``.
 
 * :class:`HostEngine` routes calls, events and registrations between connected clients.
 * :class:`WorkerEngine` is one worker's end of a connection.
+
+Both queue what goes on the wire, and the driver takes it with ``data_to_send()`` after each
+input (h11's and aioquic's way). ``__all__`` is what a driver needs; the building blocks below it
+(the client and call-ending tables, the subscription index, the placement table, the payload and
+content-type helpers, imported below as ``X as X``) are importable too, for tools and tests.
 """
 
+from ._calls import CALL_ENDINGS as CALL_ENDINGS
+from ._calls import CallEnd as CallEnd
+from ._calls import CallEnding as CallEnding
+from ._calls import PendingCall as PendingCall
+from ._clients import CLIENT_TRANSITIONS as CLIENT_TRANSITIONS
+from ._clients import ClientKind, ClientNameInUse, ClientState
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import (
+    NONE_PAYLOAD,
     CallFailed,
     CallSucceeded,
     ClientId,
@@ -24,47 +36,44 @@ from ._events import (
     RequestSucceeded,
     Send,
     WorkerEvent,
-    http_status_for,
 )
-from ._host import (
-    CLIENT_TRANSITIONS,
+from ._events import NONE_TYPE_NAME as NONE_TYPE_NAME
+from ._frames import decode_error_data as decode_error_data
+from ._host import HostEngine, HostStats
+from ._limits import (
     DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
     DEFAULT_MAX_BATCH_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    MAX_NAME_LENGTH,
-    ClientKind,
-    ClientNameInUse,
-    ClientState,
-    HostEngine,
-    HostStats,
-    PendingCall,
+    FORWARDING_ALLOWANCE,
 )
-from ._subscriptions import SubscriptionIndex
+from ._limits import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from ._placement import Placement as Placement
+from ._subscriptions import SubscriptionIndex as SubscriptionIndex
 from ._wire import (
     AgentRef,
-    PayloadEncodingError,
+    HandlerErrorData,
     RpcError,
     SubscriptionSpec,
     TypePrefixSubscriptionSpec,
     TypeSubscriptionSpec,
-    UnreadablePayloadData,
-    decode_error_data,
-    is_json_content_type,
-    media_type,
-    reader_content_types,
 )
+from ._wire import PayloadEncodingError as PayloadEncodingError
+from ._wire import UnreadablePayloadData as UnreadablePayloadData
+from ._wire import is_json_content_type as is_json_content_type
+from ._wire import media_type as media_type
+from ._wire import reader_content_types as reader_content_types
 from ._worker import PayloadTooLargeError, WorkerEngine, WorkerStats
 
 __all__ = [
-    "CLIENT_TRANSITIONS",
     "DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION",
     "DEFAULT_MAX_BATCH_LENGTH",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_MAX_PENDING_CALLS",
     "DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION",
-    "MAX_NAME_LENGTH",
+    "FORWARDING_ALLOWANCE",
+    "NONE_PAYLOAD",
     "AgentRef",
     "CallFailed",
     "CallSucceeded",
@@ -75,6 +84,7 @@ __all__ = [
     "Close",
     "CloseCode",
     "ErrorCode",
+    "HandlerErrorData",
     "HostEngine",
     "HostOutput",
     "HostStats",
@@ -83,25 +93,24 @@ __all__ = [
     "IncomingEvent",
     "LocalProtocolError",
     "Payload",
-    "PayloadEncodingError",
     "PayloadTooLargeError",
     "PeerError",
-    "PendingCall",
     "RequestFailed",
     "RequestSucceeded",
     "RpcError",
     "Send",
-    "SubscriptionIndex",
     "SubscriptionSpec",
     "TypePrefixSubscriptionSpec",
     "TypeSubscriptionSpec",
-    "UnreadablePayloadData",
     "WorkerEngine",
     "WorkerEvent",
     "WorkerStats",
-    "decode_error_data",
-    "http_status_for",
-    "is_json_content_type",
-    "media_type",
-    "reader_content_types",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "http_status_for":
+        raise AttributeError(
+            "sansio_runtime.http_status_for moved to the HTTP layer: use io_backends.sansio.http_status_for"
+        )
+    raise AttributeError(f"module 'sansio_runtime' has no attribute {name!r}")

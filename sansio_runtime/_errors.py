@@ -6,6 +6,10 @@ Every number here is part of the wire contract documented in ``docs/PROTOCOL.md`
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # (the wire types import this module)
+    from ._wire import RpcError
 
 
 class ErrorCode(IntEnum):
@@ -88,3 +92,29 @@ class LocalProtocolError(Exception):
     Like h11's ``LocalProtocolError``: it is raised to the code driving the engine, never sent on the
     wire, and always means a bug on the local side.
     """
+
+
+class PayloadTooLargeError(ValueError):
+    """A message would exceed the engine's ``max_message_size`` and was not queued.
+
+    :attr:`error` is the PAYLOAD_TOO_LARGE error the caller gets.
+    """
+
+    def __init__(self, error: RpcError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+CLOSED_WITH: dict[int, tuple[ErrorCode, str]] = {
+    # What a worker's pending requests fail with when the host ends the connection with a close code.
+    CloseCode.GOING_AWAY: (ErrorCode.CONNECTION_LOST, "the host shut down (close 1001) before it answered"),
+    CloseCode.MESSAGE_TOO_BIG: (
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        "the host closed the connection (1009) because a message was over its size limit; set the "
+        "worker's max_message_size= to at most the host's",
+    ),
+    CloseCode.SLOW_CONSUMER: (
+        ErrorCode.CONNECTION_LOST,
+        "the host cut the connection off (4008) because this worker stopped reading",
+    ),
+}

@@ -7,11 +7,12 @@ Worker side: the other classes are events the worker runtime reacts to.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import NewType, Union
+from dataclasses import dataclass, field
+from typing import Final, NewType, Union
 
 from ._errors import CloseCode
-from ._wire import AgentRef, RpcError, SubscriptionSpec
+from ._frames import handler_error_of
+from ._wire import AgentRef, HandlerErrorData, RpcError, SubscriptionSpec
 
 ClientId = NewType("ClientId", int)
 """The host engine's handle for one connection (a WebSocket channel or one HTTP request)."""
@@ -31,7 +32,8 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Close:
-    """Close the connection of ``client`` with a WebSocket close ``code`` (see :func:`http_status_for`).
+    """Close the connection of ``client`` with a WebSocket close ``code`` (a ``/v1/rpc`` client is
+    answered with the HTTP status of that code).
 
     The engine already treats the client as closing; the backend closes the socket and then calls
     ``HostEngine.disconnect``.
@@ -57,6 +59,17 @@ class Payload:
     data_content_type: str
     data: bytes
 
+    @property
+    def is_none(self) -> bool:
+        """Whether this is the payload of ``None`` (:data:`NONE_PAYLOAD`)."""
+        return self.data_type == NONE_TYPE_NAME and self.data == b"null"
+
+
+NONE_TYPE_NAME: Final = "NoneType"
+"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
+NONE_PAYLOAD: Final = Payload(NONE_TYPE_NAME, "application/json", b"null")
+"""The payload of ``None``: what a handler that returns nothing answers (docs/PROTOCOL.md 3.2)."""
+
 
 @dataclass(frozen=True, slots=True)
 class CallSucceeded:
@@ -73,6 +86,13 @@ class CallFailed:
 
     request_id: int
     error: RpcError
+    handler_error: HandlerErrorData | None = field(default=None, compare=False)
+    """For a HANDLER_ERROR: what the remote handler raised, read from the error's ``data`` (set by
+    the engine; derived from ``error``, so it takes no part in comparisons)."""
+
+    def __post_init__(self) -> None:
+        if self.handler_error is None:
+            object.__setattr__(self, "handler_error", handler_error_of(self.error))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,22 +172,3 @@ WorkerEvent = Union[
     IncomingEvent,
     PeerError,
 ]
-
-
-_HTTP_STATUS_FOR_CLOSE = {
-    CloseCode.NORMAL: 200,
-    CloseCode.GOING_AWAY: 503,
-    CloseCode.MESSAGE_TOO_BIG: 413,
-    CloseCode.INVALID_PAYLOAD: 400,
-    CloseCode.PROTOCOL_ERROR: 400,
-    CloseCode.UNSUPPORTED_DATA: 415,
-    CloseCode.POLICY_VIOLATION: 403,
-    CloseCode.INTERNAL_ERROR: 500,
-    CloseCode.SLOW_CONSUMER: 503,
-    CloseCode.DUPLICATE_CLIENT: 409,
-}
-
-
-def http_status_for(code: CloseCode) -> int:
-    """The HTTP status that answers a ``POST /v1/rpc`` request the engine closed with ``code``."""
-    return _HTTP_STATUS_FOR_CLOSE.get(code, 500)

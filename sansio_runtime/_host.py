@@ -1,12 +1,13 @@
 """HostEngine: the router of the protocol, as a pure state machine.
 
 The backend tells the engine that a client connected, sent a frame, went away, or that time
-passed; the engine answers with :class:`Send` and :class:`Close` instructions. It keeps:
+passed; the engine queues :class:`Send` and :class:`Close` instructions, which the backend takes
+with :meth:`HostEngine.data_to_send` and carries out in order. It keeps:
 
-* agent type -> the one client that hosts it;
-* subscriptions, indexed so that routing a publish does not depend on unrelated subscriptions;
-* calls in flight under ids the host assigns itself, so two callers that both number their
-  requests from 1 can never receive each other's replies;
+* the clients and where each is in its life (:mod:`._clients`);
+* who hosts which agent type and who listens to which topic (:mod:`._registry`);
+* the calls in flight under ids the host assigns itself, so two callers that both number their
+  requests from 1 can never receive each other's replies, and how each call ends (:mod:`._calls`);
 * per-call deadlines, driven by :meth:`HostEngine.handle_timer`.
 
 It never reads a clock, never touches a socket and never decodes an agent payload.
@@ -14,136 +15,46 @@ It never reads a clock, never touches a socket and never decodes an agent payloa
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import TypeVar
 
 import msgspec
 from msgspec import Raw, UnsetType
 
+from . import _frames as frames
+from . import _registration as registration
 from . import _wire as wire
-from ._deadlines import DeadlineHeap
+from ._answers import fit_answer, ok
+from ._calls import CALL_ENDINGS, CallEnd, CallTable, PendingCall
+from ._clients import Client, ClientKind, ClientNameInUse, ClientState
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import ClientId, Close, HostOutput, Send
-from ._subscriptions import SubscriptionIndex
+from ._limits import (
+    DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+    DEFAULT_MAX_BATCH_LENGTH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_PENDING_CALLS,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+)
+from ._params import Rejection, decode_params, read_call, read_publish
+from ._registry import Registry
+from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
-
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
-DEFAULT_MAX_PENDING_CALLS = 10_000
-DEFAULT_MAX_BATCH_LENGTH = 1_000
-DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION = 10_000
-DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 50_000
-MAX_NAME_LENGTH = 1024
-"""Most characters in a name the host keeps: an agent type, a subscription id, a topic type or prefix."""
-_ROUTE_CACHE_SIZE = 4096
-_T = TypeVar("_T")
-
-
-class ClientKind(enum.Enum):
-    """How a client is attached."""
-
-    CHANNEL = "channel"
-    """A WebSocket at ``/v1/channel``: long-lived, may host agents, receives calls and events."""
-    ONE_SHOT = "one_shot"
-    """One ``POST /v1/rpc`` body: answered once (after every call in it finished), then closed."""
-
-
-class ClientState(enum.Enum):
-    """Where a client is in its life. Allowed moves are in :data:`CLIENT_TRANSITIONS`."""
-
-    OPEN = "open"
-    """Frames are accepted."""
-    ANSWERING = "answering"
-    """(One-shot only) its one body was received; waiting for the calls in it to finish."""
-    CLOSING = "closing"
-    """The engine emitted :class:`Close`; the client owns nothing any more and input is ignored."""
-
-
-CLIENT_TRANSITIONS: dict[tuple[ClientKind, ClientState], frozenset[ClientState]] = {
-    (ClientKind.CHANNEL, ClientState.OPEN): frozenset({ClientState.CLOSING}),
-    (ClientKind.CHANNEL, ClientState.CLOSING): frozenset(),
-    (ClientKind.ONE_SHOT, ClientState.OPEN): frozenset({ClientState.ANSWERING, ClientState.CLOSING}),
-    (ClientKind.ONE_SHOT, ClientState.ANSWERING): frozenset({ClientState.CLOSING}),
-    (ClientKind.ONE_SHOT, ClientState.CLOSING): frozenset(),
-}
-"""The client state table. ``disconnect`` may happen in any state and simply forgets the client."""
 
 _CHANNEL_ONLY_METHODS = frozenset(
     {wire.REGISTER_AGENT, wire.UNREGISTER_AGENT, wire.ADD_SUBSCRIPTION, wire.REMOVE_SUBSCRIPTION}
 )
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCall:
-    """A call the host forwarded and is waiting on."""
-
-    host_id: int
-    caller: ClientId
-    caller_request_id: RequestId
-    target: ClientId
-
-
-@dataclass(slots=True)
-class HostStats:
-    """Counters for metrics and tests."""
-
-    frames_received: int = 0
-    calls_forwarded: int = 0
-    events_published: int = 0
-    event_deliveries: int = 0
-    responses_dropped: int = 0
-    """Responses that answered no call pending on the sender (late, foreign or bogus ids)."""
-    errors_sent: int = 0
-    events_unreadable: int = 0
-    """Event deliveries a worker reported it could not read (UNREADABLE_PAYLOAD with id null)."""
-
-
-@dataclass(slots=True, eq=False)
-class _Client:
-    id: ClientId
-    kind: ClientKind
-    name: str | None = None
-    state: ClientState = ClientState.OPEN
-    agent_types: set[str] = field(default_factory=set)
-    subscriptions: set[str] = field(default_factory=set)
-    outgoing: dict[RequestId, int] = field(default_factory=dict)  # caller's id -> host id
-    incoming: set[int] = field(default_factory=set)  # host ids of calls this client must answer
-    # One-shot clients only: replies gathered for the HTTP response (and their bytes), and calls still out.
-    replies: list[bytes] = field(default_factory=list)
-    reply_bytes: int = 0
-    awaiting: int = 0
-    batch: bool = False
-
-    def move_to(self, new: ClientState) -> None:
-        if new not in CLIENT_TRANSITIONS[(self.kind, self.state)]:
-            raise LocalProtocolError(f"client {self.id}: {self.kind.value} cannot go {self.state.value} -> {new.value}")
-        self.state = new
-
-
-class ClientNameInUse(Exception):
-    """Another live client already uses this name (``HostEngine.connect``)."""
-
-
-class _Reject(Exception):
-    """Raised inside a method handler: answer the request with this error."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-_Handler = Callable[["_Client", "RequestId | UnsetType", "Raw | UnsetType", float, "list[HostOutput]"], "bytes | None"]
+_Handler = Callable[[Client, "RequestId | UnsetType", "Raw | UnsetType", float], "bytes | None"]
 
 
 class HostEngine:
     """The host's protocol engine. One instance serves every connection of one host.
 
     Drive it with :meth:`connect`, :meth:`receive`, :meth:`disconnect` and :meth:`handle_timer`;
-    carry out the :class:`Send` / :class:`Close` instructions they return, in order. Call
-    :meth:`handle_timer` when the clock reaches :meth:`next_deadline`.
+    after each, carry out the :class:`Send` / :class:`Close` instructions of :meth:`data_to_send`,
+    in order. Call :meth:`handle_timer` when the clock reaches :meth:`next_deadline`.
     """
 
     def __init__(
@@ -155,38 +66,23 @@ class HostEngine:
         max_agent_types_per_connection: int = DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
         max_subscriptions_per_connection: int = DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     ) -> None:
-        limits = (
-            max_message_size,
-            max_pending_calls,
-            max_batch_length,
-            max_agent_types_per_connection,
-            max_subscriptions_per_connection,
-        )
-        if min(limits) <= 0:
+        if min(max_message_size, max_pending_calls, max_batch_length) <= 0:
             raise ValueError("limits must be positive")
+        if min(max_agent_types_per_connection, max_subscriptions_per_connection) <= 0:
+            raise ValueError("limits must be positive")
+        # What each limit does, and its default: sansio_runtime._limits and docs/PROTOCOL.md 2.5.
         self.max_message_size = max_message_size
-        """Largest frame accepted, in bytes; larger ones close the connection with 1009. Also the
-        most the answer to one frame (or one ``/v1/rpc`` body) may take: answers that would not
-        fit are replaced by PAYLOAD_TOO_LARGE errors."""
         self.max_pending_calls = max_pending_calls
-        """Most calls one client may have in flight; more are refused with TOO_MANY_PENDING_CALLS."""
         self.max_batch_length = max_batch_length
-        """Most entries in one batch; a longer batch is refused whole with BATCH_TOO_LARGE."""
         self.max_agent_types_per_connection = max_agent_types_per_connection
-        """Most agent types one connection may register; more are refused with TOO_MANY_AGENT_TYPES."""
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
-        """Most subscriptions one connection may add; more are refused with TOO_MANY_SUBSCRIPTIONS."""
         self.stats = HostStats()
-        self._clients: dict[ClientId, _Client] = {}
+        self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
         self._client_ids = itertools.count(1)
-        self._call_ids = itertools.count(1)
-        self._agent_types: dict[str, ClientId] = {}
-        self._subscriptions = SubscriptionIndex()
-        self._subscription_owner: dict[str, ClientId] = {}
-        self._pending: dict[int, PendingCall] = {}
-        self._deadlines: DeadlineHeap[int] = DeadlineHeap()
-        self._routes: dict[str, list[tuple[ClientId, list[str]]]] = {}
+        self._calls = CallTable()
+        self._registry = Registry()
+        self._out: list[HostOutput] = []
         self._methods: dict[str, _Handler] = {
             wire.AGENT_CALL: self._agent_call,
             wire.AGENT_PUBLISH: self._agent_publish,
@@ -200,6 +96,11 @@ class HostEngine:
 
     # ------------------------------------------------------------------ driving the engine
 
+    def data_to_send(self) -> list[HostOutput]:
+        """Take every instruction queued so far, oldest first."""
+        out, self._out = self._out, []
+        return out
+
     def connect(self, kind: ClientKind = ClientKind.CHANNEL, name: str | None = None) -> ClientId:
         """A client attached; returns its handle for the other calls.
 
@@ -210,156 +111,118 @@ class HostEngine:
         if name is not None and name in self._names:
             raise ClientNameInUse(name)
         client = ClientId(next(self._client_ids))
-        self._clients[client] = _Client(client, kind, name=name)
+        self._clients[client] = Client(client, kind, name=name)
         if name is not None:
             self._names[name] = client
         return client
 
-    def client_name(self, client: ClientId) -> str | None:
-        c = self._clients.get(client)
-        return None if c is None else c.name
-
-    def receive(self, client: ClientId, data: bytes | str, now: float) -> list[HostOutput]:
+    def receive(self, client: ClientId, data: bytes | str, now: float) -> None:
         """One frame (a JSON-RPC message or batch) arrived from ``client`` at time ``now``."""
         c = self._clients.get(client)
         if c is None:
             raise LocalProtocolError(f"client {client} is not connected")
         if c.state is ClientState.CLOSING:
-            return []
+            return
         if c.state is ClientState.ANSWERING:
             raise LocalProtocolError(f"one-shot client {client} already sent its request")
         self.stats.frames_received += 1
-        out: list[HostOutput] = []
         # The limit is in bytes: a str frame counts its UTF-8 length (O(1) check when it is ASCII).
         size = len(data) if not isinstance(data, str) or data.isascii() else len(data.encode("utf-8", "surrogatepass"))
         if size > self.max_message_size:
-            self._close(c, CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes exceeds {self.max_message_size}", out)
-            return out
-        replies: list[bytes] = []
-        try:
-            if not isinstance(data, str) and not data.isascii():
-                # msgspec does not check UTF-8 inside the Raw parts the host forwards unread, so check
-                # the frame here: bad bytes must not reach (and break) another client's text frames.
-                data.decode("utf-8")
-            frame = wire.FRAME_DECODER.decode(data)
-        except msgspec.ValidationError as exc:
-            syntax = wire.json_syntax_error(data)  # a type mismatch may come before a syntax error
-            if syntax is None:
-                replies.append(self._error(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
-            else:
-                replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {syntax}"))
-            is_batch = False
-        # UnicodeError: bad UTF-8, or lone surrogates in a str; RecursionError: nested too deeply to parse
-        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
-            replies.append(self._error(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
-            is_batch = False
+            self._close(c, CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes exceeds {self.max_message_size}")
+            return
+        frame = frames.decode_frame(data)
+        if isinstance(frame, list):
+            replies, is_batch = self._receive_batch(c, frame, now), bool(frame)
+            if len(frame) > self.max_batch_length:
+                is_batch = False
+        elif isinstance(frame, frames.BadFrame):
+            replies, is_batch = [self._error(None, frame.code, frame.message)], False
         else:
-            is_batch = isinstance(frame, list)
-            if isinstance(frame, list):
-                if not frame:
-                    replies.append(self._error(None, ErrorCode.INVALID_REQUEST, "empty batch"))
-                    is_batch = False
-                elif len(frame) > self.max_batch_length:
-                    refusal = (
-                        f"a batch of {len(frame)} messages is over the limit of {self.max_batch_length}: "
-                        "nothing in it was processed; send smaller batches"
-                    )
-                    replies.append(self._error(None, ErrorCode.BATCH_TOO_LARGE, refusal))
-                    is_batch = False
-                    frame = []
-                used = 2  # the answer's brackets
-                for item in frame:
-                    try:
-                        message = wire.MESSAGE_DECODER.decode(item)
-                    except msgspec.ValidationError as exc:
-                        answer: bytes | None = self._error(
-                            None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"
-                        )
-                        answer_id: RequestId | UnsetType | None = None
-                    else:
-                        answer = self._dispatch(c, message, now, out)
-                        answer_id = message.id
-                    if answer is None:
-                        continue
-                    reply = self._fit(answer, answer_id, used)
-                    used += len(reply) + 1
-                    replies.append(reply)
-            else:
-                single = self._dispatch(c, frame, now, out)
-                if single is not None:
-                    replies.append(self._fit(single, frame.id, 0))
+            single = self._dispatch(c, frame, now)
+            replies, is_batch = ([] if single is None else [self._fit(single, frame.id, 0)]), False
         if c.kind is ClientKind.ONE_SHOT:
             if c.state is ClientState.OPEN:
-                c.move_to(ClientState.ANSWERING)
-                c.batch = is_batch
-                c.replies.extend(replies)
-                c.reply_bytes = sum(len(r) + 1 for r in replies)
-                self._finish_one_shot_if_done(c, out)
+                c.begin_answering(replies, is_batch)
+                self._finish_one_shot_if_done(c)
         elif replies:
             if is_batch:
-                out.append(Send(client, b"[" + b",".join(replies) + b"]"))
+                self._out.append(Send(client, b"[" + b",".join(replies) + b"]"))
             else:
-                out.extend(Send(client, r) for r in replies)
-        return out
+                self._out.extend(Send(client, r) for r in replies)
 
-    def disconnect(self, client: ClientId, now: float) -> list[HostOutput]:
+    def _receive_batch(self, c: Client, batch: list[Raw], now: float) -> list[bytes]:
+        """The answers to a batch's entries, each fitted into what is left of the answer's budget."""
+        if not batch:
+            return [self._error(None, ErrorCode.INVALID_REQUEST, "empty batch")]
+        if len(batch) > self.max_batch_length:
+            refusal = (
+                f"a batch of {len(batch)} messages is over the limit of {self.max_batch_length}: "
+                "nothing in it was processed; send smaller batches"
+            )
+            return [self._error(None, ErrorCode.BATCH_TOO_LARGE, refusal)]
+        replies: list[bytes] = []
+        used = 2  # the answer's brackets
+        for entry in batch:
+            message = frames.decode_batch_entry(entry)
+            if isinstance(message, frames.BadFrame):
+                answer: bytes | None = self._error(None, message.code, message.message)
+                answer_id: RequestId | UnsetType | None = None
+            else:
+                answer = self._dispatch(c, message, now)
+                answer_id = message.id
+            if answer is None:
+                continue
+            reply = self._fit(answer, answer_id, used)
+            used += len(reply) + 1
+            replies.append(reply)
+        return replies
+
+    def disconnect(self, client: ClientId, now: float) -> None:
         """``client`` went away (closed, crashed, or closed by us). Idempotent.
 
         Calls it was waiting on are cancelled at their targets; calls it was answering fail at
         their callers with TARGET_DISCONNECTED; its agent types and subscriptions are removed.
         """
-        out: list[HostOutput] = []
-        c = self._clients.get(client)
+        c = self._clients.pop(client, None)
         if c is None:
-            return out
-        if c.state is not ClientState.CLOSING:
-            self._release(c, out)
-        del self._clients[client]
+            return
         if c.name is not None:
             del self._names[c.name]
-        return out
+        if c.state is not ClientState.CLOSING:
+            self._release(c)
 
-    def handle_timer(self, now: float) -> list[HostOutput]:
+    def handle_timer(self, now: float) -> None:
         """Time is now ``now``: calls past their deadline fail with DEADLINE_EXCEEDED."""
-        out: list[HostOutput] = []
-        for host_id in self._deadlines.expire(now):
-            pending = self._pending.pop(host_id)
-            caller = self._clients[pending.caller]
-            del caller.outgoing[pending.caller_request_id]
-            self._clients[pending.target].incoming.discard(host_id)
-            self._send_cancel(pending.target, host_id, out)
-            self._reply_to(
-                caller,
-                pending.caller_request_id,
-                self._error(pending.caller_request_id, ErrorCode.DEADLINE_EXCEEDED, "the call's timeout_ms ran out"),
-                out,
-            )
-        return out
+        for host_id in self._calls.expire(now):
+            self._end_call(host_id, CallEnd.DEADLINE)
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` next has work, or None."""
-        return self._deadlines.next_deadline()
+        return self._calls.next_deadline()
 
-    def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> list[HostOutput]:
+    def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
         """Close every client (for a host shutdown). Nothing stays registered.
 
         Every client is closing before anything is released, so no caller is answered
         TARGET_DISCONNECTED for a target that goes with it: each client's own pending calls
         end with the close (a worker fails them locally as CONNECTION_LOST; ``/v1/rpc`` 503).
         """
-        out: list[HostOutput] = []
         closing = [c for c in self._clients.values() if c.state is not ClientState.CLOSING]
         for c in closing:
             c.move_to(ClientState.CLOSING)
         for c in closing:
-            self._release(c, out)
-            out.append(Close(c.id, code, reason))
-        return out
+            self._release(c)
+            self._out.append(Close(c.id, code, reason))
 
     # ------------------------------------------------------------------ read-only views
 
     def clients(self) -> Iterator[ClientId]:
         return iter(self._clients)
+
+    def client_name(self, client: ClientId) -> str | None:
+        c = self._clients.get(client)
+        return None if c is None else c.name
 
     def client_state(self, client: ClientId) -> ClientState | None:
         c = self._clients.get(client)
@@ -367,29 +230,27 @@ class HostEngine:
 
     def agent_types(self) -> dict[str, ClientId]:
         """Every registered agent type and the client hosting it."""
-        return dict(self._agent_types)
+        return self._registry.agent_types()
 
     def subscriptions(self) -> list[SubscriptionSpec]:
-        return list(self._subscriptions)
+        return list(self._registry.subscriptions())
 
     def subscription_owner(self, subscription_id: str) -> ClientId | None:
-        return self._subscription_owner.get(subscription_id)
+        return self._registry.subscription_owner(subscription_id)
 
     def pending_calls(self) -> list[PendingCall]:
-        return list(self._pending.values())
+        return list(self._calls)
 
     def subscribers(self, topic_type: str) -> dict[ClientId, list[str]]:
         """Which clients a publish on ``topic_type`` reaches, and for which of their agent types."""
-        return dict(self._routes_for(topic_type))
+        return dict(self._registry.routes_for(topic_type))
 
     # ------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, c: _Client, m: wire.IncomingMessage, now: float, out: list[HostOutput]) -> bytes | None:
+    def _dispatch(self, c: Client, m: wire.IncomingMessage, now: float) -> bytes | None:
+        """Carry out one message; returns the answer to send back at once, if any."""
         msg_id = m.id
-        if msg_id is not None and not isinstance(msg_id, UnsetType):
-            reply_id: RequestId | None = msg_id
-        else:
-            reply_id = None
+        reply_id = None if msg_id is None or isinstance(msg_id, UnsetType) else msg_id
         if m.jsonrpc != wire.JSONRPC_VERSION:
             return self._error(reply_id, ErrorCode.INVALID_REQUEST, 'member "jsonrpc" must be "2.0"')
         if isinstance(m.method, UnsetType):
@@ -397,7 +258,7 @@ class HostEngine:
                 return self._error(
                     reply_id, ErrorCode.INVALID_REQUEST, "a response needs an id and exactly one of result, error"
                 )
-            self._on_response(c, msg_id, m.result, m.error, out)
+            self._on_response(c, msg_id, m.result, m.error)
             return None
         if not isinstance(m.result, UnsetType) or not isinstance(m.error, UnsetType):
             return self._error(reply_id, ErrorCode.INVALID_REQUEST, "a request cannot carry result or error")
@@ -409,314 +270,171 @@ class HostEngine:
         if c.kind is ClientKind.ONE_SHOT and m.method in _CHANNEL_ONLY_METHODS:
             return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} needs a /v1/channel connection")
         try:
-            return handler(c, msg_id, m.params, now, out)
-        except _Reject as rej:
+            return handler(c, msg_id, m.params, now)
+        except Rejection as rej:
             return self._error(reply_id, rej.code, rej.message)
 
     def _on_response(
-        self,
-        c: _Client,
-        host_id: RequestId | None,
-        result: Raw | UnsetType,
-        error: Raw | UnsetType,
-        out: list[HostOutput],
+        self, c: Client, host_id: RequestId | None, result: Raw | UnsetType, error: Raw | UnsetType
     ) -> None:
-        pending = self._pending.get(host_id) if isinstance(host_id, int) else None
-        if pending is None or pending.target != c.id:
+        call = self._calls.get(host_id) if isinstance(host_id, int) else None
+        if call is None or call.target != c.id:
             self.stats.responses_dropped += 1
-            if host_id is None and not isinstance(error, UnsetType) and _is_unreadable_report(error):
+            if host_id is None and not isinstance(error, UnsetType) and frames.is_unreadable_report(error):
                 self.stats.events_unreadable += 1
             return
-        del self._pending[pending.host_id]
-        self._deadlines.discard(pending.host_id)
-        c.incoming.discard(pending.host_id)
-        caller = self._clients[pending.caller]
-        del caller.outgoing[pending.caller_request_id]
         if not isinstance(result, UnsetType):
-            frame = wire.response(pending.caller_request_id, result)
+            answer = wire.response(call.caller_request_id, result)
         else:
             assert not isinstance(error, UnsetType)
             try:
-                frame = wire.forwarded_error(pending.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
-            except (msgspec.ValidationError, RecursionError):  # the call is settled already: always answer
-                frame = self._error(
-                    pending.caller_request_id,
+                answer = wire.forwarded_error(call.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
+            except (msgspec.ValidationError, RecursionError):  # the call is answered all the same
+                answer = self._error(
+                    call.caller_request_id,
                     ErrorCode.INTERNAL_ERROR,
                     "the target answered with a malformed error object",
                 )
-        self._reply_to(caller, pending.caller_request_id, frame, out)
+        self._end_call(call.host_id, CallEnd.ANSWERED, answer)
 
     # ------------------------------------------------------------------ methods
 
-    def _agent_call(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
-    ) -> bytes | None:
+    def _agent_call(self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float) -> None:
         if isinstance(msg_id, UnsetType):
-            raise _Reject(ErrorCode.INVALID_REQUEST, "agent.call must be a request (with an id), not a notification")
-        call = _decode(wire.CALL_ROUTING_DECODER, params)
-        if not wire.has_exactly_one_payload(call.data, call.data_base64):
-            raise _Reject(ErrorCode.INVALID_PARAMS, "exactly one of data, data_base64 is required")
-        if not isinstance(call.timeout_ms, UnsetType) and call.timeout_ms <= 0:
-            raise _Reject(ErrorCode.INVALID_PARAMS, "timeout_ms must be a positive integer")
-        deadline: float | None = None
-        if not isinstance(call.timeout_ms, UnsetType):
-            try:  # before any state changes: an int too large for a float must not leave a half-made call
-                deadline = now + call.timeout_ms / 1000.0
-            except OverflowError:
-                raise _Reject(ErrorCode.INVALID_PARAMS, "timeout_ms is too large") from None
-        if msg_id in c.outgoing:
-            raise _Reject(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
-        if len(c.outgoing) >= self.max_pending_calls:
-            raise _Reject(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
-        target_id = self._agent_types.get(call.target.type)
-        if target_id is None:
-            raise _Reject(ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}")
-        host_id = next(self._call_ids)
-        self._pending[host_id] = PendingCall(host_id, c.id, msg_id, target_id)
-        c.outgoing[msg_id] = host_id
-        self._clients[target_id].incoming.add(host_id)
-        if deadline is not None:
-            self._deadlines.set(host_id, deadline)
+            raise Rejection(ErrorCode.INVALID_REQUEST, "agent.call must be a request (with an id), not a notification")
+        call, deadline = read_call(params, now)
+        calls = self._calls
+        if calls.host_id_of(c.id, msg_id) is not None:
+            raise Rejection(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
+        if calls.count_made_by(c.id) >= self.max_pending_calls:
+            raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
+        target = self._registry.owner_of(call.target.type)
+        if target is None:
+            raise Rejection(
+                ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
+            )
+        pending = calls.open(c.id, msg_id, target, deadline)
         assert not isinstance(params, UnsetType)
-        out.append(Send(target_id, wire.request(host_id, wire.AGENT_CALL, params)))
+        self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1
         if c.kind is ClientKind.ONE_SHOT:
             c.awaiting += 1
-        return None
 
     def _agent_publish(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        event = _decode(wire.EVENT_ROUTING_DECODER, params)
-        if event.specversion != wire.CLOUDEVENTS_SPEC_VERSION:
-            raise _Reject(ErrorCode.INVALID_PARAMS, f'specversion must be "1.0", not {event.specversion!r}')
-        if not wire.has_exactly_one_payload(event.data, event.data_base64):
-            raise _Reject(ErrorCode.INVALID_PARAMS, "exactly one of data, data_base64 is required")
+        event = read_publish(params)
         assert not isinstance(params, UnsetType)
         self.stats.events_published += 1
         clients = self._clients
-        for client_id, recipients in self._routes_for(event.type):
+        out = self._out
+        for client_id, recipients in self._registry.routes_for(event.type):
             if clients[client_id].state is ClientState.OPEN:
                 out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
                 self.stats.event_deliveries += 1
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+        return ok(msg_id)
 
     def _cancel_request(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        cancel = _decode(wire.CANCEL_DECODER, params)
-        host_id = c.outgoing.pop(cancel.id, None)
+        cancel = decode_params(wire.CANCEL_DECODER, params)
+        host_id = self._calls.host_id_of(c.id, cancel.id)
         if host_id is not None:
-            pending = self._pending.pop(host_id)
-            self._deadlines.discard(host_id)
-            self._clients[pending.target].incoming.discard(host_id)
-            self._send_cancel(pending.target, host_id, out)
-            self._reply_to(c, cancel.id, self._error(cancel.id, ErrorCode.CANCELLED, "cancelled by the caller"), out)
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+            self._end_call(host_id, CallEnd.CANCELLED)
+        return ok(msg_id)
 
     def _register_agent(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        agent_type = _decode(wire.REGISTER_AGENT_DECODER, params).type
-        if not agent_type:
-            raise _Reject(ErrorCode.INVALID_PARAMS, "type must be a non-empty string")
-        _check_name_lengths(agent_type)
-        owner = self._agent_types.get(agent_type)
-        if owner is not None:
-            whose = "this connection" if owner == c.id else "another worker"
-            raise _Reject(  # (the gRPC host's wording: code and tests match "Agent type X already registered")
-                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"Agent type {agent_type} already registered by {whose}"
-            )
-        if len(c.agent_types) >= self.max_agent_types_per_connection:
-            raise _Reject(
-                ErrorCode.TOO_MANY_AGENT_TYPES,
-                f"this connection already has {len(c.agent_types)} agent types, the most one connection may "
-                "register: unregister some, or raise the host's max_agent_types_per_connection",
-            )
-        self._agent_types[agent_type] = c.id
-        c.agent_types.add(agent_type)
-        self._routes.clear()
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+        registration.register_agent(self._registry, c.id, params, max_types=self.max_agent_types_per_connection)
+        return ok(msg_id)
 
     def _unregister_agent(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        agent_type = _decode(wire.REGISTER_AGENT_DECODER, params).type
-        owner = self._agent_types.get(agent_type)
-        if owner is None:
-            raise _Reject(ErrorCode.AGENT_TYPE_NOT_FOUND, f"agent type {agent_type!r} is not registered")
-        if owner != c.id:
-            raise _Reject(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} belongs to another worker")
-        del self._agent_types[agent_type]
-        c.agent_types.discard(agent_type)
-        self._routes.clear()
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+        registration.unregister_agent(self._registry, c.id, params)
+        return ok(msg_id)
 
     def _add_subscription(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        spec = _decode(wire.ADD_SUBSCRIPTION_DECODER, params).subscription
-        if not spec.id or not spec.agent_type:
-            raise _Reject(ErrorCode.INVALID_PARAMS, "subscription id and agent_type must be non-empty")
-        topic = spec.topic_type if isinstance(spec, wire.TypeSubscriptionSpec) else spec.topic_type_prefix
-        _check_name_lengths(spec.id, spec.agent_type, topic)
-        existing = self._subscriptions.find_equal(spec)
-        if existing is not None:
-            raise _Reject(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS, f"subscription {existing!r} already exists")
-        if len(c.subscriptions) >= self.max_subscriptions_per_connection:
-            raise _Reject(
-                ErrorCode.TOO_MANY_SUBSCRIPTIONS,
-                f"this connection already has {len(c.subscriptions)} subscriptions, the most one connection may "
-                "add: remove some, or raise the host's max_subscriptions_per_connection",
-            )
-        self._subscriptions.add(spec)
-        self._subscription_owner[spec.id] = c.id
-        c.subscriptions.add(spec.id)
-        self._routes.clear()
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+        limit = self.max_subscriptions_per_connection
+        registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
+        return ok(msg_id)
 
     def _remove_subscription(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        subscription_id = _decode(wire.REMOVE_SUBSCRIPTION_DECODER, params).id
-        owner = self._subscription_owner.get(subscription_id)
-        if owner is None:
-            raise _Reject(ErrorCode.SUBSCRIPTION_NOT_FOUND, f"no subscription has id {subscription_id!r}")
-        if owner != c.id:
-            raise _Reject(ErrorCode.FORBIDDEN, f"subscription {subscription_id!r} belongs to another worker")
-        self._drop_subscription(c, subscription_id)
-        self._routes.clear()
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, None)
+        registration.remove_subscription(self._registry, c.id, params)
+        return ok(msg_id)
 
     def _get_subscriptions(
-        self, c: _Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float, out: list[HostOutput]
+        self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, list(self._subscriptions))
+        return None if isinstance(msg_id, UnsetType) else wire.response(msg_id, self.subscriptions())
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ calls ending, clients leaving
 
-    def _routes_for(self, topic_type: str) -> list[tuple[ClientId, list[str]]]:
-        routes = self._routes.get(topic_type)
-        if routes is None:
-            by_client: dict[ClientId, list[str]] = {}
-            for agent_type in sorted(self._subscriptions.match(topic_type)):
-                owner = self._agent_types.get(agent_type)
-                if owner is not None:
-                    by_client.setdefault(owner, []).append(agent_type)
-            routes = list(by_client.items())
-            if len(self._routes) >= _ROUTE_CACHE_SIZE:
-                self._routes.clear()
-            self._routes[topic_type] = routes
-        return routes
+    def _end_call(self, host_id: int, how: CallEnd, answer: bytes | None = None) -> None:
+        """End a pending call as :data:`~._calls.CALL_ENDINGS` says: tell the target, then the caller."""
+        call = self._calls.close(host_id)
+        ending = CALL_ENDINGS[how]
+        if ending.cancel_target:
+            target = self._clients.get(call.target)
+            if target is not None and target.state is ClientState.OPEN:
+                self._out.append(Send(call.target, wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(host_id))))
+        if ending.caller_error is not None:
+            answer = self._error(call.caller_request_id, ending.caller_error, ending.message)
+        caller = self._clients.get(call.caller)
+        if answer is not None and caller is not None:
+            self._reply_to(caller, call.caller_request_id, answer)
 
-    def _drop_subscription(self, c: _Client, subscription_id: str) -> None:
-        self._subscriptions.remove(subscription_id)
-        del self._subscription_owner[subscription_id]
-        c.subscriptions.discard(subscription_id)
+    def _release(self, c: Client) -> None:
+        """Give up everything ``c`` owns and end every call it is part of.
+
+        ``c`` is closing or already forgotten, so it hears nothing of its own calls' ends.
+        """
+        self._registry.release(c.id)
+        for host_id in self._calls.made_by(c.id):
+            self._end_call(host_id, CallEnd.CALLER_GONE)
+        for host_id in self._calls.sent_to(c.id):
+            self._end_call(host_id, CallEnd.TARGET_GONE)
+
+    def _close(self, c: Client, code: CloseCode, reason: str) -> None:
+        c.move_to(ClientState.CLOSING)
+        self._release(c)
+        self._out.append(Close(c.id, code, reason))
+
+    # ------------------------------------------------------------------ answers
 
     def _error(self, msg_id: RequestId | None, code: ErrorCode, message: str) -> bytes:
         self.stats.errors_sent += 1
         return wire.error_response(msg_id, int(code), message)
 
-    def _send_cancel(self, target: ClientId, host_id: int, out: list[HostOutput]) -> None:
-        t = self._clients.get(target)
-        if t is not None and t.state is ClientState.OPEN:
-            out.append(Send(target, wire.notification(wire.CANCEL_REQUEST, wire.CancelParams(host_id))))
-
-    def _reply_to(self, caller: _Client, request_id: RequestId, frame: bytes, out: list[HostOutput]) -> None:
+    def _reply_to(self, caller: Client, request_id: RequestId, frame: bytes) -> None:
         """Deliver the reply to call ``request_id`` of ``caller`` (a one-shot client gathers them,
         within ``max_message_size`` for the whole HTTP answer)."""
         if caller.state is ClientState.CLOSING:
             return
         if caller.kind is ClientKind.CHANNEL:
-            out.append(Send(caller.id, frame))
+            self._out.append(Send(caller.id, frame))
             return
-        frame = self._fit(frame, request_id, caller.reply_bytes)
-        caller.replies.append(frame)
-        caller.reply_bytes += len(frame) + 1
-        caller.awaiting -= 1
-        self._finish_one_shot_if_done(caller, out)
+        caller.gather(self._fit(frame, request_id, caller.reply_bytes))
+        self._finish_one_shot_if_done(caller)
 
     def _fit(self, reply: bytes, request_id: RequestId | UnsetType | None, used: int) -> bytes:
-        """``reply``, or a short PAYLOAD_TOO_LARGE error in its place if the answer it goes into
-        (``used`` bytes so far) would pass ``max_message_size`` with it."""
-        if used + len(reply) <= self.max_message_size:
-            return reply
-        message = (
-            f"the answer ({len(reply)} bytes) would make the reply exceed the message size limit of "
-            f"{self.max_message_size} bytes: ask for less in one message"
-        )
-        return self._error(
-            None if isinstance(request_id, UnsetType) else request_id, ErrorCode.PAYLOAD_TOO_LARGE, message
-        )
+        """``reply``, or a PAYLOAD_TOO_LARGE error in its place if it does not fit (:func:`fit_answer`)."""
+        fitted = fit_answer(reply, request_id, used, self.max_message_size)
+        if fitted is not reply:
+            self.stats.errors_sent += 1
+        return fitted
 
-    def _finish_one_shot_if_done(self, c: _Client, out: list[HostOutput]) -> None:
-        if c.state is not ClientState.ANSWERING or c.awaiting:
-            return
-        if c.replies:
-            body = b"[" + b",".join(c.replies) + b"]" if c.batch else c.replies[0]
-            out.append(Send(c.id, body))
-        c.replies = []
-        c.move_to(ClientState.CLOSING)
-        out.append(Close(c.id, CloseCode.NORMAL, "answered"))
-
-    def _close(self, c: _Client, code: CloseCode, reason: str, out: list[HostOutput]) -> None:
-        self._release(c, out)
-        c.move_to(ClientState.CLOSING)
-        out.append(Close(c.id, code, reason))
-
-    def _release(self, c: _Client, out: list[HostOutput]) -> None:
-        """Give up everything ``c`` owns and settle every call it is part of."""
-        if c.agent_types or c.subscriptions:
-            for agent_type in c.agent_types:
-                del self._agent_types[agent_type]
-            c.agent_types.clear()
-            for subscription_id in list(c.subscriptions):
-                self._drop_subscription(c, subscription_id)
-            self._routes.clear()
-        for host_id in c.outgoing.values():
-            pending = self._pending.pop(host_id)
-            self._deadlines.discard(host_id)
-            target = self._clients.get(pending.target)
-            if target is not None:
-                target.incoming.discard(host_id)
-                if target is not c:
-                    self._send_cancel(pending.target, host_id, out)
-        c.outgoing.clear()
-        for host_id in c.incoming:
-            pending = self._pending.pop(host_id)
-            self._deadlines.discard(host_id)
-            caller = self._clients[pending.caller]
-            del caller.outgoing[pending.caller_request_id]
-            self._reply_to(
-                caller,
-                pending.caller_request_id,
-                self._error(
-                    pending.caller_request_id, ErrorCode.TARGET_DISCONNECTED, "the worker hosting the target went away"
-                ),
-                out,
-            )
-        c.incoming.clear()
+    def _finish_one_shot_if_done(self, c: Client) -> None:
+        if c.state is ClientState.ANSWERING and not c.awaiting:
+            body = c.take_answer()
+            if body is not None:
+                self._out.append(Send(c.id, body))
+            self._out.append(Close(c.id, CloseCode.NORMAL, "answered"))
 
 
-def _check_name_lengths(*names: str) -> None:
-    for name in names:
-        if len(name) > MAX_NAME_LENGTH:
-            raise _Reject(ErrorCode.INVALID_PARAMS, f"names are at most {MAX_NAME_LENGTH} characters, not {len(name)}")
-
-
-def _is_unreadable_report(error: Raw) -> bool:
-    """Whether a worker's error with id null reports an event it could not read."""
-    try:
-        return wire.RPC_ERROR_DECODER.decode(error).code == ErrorCode.UNREADABLE_PAYLOAD
-    except (msgspec.ValidationError, RecursionError):
-        return False
-
-
-def _decode(decoder: msgspec.json.Decoder[_T], params: Raw | UnsetType) -> _T:
-    if isinstance(params, UnsetType):
-        raise _Reject(ErrorCode.INVALID_PARAMS, "params are required")
-    try:
-        return decoder.decode(params)
-    except (msgspec.ValidationError, RecursionError) as exc:  # RecursionError: nested too deeply to decode here
-        raise _Reject(ErrorCode.INVALID_PARAMS, f"invalid params: {exc}") from None
+__all__ = ["ClientNameInUse", "HostEngine", "HostStats"]

@@ -315,28 +315,6 @@ def unreadable_payload_data(data_type: str, data_content_type: str, event_id: st
     )
 
 
-def decode_error_data(error: RpcError) -> object:
-    """The decoded ``data`` member of an error, or None when it has none."""
-    if isinstance(error.data, UnsetType):
-        return None
-    return _json_validator.decode(error.data)
-
-
-def json_syntax_error(data: bytes | str) -> str | None:
-    """Why ``data`` is not one JSON text, or None if it is.
-
-    A typed msgspec decoder reports a member of the wrong type (ValidationError) as soon as it meets
-    it, before it reaches a syntax error further on; this tells such a frame apart from real JSON.
-    """
-    try:
-        _json_validator.decode(data)
-    except (msgspec.DecodeError, UnicodeError) as exc:
-        return str(exc)
-    except RecursionError:
-        return "nested too deeply"
-    return None
-
-
 class PayloadEncodingError(ValueError):
     """A payload cannot be put on the wire as declared (e.g. "JSON" bytes that are not JSON)."""
 

@@ -15,76 +15,29 @@ is over is dropped, and can never settle a newer call that happens to have the s
 
 from __future__ import annotations
 
-import enum
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-import msgspec
 from msgspec import UNSET, Raw, UnsetType
 
+from . import _frames as frames
 from . import _wire as wire
 from ._deadlines import DeadlineHeap
-from ._errors import CloseCode, ErrorCode
+from ._errors import CLOSED_WITH, ErrorCode, PayloadTooLargeError
 from ._events import (
     CallFailed,
-    CallSucceeded,
-    IncomingCall,
     IncomingCallCancelled,
     IncomingEvent,
     Payload,
     PeerError,
     RequestFailed,
-    RequestSucceeded,
     WorkerEvent,
 )
-from ._host import DEFAULT_MAX_MESSAGE_SIZE
+from ._inbound import Refusal, RequestKind, read_answer, read_call, read_cancel, read_error, read_event
+from ._limits import DEFAULT_MAX_MESSAGE_SIZE
+from ._outbound import call_params, call_result, cloud_event
+from ._stats import WorkerStats
 from ._wire import AgentRef, RequestId, RpcError, SubscriptionSpec
-
-_EMPTY: Mapping[str, str] = {}
-
-
-class PayloadTooLargeError(ValueError):
-    """A message would exceed the engine's ``max_message_size`` and was not queued."""
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """Counters of one worker engine (over all its connections), for metrics and tests."""
-
-    calls_received: int = 0
-    """``agent.call`` requests the host sent us to handle."""
-    events_received: int = 0
-    """``agent.event`` deliveries the host sent us."""
-    events_dropped: int = 0
-    """``agent.event`` deliveries that were not valid events (answered with an id-null error)."""
-    calls_unreadable: int = 0
-    """Calls answered with UNREADABLE_PAYLOAD: no serializer here could read their message."""
-    events_unreadable: int = 0
-    """Events whose payload no serializer here could read (reported to the host)."""
-    results_unreadable: int = 0
-    """Answers to our calls whose payload no serializer here could read."""
-
-
-# What a worker's pending requests fail with when the connection ends with a close code.
-_CLOSED_WITH: dict[int, tuple[ErrorCode, str]] = {
-    CloseCode.GOING_AWAY: (ErrorCode.CONNECTION_LOST, "the host shut down (close 1001) before it answered"),
-    CloseCode.MESSAGE_TOO_BIG: (
-        ErrorCode.PAYLOAD_TOO_LARGE,
-        "the host closed the connection (1009) because a message was over its size limit; set the "
-        "worker's max_message_size= to at most the host's",
-    ),
-    CloseCode.SLOW_CONSUMER: (
-        ErrorCode.CONNECTION_LOST,
-        "the host cut the connection off (4008) because this worker stopped reading",
-    ),
-}
-
-
-class _Kind(enum.Enum):
-    CALL = "call"
-    RUNTIME = "runtime"
-    SUBSCRIPTIONS = "subscriptions"
 
 
 class WorkerEngine:
@@ -102,7 +55,7 @@ class WorkerEngine:
         self.stats = WorkerStats()
         self._ids = itertools.count(1)
         self._outbox: list[bytes] = []
-        self._requests: dict[int, _Kind] = {}
+        self._requests: dict[int, RequestKind] = {}
         # Calls of the current epoch still to be answered (a dict: insertion-ordered, so deterministic).
         self._incoming: dict[RequestId, None] = {}
         self._epoch = 0
@@ -131,19 +84,21 @@ class WorkerEngine:
         return bool(self._outbox)
 
     def register_agent(self, agent_type: str) -> int:
-        return self._request(wire.REGISTER_AGENT, wire.RegisterAgentParams(agent_type), _Kind.RUNTIME)
+        return self._request(wire.REGISTER_AGENT, wire.RegisterAgentParams(agent_type), RequestKind.RUNTIME)
 
     def unregister_agent(self, agent_type: str) -> int:
-        return self._request(wire.UNREGISTER_AGENT, wire.RegisterAgentParams(agent_type), _Kind.RUNTIME)
+        return self._request(wire.UNREGISTER_AGENT, wire.RegisterAgentParams(agent_type), RequestKind.RUNTIME)
 
     def add_subscription(self, subscription: SubscriptionSpec) -> int:
-        return self._request(wire.ADD_SUBSCRIPTION, wire.AddSubscriptionParams(subscription), _Kind.RUNTIME)
+        return self._request(wire.ADD_SUBSCRIPTION, wire.AddSubscriptionParams(subscription), RequestKind.RUNTIME)
 
     def remove_subscription(self, subscription_id: str) -> int:
-        return self._request(wire.REMOVE_SUBSCRIPTION, wire.RemoveSubscriptionParams(subscription_id), _Kind.RUNTIME)
+        return self._request(
+            wire.REMOVE_SUBSCRIPTION, wire.RemoveSubscriptionParams(subscription_id), RequestKind.RUNTIME
+        )
 
     def get_subscriptions(self) -> int:
-        return self._request(wire.GET_SUBSCRIPTIONS, Raw(b"{}"), _Kind.SUBSCRIPTIONS)
+        return self._request(wire.GET_SUBSCRIPTIONS, Raw(b"{}"), RequestKind.SUBSCRIPTIONS)
 
     def call(
         self,
@@ -160,23 +115,8 @@ class WorkerEngine:
         With ``timeout`` (seconds) the host and this engine both give up after it: the call fails
         with DEADLINE_EXCEEDED and the target's handler is cancelled.
         """
-        data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
-        timeout_ms: int | UnsetType = UNSET
-        if timeout is not None:
-            if timeout <= 0:
-                raise ValueError("timeout must be positive")
-            timeout_ms = max(1, round(timeout * 1000))
-        params = wire.CallParams(
-            target=target,
-            data_type=payload.data_type,
-            data_content_type=payload.data_content_type,
-            data=data,
-            data_base64=data_base64,
-            source=UNSET if source is None else source,
-            metadata=UNSET if not metadata else dict(metadata),
-            timeout_ms=timeout_ms,
-        )
-        request_id = self._request(wire.AGENT_CALL, params, _Kind.CALL)
+        params = call_params(target, payload, source=source, metadata=metadata, timeout=timeout)
+        request_id = self._request(wire.AGENT_CALL, params, RequestKind.CALL)
         if timeout is not None:
             self._deadlines.set(request_id, now + timeout)
         return request_id
@@ -186,7 +126,7 @@ class WorkerEngine:
 
         Returns False if the call is no longer pending. No event follows for a cancelled call.
         """
-        if self._requests.get(request_id) is not _Kind.CALL:
+        if self._requests.get(request_id) is not RequestKind.CALL:
             return False
         del self._requests[request_id]
         self._deadlines.discard(request_id)
@@ -205,23 +145,7 @@ class WorkerEngine:
         trace_context: Mapping[str, str] | None = None,
     ) -> None:
         """Queue ``agent.publish``: one CloudEvent, delivered to every subscribed agent but ``sender``."""
-        data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
-        trace = trace_context or _EMPTY
-        event = wire.CloudEvent(
-            specversion=wire.CLOUDEVENTS_SPEC_VERSION,
-            id=event_id,
-            source=topic_source,
-            type=topic_type,
-            datacontenttype=payload.data_content_type,
-            dataschema=payload.data_type,
-            data=data,
-            data_base64=data_base64,
-            agagentsendertype=UNSET if sender is None else sender.type,
-            agagentsenderkey=UNSET if sender is None else sender.key,
-            agmsgkind=message_kind,
-            traceparent=trace.get("traceparent", UNSET),
-            tracestate=trace.get("tracestate", UNSET),
-        )
+        event = cloud_event(topic_type, topic_source, payload, event_id, sender, message_kind, trace_context)
         self._queue(wire.notification(wire.AGENT_PUBLISH, event))
 
     @property
@@ -242,17 +166,10 @@ class WorkerEngine:
         if not self._settle_incoming(call_id, epoch):
             return False
         try:
-            data, data_base64 = wire.pack_payload(payload.data, payload.data_content_type)
+            result = call_result(payload, metadata)
         except wire.PayloadEncodingError as exc:
             self._queue(wire.error_response(call_id, ErrorCode.INTERNAL_ERROR, str(exc)))
             return True
-        result = wire.CallResult(
-            data_type=payload.data_type,
-            data_content_type=payload.data_content_type,
-            data=data,
-            data_base64=data_base64,
-            metadata=UNSET if not metadata else dict(metadata),
-        )
         frame = wire.response(call_id, result)
         if len(frame) > self.max_message_size:
             frame = wire.error_response(
@@ -276,6 +193,41 @@ class WorkerEngine:
         self._reply(wire.error_response(call_id, ErrorCode.UNREADABLE_PAYLOAD, reason, data))
         return True
 
+    def respond_handler_error(self, call_id: RequestId, exception_type: str, message: str, *, epoch: int) -> bool:
+        """Answer an :class:`IncomingCall` whose handler raised ``exception_type(message)`` (HANDLER_ERROR,
+        with both in its ``data``). Returns False, and queues nothing, in the same cases as :meth:`respond`."""
+        return self._answer_error(call_id, epoch, ErrorCode.HANDLER_ERROR, message, exception_type or "Exception")
+
+    def respond_cancelled(self, call_id: RequestId, *, epoch: int) -> bool:
+        """Answer an :class:`IncomingCall` whose handler was cancelled here (CANCELLED)."""
+        return self._answer_error(call_id, epoch, ErrorCode.CANCELLED, "the handler was cancelled")
+
+    def respond_agent_not_found(self, call_id: RequestId, message: str, *, epoch: int) -> bool:
+        """Answer an :class:`IncomingCall` for an agent this worker cannot create or find, or whose
+        type it no longer hosts (AGENT_NOT_FOUND)."""
+        return self._answer_error(call_id, epoch, ErrorCode.AGENT_NOT_FOUND, message)
+
+    def respond_invalid_call(self, call_id: RequestId, message: str, *, epoch: int) -> bool:
+        """Answer an :class:`IncomingCall` whose params the worker cannot use, e.g. a ``target`` or
+        ``source`` that is not a valid AutoGen agent id (INVALID_PARAMS)."""
+        return self._answer_error(call_id, epoch, ErrorCode.INVALID_PARAMS, message)
+
+    def _answer_error(
+        self, call_id: RequestId, epoch: int, code: ErrorCode, message: str, exception_type: str | None = None
+    ) -> bool:
+        if not self._settle_incoming(call_id, epoch):
+            return False
+        data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
+        frame = wire.error_response(call_id, code, message, data)
+        if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back
+            frame = wire.error_response(
+                call_id,
+                ErrorCode.PAYLOAD_TOO_LARGE,
+                f"the error is {len(frame)} bytes, over the limit of {self.max_message_size}",
+            )
+        self._outbox.append(frame)
+        return True
+
     def event_unreadable(self, event: IncomingEvent, reason: str) -> None:
         """An :class:`IncomingEvent`'s payload cannot be read here: count it and report it to the host
         (an UNREADABLE_PAYLOAD error with id null, which the host counts)."""
@@ -290,56 +242,21 @@ class WorkerEngine:
         data = wire.unreadable_payload_data(payload.data_type, payload.data_content_type)
         return RpcError(ErrorCode.UNREADABLE_PAYLOAD, reason, data)
 
-    def respond_error(
-        self, call_id: RequestId, code: int, message: str, *, epoch: int, exception_type: str | None = None
-    ) -> bool:
-        """Answer an :class:`IncomingCall` with an error (HANDLER_ERROR carries ``exception_type``,
-        ``"Exception"`` when none is given: its ``data`` is part of the contract).
-
-        Returns False, and queues nothing, in the same cases as :meth:`respond`.
-        """
-        if not self._settle_incoming(call_id, epoch):
-            return False
-        if exception_type is None and code == ErrorCode.HANDLER_ERROR:
-            exception_type = "Exception"
-        data: Raw | UnsetType = UNSET if exception_type is None else wire.handler_error_data(exception_type, message)
-        frame = wire.error_response(call_id, code, message, data)
-        if len(frame) > self.max_message_size:  # e.g. a huge exception message: the caller must still hear back
-            frame = wire.error_response(
-                call_id,
-                ErrorCode.PAYLOAD_TOO_LARGE,
-                f"the error is {len(frame)} bytes, over the limit of {self.max_message_size}",
-            )
-        self._outbox.append(frame)
-        return True
-
     # ------------------------------------------------------------------ incoming
 
     def receive(self, data: bytes | str, now: float) -> list[WorkerEvent]:
         """One frame from the host; returns what it means. Never raises on bad input."""
         events: list[WorkerEvent] = []
-        try:
-            if not isinstance(data, str) and not data.isascii():
-                data.decode("utf-8")  # msgspec skips Raw parts without checking their UTF-8; later decodes would raise
-            frame = wire.FRAME_DECODER.decode(data)
-        except msgspec.ValidationError as exc:
-            syntax = wire.json_syntax_error(data)  # a type mismatch may come before a syntax error
-            if syntax is None:
-                self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, f"not a JSON-RPC 2.0 message: {exc}"))
-            else:
-                self._reply(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {syntax}"))
-            return events
-        # UnicodeError: bad UTF-8, or lone surrogates in a str; RecursionError: nested too deeply to parse
-        except (msgspec.DecodeError, UnicodeError, RecursionError) as exc:
-            self._reply(wire.error_response(None, ErrorCode.PARSE_ERROR, f"invalid JSON: {exc}"))
-            return events
-        if isinstance(frame, list):
-            for item in frame:
-                try:
-                    self._dispatch(wire.MESSAGE_DECODER.decode(item), events)
-                except msgspec.ValidationError as exc:
-                    message = f"not a JSON-RPC 2.0 message: {exc}"
-                    self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, message))
+        frame = frames.decode_frame(data)
+        if isinstance(frame, frames.BadFrame):
+            self._reply(wire.error_response(None, frame.code, frame.message))
+        elif isinstance(frame, list):
+            for entry in frame:
+                message = frames.decode_batch_entry(entry)
+                if isinstance(message, frames.BadFrame):
+                    self._reply(wire.error_response(None, message.code, message.message))
+                else:
+                    self._dispatch(message, events)
         else:
             self._dispatch(frame, events)
         return events
@@ -365,12 +282,12 @@ class WorkerEngine:
         engine can then be reused on a new connection: request ids keep counting up, and the
         :attr:`epoch` moves on, so answers still coming from the lost connection's handlers are dropped.
         """
-        code, message = _CLOSED_WITH.get(
+        code, message = CLOSED_WITH.get(
             close_code or 0, (ErrorCode.CONNECTION_LOST, "the connection to the host was lost")
         )
         error = RpcError(code, message)
         events: list[WorkerEvent] = [
-            CallFailed(rid, error) if kind is _Kind.CALL else RequestFailed(rid, error)
+            CallFailed(rid, error) if kind is RequestKind.CALL else RequestFailed(rid, error)
             for rid, kind in self._requests.items()
         ]
         events.extend(IncomingCallCancelled(call_id, self._epoch) for call_id in self._incoming)
@@ -393,7 +310,7 @@ class WorkerEngine:
 
     # ------------------------------------------------------------------ internals
 
-    def _request(self, method: str, params: wire.Params, kind: _Kind) -> int:
+    def _request(self, method: str, params: wire.Params, kind: RequestKind) -> int:
         request_id = next(self._ids)
         self._queue(wire.request(request_id, method, params))
         self._requests[request_id] = kind
@@ -401,7 +318,8 @@ class WorkerEngine:
 
     def _queue(self, frame: bytes) -> None:
         if len(frame) > self.max_message_size:
-            raise PayloadTooLargeError(f"message of {len(frame)} bytes exceeds the limit of {self.max_message_size}")
+            message = f"message of {len(frame)} bytes exceeds the limit of {self.max_message_size}"
+            raise PayloadTooLargeError(RpcError(ErrorCode.PAYLOAD_TOO_LARGE, message))
         self._outbox.append(frame)
 
     def _reply(self, frame: bytes) -> None:
@@ -417,146 +335,57 @@ class WorkerEngine:
         return False
 
     def _dispatch(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
-        if isinstance(m.method, UnsetType):
+        method = m.method
+        if isinstance(method, UnsetType):
             self._on_response(m, events)
-        elif m.method == wire.AGENT_EVENT:
+        elif method == wire.AGENT_EVENT:
             self._on_event(m.params, events)
-        elif m.method == wire.AGENT_CALL:
+        elif method == wire.AGENT_CALL:
             self._on_call(m, events)
-        elif m.method == wire.CANCEL_REQUEST:
-            try:
-                cancel = wire.CANCEL_DECODER.decode(m.params) if not isinstance(m.params, UnsetType) else None
-            except (msgspec.ValidationError, RecursionError):
-                cancel = None
-            if cancel is not None and self._settle_incoming(cancel.id, self._epoch):
-                events.append(IncomingCallCancelled(cancel.id, self._epoch))
+        elif method == wire.CANCEL_REQUEST:
+            call_id = read_cancel(m.params)
+            if call_id is not None and self._settle_incoming(call_id, self._epoch):
+                events.append(IncomingCallCancelled(call_id, self._epoch))
         elif not isinstance(m.id, UnsetType) and m.id is not None:
-            self._reply(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method[:100]!r}"))
+            self._reply(wire.error_response(m.id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {method[:100]!r}"))
 
     def _on_response(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
         request_id = m.id
         if request_id is None or isinstance(request_id, UnsetType):
             if not isinstance(m.error, UnsetType):
-                events.append(PeerError(_decode_error(m.error)))
+                events.append(PeerError(read_error(m.error)))
             return
         kind = self._requests.pop(request_id, None) if isinstance(request_id, int) else None
         if kind is None:
             return  # late answer to a call we cancelled or timed out
         assert isinstance(request_id, int)
         self._deadlines.discard(request_id)
-        if not isinstance(m.error, UnsetType):
-            error = _decode_error(m.error)
-            events.append(CallFailed(request_id, error) if kind is _Kind.CALL else RequestFailed(request_id, error))
-            return
-        if isinstance(m.result, UnsetType):
-            bad = RpcError(ErrorCode.INTERNAL_ERROR, "the host answered with neither result nor error")
-            events.append(CallFailed(request_id, bad) if kind is _Kind.CALL else RequestFailed(request_id, bad))
-            return
-        if kind is _Kind.RUNTIME:
-            events.append(RequestSucceeded(request_id))
-        elif kind is _Kind.SUBSCRIPTIONS:
-            try:
-                subscriptions = tuple(wire.SUBSCRIPTION_LIST_DECODER.decode(m.result))
-            except (msgspec.ValidationError, RecursionError) as exc:
-                events.append(RequestFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed result: {exc}")))
-            else:
-                events.append(RequestSucceeded(request_id, subscriptions))
-        else:
-            try:
-                result = wire.CALL_RESULT_DECODER.decode(m.result)
-                data = wire.unpack_payload(result.data, result.data_base64)
-            except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
-                events.append(
-                    CallFailed(request_id, RpcError(ErrorCode.INTERNAL_ERROR, f"malformed call result: {exc}"))
-                )
-            else:
-                metadata = _EMPTY if isinstance(result.metadata, UnsetType) else result.metadata
-                events.append(
-                    CallSucceeded(request_id, Payload(result.data_type, result.data_content_type, data), metadata)
-                )
+        events.append(read_answer(request_id, kind, m))
 
     def _on_call(self, m: wire.IncomingMessage, events: list[WorkerEvent]) -> None:
-        call_id = m.id
-        if call_id is None or isinstance(call_id, UnsetType):
-            self._reply(wire.error_response(None, ErrorCode.INVALID_REQUEST, "agent.call needs an id"))
+        call = read_call(m, self._epoch)
+        if isinstance(call, Refusal):
+            self._reply(wire.error_response(call.id, call.code, call.message))
             return
-        if isinstance(m.params, UnsetType):
-            self._reply(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, "params are required"))
+        if call.call_id in self._incoming:
+            message = f"call id {call.call_id!r} is already in use"
+            self._reply(wire.error_response(call.call_id, ErrorCode.INVALID_REQUEST, message))
             return
-        try:
-            params = wire.CALL_PARAMS_DECODER.decode(m.params)
-            data = wire.unpack_payload(params.data, params.data_base64)
-        except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
-            self._reply(wire.error_response(call_id, ErrorCode.INVALID_PARAMS, f"invalid params: {exc}"))
-            return
-        if call_id in self._incoming:
-            message = f"call id {call_id!r} is already in use"
-            self._reply(wire.error_response(call_id, ErrorCode.INVALID_REQUEST, message))
-            return
-        self._incoming[call_id] = None
+        self._incoming[call.call_id] = None
         self.stats.calls_received += 1
-        events.append(
-            IncomingCall(
-                call_id=call_id,
-                target=params.target,
-                source=None if isinstance(params.source, UnsetType) else params.source,
-                payload=Payload(params.data_type, params.data_content_type, data),
-                metadata=_EMPTY if isinstance(params.metadata, UnsetType) else params.metadata,
-                timeout_ms=None if isinstance(params.timeout_ms, UnsetType) else params.timeout_ms,
-                epoch=self._epoch,
-            )
-        )
+        events.append(call)
 
     def _on_event(self, params: Raw | UnsetType, events: list[WorkerEvent]) -> None:
         self.stats.events_received += 1
         if isinstance(params, UnsetType):
             self.stats.events_dropped += 1
             return
-        try:
-            delivery = wire.EVENT_DELIVERY_DECODER.decode(params)
-            event = wire.CLOUD_EVENT_DECODER.decode(delivery.event)
-            data = wire.unpack_payload(event.data, event.data_base64)
-        except (msgspec.ValidationError, wire.PayloadEncodingError, RecursionError) as exc:
+        event = read_event(params)
+        if isinstance(event, Refusal):
             self.stats.events_dropped += 1
-            self._reply(wire.error_response(None, ErrorCode.INVALID_PARAMS, f"invalid agent.event: {exc}"))
-            return
-        sender: AgentRef | None = None
-        if not isinstance(event.agagentsendertype, UnsetType) and not isinstance(event.agagentsenderkey, UnsetType):
-            sender = AgentRef(event.agagentsendertype, event.agagentsenderkey)
-        recipients = tuple(
-            AgentRef(agent_type, event.source)
-            for agent_type in delivery.recipients
-            if sender is None or sender.type != agent_type or sender.key != event.source
-        )
-        if not recipients:
-            return
-        trace: dict[str, str] = {}
-        if not isinstance(event.traceparent, UnsetType):
-            trace["traceparent"] = event.traceparent
-        if not isinstance(event.tracestate, UnsetType):
-            trace["tracestate"] = event.tracestate
-        content_type = "application/json" if isinstance(event.datacontenttype, UnsetType) else event.datacontenttype
-        events.append(
-            IncomingEvent(
-                event_id=event.id,
-                topic_type=event.type,
-                topic_source=event.source,
-                sender=sender,
-                recipients=recipients,
-                payload=Payload(
-                    "" if isinstance(event.dataschema, UnsetType) else event.dataschema, content_type, data
-                ),
-                message_kind=wire.MESSAGE_KIND_PUBLISH if isinstance(event.agmsgkind, UnsetType) else event.agmsgkind,
-                trace_context=trace,
-            )
-        )
-
-
-def _decode_error(raw: Raw) -> RpcError:
-    try:
-        return wire.RPC_ERROR_DECODER.decode(raw)
-    except (msgspec.ValidationError, RecursionError):
-        return RpcError(ErrorCode.INTERNAL_ERROR, "the peer sent a malformed error object")
+            self._reply(wire.error_response(None, event.code, event.message))
+        elif event is not None:
+            events.append(event)
 
 
 __all__ = ["PayloadTooLargeError", "WorkerEngine", "WorkerStats"]

@@ -1,7 +1,7 @@
 """Every frame the engines produce during the test suite matches ``docs/protocol.schema.json``.
 
-A pytest plugin (loaded by the repository's root ``conftest.py``): it wraps the methods of
-:class:`HostEngine` that return instructions and :meth:`WorkerEngine.data_to_send`, and validates
+A pytest plugin (loaded by the repository's root ``conftest.py``): it wraps the input methods of
+:class:`HostEngine` (checking what each one queued) and :meth:`WorkerEngine.data_to_send`, and validates
 every distinct frame they produce as it is produced (in a test that makes more than 300
 distinct frames, one in 100 of the rest), the host's against ``#/$defs/HostToWorker`` and the
 worker's against ``#/$defs/WorkerToHost``. A frame that does not match fails the test that made
@@ -78,15 +78,19 @@ def _check(item: Produced) -> None:
     _found.extend(problems([item]))
 
 
-def _record_host(method: Callable[..., list[Any]]) -> Callable[..., list[Any]]:
+def _record_host(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Check what one input to the host queued (the queue grows by exactly that, until taken)."""
+
     @functools.wraps(method)
-    def recording(self: HostEngine, *args: Any, **kwargs: Any) -> list[Any]:
-        out = method(self, *args, **kwargs)
+    def recording(self: HostEngine, *args: Any, **kwargs: Any) -> Any:
+        queue = self._out
+        before = len(queue)
+        result = method(self, *args, **kwargs)
         cause = args[1] if method.__name__ == "receive" and len(args) > 1 else None
-        for item in out:
+        for item in queue[before:]:
             if isinstance(item, Send):
                 _check(Produced(True, item.data, cause))
-        return out
+        return result
 
     return recording
 
@@ -106,7 +110,7 @@ def install() -> list[str]:
     """Wrap the engines' producing methods; returns the names wrapped."""
     wrapped = []
     for name, method in inspect.getmembers(HostEngine, inspect.isfunction):
-        if not name.startswith("_") and "HostOutput" in str(inspect.signature(method).return_annotation):
+        if not name.startswith("_") and name != "data_to_send":  # every input that may queue output
             setattr(HostEngine, name, _record_host(method))
             wrapped.append(f"HostEngine.{name}")
     WorkerEngine.data_to_send = _record_worker(WorkerEngine.data_to_send)  # type: ignore[method-assign]

@@ -65,7 +65,7 @@ class Network:
             else:
                 self.closes.append(o)
                 if self.auto_disconnect:
-                    self.deliver(self.host.disconnect(o.client, now), now, into)
+                    self.deliver(gone(self.host, o.client, now), now, into)
         return moved
 
     def pump(self, now: float = 0.0) -> list[list[WorkerEvent]]:
@@ -80,13 +80,13 @@ class Network:
                     continue
                 for frame in w.data_to_send():
                     moved = True
-                    self.deliver(self.host.receive(self.ids[i], frame, now), now, got)
+                    self.deliver(feed(self.host, self.ids[i], frame, now), now, got)
         return got
 
     def timer(self, now: float) -> list[list[WorkerEvent]]:
         """Fire the host timer and every worker timer at ``now`` and pump."""
         got: list[list[WorkerEvent]] = [[] for _ in self.workers]
-        self.deliver(self.host.handle_timer(now), now, got)
+        self.deliver(tick(self.host, now), now, got)
         for i, w in enumerate(self.workers):
             evs = w.handle_timer(now)
             got[i].extend(evs)
@@ -99,7 +99,7 @@ class Network:
     def disconnect(self, i: int, now: float = 0.0) -> list[list[WorkerEvent]]:
         """Worker ``i``'s connection drops."""
         got: list[list[WorkerEvent]] = [[] for _ in self.workers]
-        self.deliver(self.host.disconnect(self.ids[i], now), now, got)
+        self.deliver(gone(self.host, self.ids[i], now), now, got)
         lost = self.workers[i].connection_lost()
         got[i].extend(lost)
         self.events[i].extend(lost)
@@ -107,6 +107,34 @@ class Network:
         for j, evs in enumerate(more):
             got[j].extend(evs)
         return got
+
+
+# ---------------------------------------------------------------------------------------------
+# One input to the host engine and what it queued, for tests that talk to the host directly
+
+
+def feed(host: HostEngine, client: ClientId, data: bytes | str, now: float = 0.0) -> list[HostOutput]:
+    """``host.receive`` one frame, then take what it queued."""
+    host.receive(client, data, now)
+    return host.data_to_send()
+
+
+def gone(host: HostEngine, client: ClientId, now: float = 0.0) -> list[HostOutput]:
+    """``host.disconnect``, then take what it queued."""
+    host.disconnect(client, now)
+    return host.data_to_send()
+
+
+def tick(host: HostEngine, now: float) -> list[HostOutput]:
+    """``host.handle_timer``, then take what it queued."""
+    host.handle_timer(now)
+    return host.data_to_send()
+
+
+def shutdown(host: HostEngine, *args: Any) -> list[HostOutput]:
+    """``host.close_all``, then take what it queued."""
+    host.close_all(*args)
+    return host.data_to_send()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,17 +31,16 @@ from sansio_runtime import (
     Send,
     TypePrefixSubscriptionSpec,
     TypeSubscriptionSpec,
-    http_status_for,
 )
-from sansio_runtime._host import _Client
+from sansio_runtime._clients import Client as _Client
 
-from ._harness import Network, call_params, closes, loads, note, only_send, req, sends
+from ._harness import Network, call_params, closes, feed, gone, loads, note, only_send, req, sends, shutdown, tick
 
 JSON = "application/json"
 
 
 def register(h: HostEngine, c: ClientId, agent_type: str, id: int = 1) -> Any:
-    return only_send(h.receive(c, req(id, "runtime.register_agent", {"type": agent_type}), 0), c)
+    return only_send(feed(h, c, req(id, "runtime.register_agent", {"type": agent_type}), 0), c)
 
 
 def subscribe(
@@ -49,7 +48,7 @@ def subscribe(
 ) -> Any:
     spec: dict[str, Any] = {"kind": "type_prefix" if prefix else "type", "id": sid, "agent_type": agent}
     spec["topic_type_prefix" if prefix else "topic_type"] = topic
-    return only_send(h.receive(c, req(id, "runtime.add_subscription", {"subscription": spec}), 0), c)
+    return only_send(feed(h, c, req(id, "runtime.add_subscription", {"subscription": spec}), 0), c)
 
 
 def error_code(msg: Any) -> int:
@@ -92,7 +91,7 @@ def test_registration_freed_on_disconnect(host: HostEngine) -> None:
     a, b = host.connect(), host.connect()
     register(host, a, "echo")
     register(host, a, "other")
-    assert host.disconnect(a, 0) == []
+    assert gone(host, a, 0) == []
     assert host.agent_types() == {}
     assert register(host, b, "echo")["result"] is None
     assert host.agent_types() == {"echo": b}
@@ -101,13 +100,13 @@ def test_registration_freed_on_disconnect(host: HostEngine) -> None:
 def test_unregister_by_owner_only(host: HostEngine) -> None:
     a, b = host.connect(), host.connect()
     register(host, a, "echo")
-    reply = only_send(host.receive(b, req(9, "runtime.unregister_agent", {"type": "echo"}), 0), b)
+    reply = only_send(feed(host, b, req(9, "runtime.unregister_agent", {"type": "echo"}), 0), b)
     assert reply["id"] == 9 and error_code(reply) == ErrorCode.FORBIDDEN == -32011
     assert host.agent_types() == {"echo": a}
-    ok = only_send(host.receive(a, req(10, "runtime.unregister_agent", {"type": "echo"}), 0), a)
+    ok = only_send(feed(host, a, req(10, "runtime.unregister_agent", {"type": "echo"}), 0), a)
     assert ok == {"jsonrpc": "2.0", "id": 10, "result": None}
     assert host.agent_types() == {}
-    unknown = only_send(host.receive(a, req(11, "runtime.unregister_agent", {"type": "echo"}), 0), a)
+    unknown = only_send(feed(host, a, req(11, "runtime.unregister_agent", {"type": "echo"}), 0), a)
     assert error_code(unknown) == ErrorCode.AGENT_TYPE_NOT_FOUND
     # and after unregistering, another client may take it
     assert register(host, b, "echo")["result"] is None
@@ -115,7 +114,7 @@ def test_unregister_by_owner_only(host: HostEngine) -> None:
 
 def test_register_as_notification_sends_nothing(host: HostEngine) -> None:
     a = host.connect()
-    assert host.receive(a, note("runtime.register_agent", {"type": "echo"}), 0) == []
+    assert feed(host, a, note("runtime.register_agent", {"type": "echo"}), 0) == []
     assert host.agent_types() == {"echo": a}
 
 
@@ -131,7 +130,7 @@ def test_add_get_remove_subscription(host: HostEngine) -> None:
         TypePrefixSubscriptionSpec("s2", "ne", "echo"),
     ]
     assert host.subscription_owner("s1") == a
-    got = only_send(host.receive(a, req(4, "runtime.get_subscriptions"), 0), a)
+    got = only_send(feed(host, a, req(4, "runtime.get_subscriptions"), 0), a)
     assert got == {
         "jsonrpc": "2.0",
         "id": 4,
@@ -140,7 +139,7 @@ def test_add_get_remove_subscription(host: HostEngine) -> None:
             {"kind": "type_prefix", "id": "s2", "topic_type_prefix": "ne", "agent_type": "echo"},
         ],
     }
-    removed = only_send(host.receive(a, req(5, "runtime.remove_subscription", {"id": "s1"}), 0), a)
+    removed = only_send(feed(host, a, req(5, "runtime.remove_subscription", {"id": "s1"}), 0), a)
     assert removed == {"jsonrpc": "2.0", "id": 5, "result": None}
     assert host.subscriptions() == [TypePrefixSubscriptionSpec("s2", "ne", "echo")]
     assert host.subscription_owner("s1") is None
@@ -158,9 +157,9 @@ def test_duplicate_subscription_rejected(host: HostEngine) -> None:
 def test_remove_unknown_and_foreign_subscription(host: HostEngine) -> None:
     a, b = host.connect(), host.connect()
     subscribe(host, a, "s1", "news", "echo")
-    r = only_send(host.receive(b, req(1, "runtime.remove_subscription", {"id": "nope"}), 0), b)
+    r = only_send(feed(host, b, req(1, "runtime.remove_subscription", {"id": "nope"}), 0), b)
     assert error_code(r) == ErrorCode.SUBSCRIPTION_NOT_FOUND == -32010
-    r = only_send(host.receive(b, req(2, "runtime.remove_subscription", {"id": "s1"}), 0), b)
+    r = only_send(feed(host, b, req(2, "runtime.remove_subscription", {"id": "s1"}), 0), b)
     assert error_code(r) == ErrorCode.FORBIDDEN == -32011
     assert host.subscription_owner("s1") == a
 
@@ -176,7 +175,7 @@ def test_subscriptions_removed_on_disconnect(host: HostEngine) -> None:
     a, b = host.connect(), host.connect()
     subscribe(host, a, "s1", "news", "echo")
     subscribe(host, b, "s2", "news", "other")
-    host.disconnect(a, 0)
+    gone(host, a, 0)
     assert host.subscriptions() == [TypeSubscriptionSpec("s2", "news", "other")]
     assert subscribe(host, b, "s1", "news", "echo")["result"] is None  # the id is free again
 
@@ -197,7 +196,7 @@ def test_call_forwarded_with_host_assigned_id(host: HostEngine) -> None:
         b'"data_content_type":"application/json","data":{ "x" : 1 },"zz":1}'
     )
     frame = b'{"jsonrpc":"2.0","id":77,"method":"agent.call","params":' + params + b"}"
-    out = host.receive(caller, frame, 0)
+    out = feed(host, caller, frame, 0)
     [send] = sends(out)
     assert send.client == target
     fwd = json.loads(send.data)
@@ -211,7 +210,7 @@ def test_call_forwarded_with_host_assigned_id(host: HostEngine) -> None:
         target,
     )
     # the answer goes back under the caller's id, with the result bytes unchanged
-    back = host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":{"data" :  [1,2]}}' % fwd["id"], 0)
+    back = feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":{"data" :  [1,2]}}' % fwd["id"], 0)
     assert back == [Send(caller, b'{"jsonrpc":"2.0","id":77,"result":{"data" :  [1,2]}}')]
     assert host.pending_calls() == []
     assert host.stats.calls_forwarded == 1
@@ -239,32 +238,32 @@ def test_two_callers_with_the_same_id_get_their_own_replies(host: HostEngine) ->
 
 def test_reusing_an_in_flight_id_is_rejected(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    out = host.receive(caller, req(1, "agent.call", call_params()), 0)
+    out = feed(host, caller, req(1, "agent.call", call_params()), 0)
     host_id = loads(sends(out)[0].data)["id"]
-    dup = only_send(host.receive(caller, req(1, "agent.call", call_params()), 0), caller)
+    dup = only_send(feed(host, caller, req(1, "agent.call", call_params()), 0), caller)
     assert dup["id"] == 1 and error_code(dup) == ErrorCode.INVALID_REQUEST == -32600
     assert len(host.pending_calls()) == 1
     # the first call is still intact and can complete; then the id is free again
-    assert only_send(host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % host_id, 0), caller) == {
+    assert only_send(feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % host_id, 0), caller) == {
         "jsonrpc": "2.0",
         "id": 1,
         "result": 1,
     }
-    again = host.receive(caller, req(1, "agent.call", call_params()), 0)
+    again = feed(host, caller, req(1, "agent.call", call_params()), 0)
     assert [s.client for s in sends(again)] == [target]
 
 
 def test_string_and_int_ids_are_distinct(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    host.receive(caller, req(1, "agent.call", call_params()), 0)
-    out = host.receive(caller, req("1", "agent.call", call_params()), 0)
+    feed(host, caller, req(1, "agent.call", call_params()), 0)
+    out = feed(host, caller, req("1", "agent.call", call_params()), 0)
     assert [s.client for s in sends(out)] == [target]
     assert sorted(map(repr, (p.caller_request_id for p in host.pending_calls()))) == ["'1'", "1"]
 
 
 def test_unknown_type_fails_at_once(host: HostEngine) -> None:
     caller, _target = setup_echo(host)
-    out = host.receive(caller, req(4, "agent.call", call_params("nope")), 0)
+    out = feed(host, caller, req(4, "agent.call", call_params("nope")), 0)
     reply = only_send(out, caller)
     assert reply["id"] == 4 and error_code(reply) == ErrorCode.AGENT_TYPE_NOT_FOUND == -32001
     assert host.pending_calls() == []
@@ -273,17 +272,17 @@ def test_unknown_type_fails_at_once(host: HostEngine) -> None:
 def test_too_many_pending_calls() -> None:
     host = HostEngine(max_pending_calls=2)
     caller, target = setup_echo(host)
-    host.receive(caller, req(1, "agent.call", call_params()), 0)
-    host.receive(caller, req(2, "agent.call", call_params()), 0)
-    reply = only_send(host.receive(caller, req(3, "agent.call", call_params()), 0), caller)
+    feed(host, caller, req(1, "agent.call", call_params()), 0)
+    feed(host, caller, req(2, "agent.call", call_params()), 0)
+    reply = only_send(feed(host, caller, req(3, "agent.call", call_params()), 0), caller)
     assert reply["id"] == 3 and error_code(reply) == ErrorCode.TOO_MANY_PENDING_CALLS == -32012
     # the limit is per caller: another client may still call
     other = host.connect()
-    assert [s.client for s in sends(host.receive(other, req(1, "agent.call", call_params()), 0))] == [target]
+    assert [s.client for s in sends(feed(host, other, req(1, "agent.call", call_params()), 0))] == [target]
     # once one finishes, the caller may call again
     first = next(p for p in host.pending_calls() if p.caller == caller)
-    host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":null}' % first.host_id, 0)
-    assert [s.client for s in sends(host.receive(caller, req(3, "agent.call", call_params()), 0))] == [target]
+    feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":null}' % first.host_id, 0)
+    assert [s.client for s in sends(feed(host, caller, req(3, "agent.call", call_params()), 0))] == [target]
 
 
 def test_invalid_call_params(host: HostEngine) -> None:
@@ -292,14 +291,14 @@ def test_invalid_call_params(host: HostEngine) -> None:
     neither = call_params()
     del neither["data"]
     for i, params in enumerate([both, neither, call_params(timeout_ms=0), call_params(timeout_ms=-5), {"target": 1}]):
-        reply = only_send(host.receive(caller, req(i, "agent.call", params), 0), caller)
+        reply = only_send(feed(host, caller, req(i, "agent.call", params), 0), caller)
         assert reply["id"] == i and error_code(reply) == ErrorCode.INVALID_PARAMS, params
     assert host.pending_calls() == []
 
 
 def test_call_as_notification_is_invalid_request(host: HostEngine) -> None:
     caller, _ = setup_echo(host)
-    reply = only_send(host.receive(caller, note("agent.call", call_params()), 0), caller)
+    reply = only_send(feed(host, caller, note("agent.call", call_params()), 0), caller)
     assert reply["id"] is None and error_code(reply) == ErrorCode.INVALID_REQUEST
     assert host.pending_calls() == []
 
@@ -322,10 +321,10 @@ def test_base64_call_forwarded(host: HostEngine) -> None:
 def test_target_disconnect_fails_pending_calls_immediately(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     other = host.connect()
-    host.receive(caller, req(1, "agent.call", call_params()), 0)
-    host.receive(caller, req(2, "agent.call", call_params(timeout_ms=1000)), 0)
-    host.receive(other, req("x", "agent.call", call_params()), 0)
-    out = host.disconnect(target, 0)
+    feed(host, caller, req(1, "agent.call", call_params()), 0)
+    feed(host, caller, req(2, "agent.call", call_params(timeout_ms=1000)), 0)
+    feed(host, other, req("x", "agent.call", call_params()), 0)
+    out = gone(host, target, 0)
     replies = {(s.client, loads(s.data)["id"]): error_code(loads(s.data)) for s in sends(out)}
     assert replies == {
         (caller, 1): ErrorCode.TARGET_DISCONNECTED,
@@ -341,67 +340,67 @@ def test_target_disconnect_fails_pending_calls_immediately(host: HostEngine) -> 
 
 def test_caller_disconnect_cancels_at_target(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    fwd = loads(sends(host.receive(caller, req(1, "agent.call", call_params(timeout_ms=500)), 0))[0].data)
-    out = host.disconnect(caller, 0)
+    fwd = loads(sends(feed(host, caller, req(1, "agent.call", call_params(timeout_ms=500)), 0))[0].data)
+    out = gone(host, caller, 0)
     assert out == [Send(target, b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":%d}}' % fwd["id"])]
     assert host.pending_calls() == []
     assert host.next_deadline() is None
     # the target's late answer is dropped
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % fwd["id"], 0) == []
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % fwd["id"], 0) == []
     assert host.stats.responses_dropped == 1
 
 
 def test_disconnect_is_idempotent_and_unknown_client_raises(host: HostEngine) -> None:
     a = host.connect()
-    assert host.disconnect(a, 0) == []
-    assert host.disconnect(a, 0) == []
+    assert gone(host, a, 0) == []
+    assert gone(host, a, 0) == []
     assert list(host.clients()) == []
     with pytest.raises(LocalProtocolError):
-        host.receive(a, req(1, "runtime.get_subscriptions"), 0)
+        feed(host, a, req(1, "runtime.get_subscriptions"), 0)
 
 
 def test_response_from_wrong_client_or_unknown_id_is_dropped(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     intruder = host.connect()
-    fwd = loads(sends(host.receive(caller, req(1, "agent.call", call_params()), 0))[0].data)
+    fwd = loads(sends(feed(host, caller, req(1, "agent.call", call_params()), 0))[0].data)
     hid = fwd["id"]
-    assert host.receive(intruder, b'{"jsonrpc":"2.0","id":%d,"result":"forged"}' % hid, 0) == []
-    assert host.receive(caller, b'{"jsonrpc":"2.0","id":%d,"result":"forged"}' % hid, 0) == []
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":999999,"result":1}', 0) == []
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":"%d","result":1}' % hid, 0) == []  # string, not the int id
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}', 0) == []
+    assert feed(host, intruder, b'{"jsonrpc":"2.0","id":%d,"result":"forged"}' % hid, 0) == []
+    assert feed(host, caller, b'{"jsonrpc":"2.0","id":%d,"result":"forged"}' % hid, 0) == []
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":999999,"result":1}', 0) == []
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":"%d","result":1}' % hid, 0) == []  # string, not the int id
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32700,"message":"x"}}', 0) == []
     assert host.stats.responses_dropped == 5
     assert len(host.pending_calls()) == 1
     # the real target still answers it
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"real"}' % hid, 0) == [
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"real"}' % hid, 0) == [
         Send(caller, b'{"jsonrpc":"2.0","id":1,"result":"real"}')
     ]
     # a second answer to the same call is dropped too
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"again"}' % hid, 0) == []
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"again"}' % hid, 0) == []
     assert host.stats.responses_dropped == 6
 
 
 def test_error_answer_forwarded_with_data(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    hid = loads(sends(host.receive(caller, req("q", "agent.call", call_params()), 0))[0].data)["id"]
+    hid = loads(sends(feed(host, caller, req("q", "agent.call", call_params()), 0))[0].data)["id"]
     err = b'{"code":-32004,"message":"boom","data":{"exception_type":"ValueError","message":"boom"}}'
-    out = host.receive(target, b'{"jsonrpc":"2.0","id":%d,"error":%s}' % (hid, err), 0)
+    out = feed(host, target, b'{"jsonrpc":"2.0","id":%d,"error":%s}' % (hid, err), 0)
     assert out == [Send(caller, b'{"jsonrpc":"2.0","id":"q","error":' + err + b"}")]
 
 
 def test_malformed_error_answer_becomes_internal_error(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    hid = loads(sends(host.receive(caller, req(1, "agent.call", call_params()), 0))[0].data)["id"]
-    reply = only_send(host.receive(target, b'{"jsonrpc":"2.0","id":%d,"error":"oops"}' % hid, 0), caller)
+    hid = loads(sends(feed(host, caller, req(1, "agent.call", call_params()), 0))[0].data)["id"]
+    reply = only_send(feed(host, target, b'{"jsonrpc":"2.0","id":%d,"error":"oops"}' % hid, 0), caller)
     assert reply["id"] == 1 and error_code(reply) == ErrorCode.INTERNAL_ERROR
 
 
 def test_self_call_and_disconnect(host: HostEngine) -> None:
     a = host.connect()
     register(host, a, "echo")
-    out = host.receive(a, req(1, "agent.call", call_params()), 0)
+    out = feed(host, a, req(1, "agent.call", call_params()), 0)
     assert [s.client for s in sends(out)] == [a]
-    assert host.disconnect(a, 0) == []  # nothing to tell anyone
+    assert gone(host, a, 0) == []  # nothing to tell anyone
     assert host.pending_calls() == []
 
 
@@ -410,30 +409,30 @@ def test_self_call_and_disconnect(host: HostEngine) -> None:
 
 def test_cancel_request(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    hid = loads(sends(host.receive(caller, req(3, "agent.call", call_params(timeout_ms=100)), 0))[0].data)["id"]
-    out = host.receive(caller, note("$/cancelRequest", {"id": 3}), 0)
+    hid = loads(sends(feed(host, caller, req(3, "agent.call", call_params(timeout_ms=100)), 0))[0].data)["id"]
+    out = feed(host, caller, note("$/cancelRequest", {"id": 3}), 0)
     assert out == [
         Send(target, b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":%d}}' % hid),
         Send(caller, b'{"jsonrpc":"2.0","id":3,"error":{"code":-32005,"message":"cancelled by the caller"}}'),
     ]
     assert host.pending_calls() == []
     assert host.next_deadline() is None
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % hid, 0) == []
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % hid, 0) == []
     assert host.stats.responses_dropped == 1
 
 
 def test_cancel_as_request_and_unknown_id(host: HostEngine) -> None:
     caller, _target = setup_echo(host)
-    out = host.receive(caller, req(8, "$/cancelRequest", {"id": 42}), 0)
+    out = feed(host, caller, req(8, "$/cancelRequest", {"id": 42}), 0)
     assert out == [Send(caller, b'{"jsonrpc":"2.0","id":8,"result":null}')]
-    assert host.receive(caller, note("$/cancelRequest", {"id": 42}), 0) == []
+    assert feed(host, caller, note("$/cancelRequest", {"id": 42}), 0) == []
 
 
 def test_cancel_only_cancels_own_calls(host: HostEngine) -> None:
     caller, _target = setup_echo(host)
     other = host.connect()
-    host.receive(caller, req(1, "agent.call", call_params()), 0)
-    assert host.receive(other, note("$/cancelRequest", {"id": 1}), 0) == []
+    feed(host, caller, req(1, "agent.call", call_params()), 0)
+    assert feed(host, other, note("$/cancelRequest", {"id": 1}), 0) == []
     assert len(host.pending_calls()) == 1
 
 
@@ -458,29 +457,29 @@ def test_cancel_through_workers() -> None:
 def test_deadline_exceeded(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     assert host.next_deadline() is None
-    hid = loads(sends(host.receive(caller, req(1, "agent.call", call_params(timeout_ms=1500)), 10.0))[0].data)["id"]
+    hid = loads(sends(feed(host, caller, req(1, "agent.call", call_params(timeout_ms=1500)), 10.0))[0].data)["id"]
     assert host.next_deadline() == 11.5
-    assert host.handle_timer(11.49) == []
-    out = host.handle_timer(11.5)
+    assert tick(host, 11.49) == []
+    out = tick(host, 11.5)
     assert out == [
         Send(target, b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":%d}}' % hid),
         Send(caller, b'{"jsonrpc":"2.0","id":1,"error":{"code":-32006,"message":"the call\'s timeout_ms ran out"}}'),
     ]
     assert host.next_deadline() is None
     assert host.pending_calls() == []
-    assert host.handle_timer(100) == []
+    assert tick(host, 100) == []
     # the id is free again
-    assert [s.client for s in sends(host.receive(caller, req(1, "agent.call", call_params()), 12))] == [target]
+    assert [s.client for s in sends(feed(host, caller, req(1, "agent.call", call_params()), 12))] == [target]
 
 
 def test_answer_before_deadline_clears_it(host: HostEngine) -> None:
     caller, target = setup_echo(host)
-    hid = loads(sends(host.receive(caller, req(1, "agent.call", call_params(timeout_ms=10)), 0))[0].data)["id"]
-    host.receive(caller, req(2, "agent.call", call_params(timeout_ms=20)), 0)
+    hid = loads(sends(feed(host, caller, req(1, "agent.call", call_params(timeout_ms=10)), 0))[0].data)["id"]
+    feed(host, caller, req(2, "agent.call", call_params(timeout_ms=20)), 0)
     assert host.next_deadline() == 0.01
-    host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % hid, 0)
+    feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":1}' % hid, 0)
     assert host.next_deadline() == 0.02
-    out = host.handle_timer(1.0)
+    out = tick(host, 1.0)
     assert [loads(s.data).get("id") for s in sends(out) if s.client == caller] == [2]
 
 
@@ -515,7 +514,7 @@ def test_publish_delivers_event_bytes_unchanged(host: HostEngine) -> None:
     register(host, sub, "reader")
     subscribe(host, sub, "s1", "news", "reader")
     frame, event = publish_frame("news", extra=b',"myext":"keep me","traceparent":"00-abc-def-01"')
-    out = host.receive(pub, frame, 0)
+    out = feed(host, pub, frame, 0)
     assert out == [
         Send(sub, b'{"jsonrpc":"2.0","method":"agent.event","params":{"recipients":["reader"],"event":' + event + b"}}")
     ]
@@ -528,7 +527,7 @@ def test_publish_exact_and_prefix_match_dedupe(host: HostEngine) -> None:
     subscribe(host, sub, "s1", "news", "reader")
     subscribe(host, sub, "s2", "ne", "reader", prefix=True)
     subscribe(host, sub, "s3", "", "reader", prefix=True)
-    out = host.receive(pub, publish_frame("news")[0], 0)
+    out = feed(host, pub, publish_frame("news")[0], 0)
     [send] = sends(out)
     assert send.client == sub and loads(send.data)["params"]["recipients"] == ["reader"]
 
@@ -544,7 +543,7 @@ def test_publish_groups_recipients_per_worker_and_includes_publisher(host: HostE
     subscribe(host, w3, "s-d", "sports", "d_agent")  # does not match
     subscribe(host, w3, "s-ghost", "news", "ghost")  # subscribed type nobody hosts
     frame, event = publish_frame("news")
-    out = host.receive(w2, frame, 0)  # the publisher hosts a subscribed type too
+    out = feed(host, w2, frame, 0)  # the publisher hosts a subscribed type too
     got = {s.client: loads(s.data)["params"]["recipients"] for s in sends(out)}
     assert got == {w1: ["a_agent", "b_agent"], w2: ["c_agent"]}
     assert all(s.data.endswith(b'"event":' + event + b"}}") for s in sends(out))
@@ -555,26 +554,26 @@ def test_publish_groups_recipients_per_worker_and_includes_publisher(host: HostE
 def test_publish_routes_follow_registration_changes(host: HostEngine) -> None:
     pub, sub = host.connect(), host.connect()
     subscribe(host, sub, "s1", "news", "reader")
-    assert sends(host.receive(pub, publish_frame("news")[0], 0)) == []
+    assert sends(feed(host, pub, publish_frame("news")[0], 0)) == []
     register(host, sub, "reader")  # the cached route must be refreshed
-    assert [s.client for s in sends(host.receive(pub, publish_frame("news")[0], 0))] == [sub]
-    only_send(host.receive(sub, req(2, "runtime.remove_subscription", {"id": "s1"}), 0))
-    assert sends(host.receive(pub, publish_frame("news")[0], 0)) == []
+    assert [s.client for s in sends(feed(host, pub, publish_frame("news")[0], 0))] == [sub]
+    only_send(feed(host, sub, req(2, "runtime.remove_subscription", {"id": "s1"}), 0))
+    assert sends(feed(host, pub, publish_frame("news")[0], 0)) == []
 
 
 def test_publish_as_request_is_answered(host: HostEngine) -> None:
     pub = host.connect()
     event = b'{"specversion":"1.0","id":"e","source":"s","type":"t","data":1}'
-    out = host.receive(pub, b'{"jsonrpc":"2.0","id":"p1","method":"agent.publish","params":' + event + b"}", 0)
+    out = feed(host, pub, b'{"jsonrpc":"2.0","id":"p1","method":"agent.publish","params":' + event + b"}", 0)
     assert out == [Send(pub, b'{"jsonrpc":"2.0","id":"p1","result":null}')]
 
 
 def test_publish_with_bad_specversion_or_shape(host: HostEngine) -> None:
     pub = host.connect()
     bad = req(1, "agent.publish", {"specversion": "0.3", "id": "e", "source": "s", "type": "t"})
-    assert error_code(only_send(host.receive(pub, bad, 0))) == ErrorCode.INVALID_PARAMS
+    assert error_code(only_send(feed(host, pub, bad, 0))) == ErrorCode.INVALID_PARAMS
     missing = req(2, "agent.publish", {"specversion": "1.0", "id": "e", "source": "s"})
-    assert error_code(only_send(host.receive(pub, missing, 0))) == ErrorCode.INVALID_PARAMS
+    assert error_code(only_send(feed(host, pub, missing, 0))) == ErrorCode.INVALID_PARAMS
     assert host.stats.events_published == 0
 
 
@@ -607,14 +606,14 @@ def test_publish_through_workers_skips_sender_and_keeps_payload() -> None:
 @pytest.mark.parametrize("frame", [b"{", b"not json", b"", b'{"jsonrpc":"2.0",}', b"\xff\xfe"])
 def test_parse_error(host: HostEngine, frame: bytes) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, frame, 0), a)
+    reply = only_send(feed(host, a, frame, 0), a)
     assert reply["id"] is None and error_code(reply) == ErrorCode.PARSE_ERROR == -32700
 
 
 @pytest.mark.parametrize("frame", [b"42", b'"str"', b"null", b"true", b'{"jsonrpc":"2.0","id":1.5,"method":"x"}'])
 def test_non_object_json_is_invalid_request(host: HostEngine, frame: bytes) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, frame, 0), a)
+    reply = only_send(feed(host, a, frame, 0), a)
     assert reply["id"] is None and error_code(reply) == ErrorCode.INVALID_REQUEST == -32600
 
 
@@ -635,7 +634,7 @@ def test_invalid_utf8_inside_params_is_refused_and_never_forwarded(host: HostEng
     bad_name = b'{"jsonrpc":"2.0","id":2,"method":"runtime.register_agent","params":{"type":"\xe2\x82"}}'
     bad_batch = b'[{"jsonrpc":"2.0","id":3,"method":"runtime.register_agent","params":{"type":"\xff"}}]'
     for frame in [bad_call, bad_event, bad_name, bad_batch]:
-        reply = only_send(host.receive(caller, frame, 0), caller)
+        reply = only_send(feed(host, caller, frame, 0), caller)
         assert reply["id"] is None and error_code(reply) == ErrorCode.PARSE_ERROR
     assert host.pending_calls() == [] and host.stats.events_published == 0
     assert host.agent_types() == {"echo": target, "reader": pub_sub}
@@ -647,16 +646,16 @@ def test_valid_non_ascii_frames_are_accepted(host: HostEngine) -> None:
     assert frame.isascii()  # json.dumps escapes; make a raw UTF-8 one too
     raw = frame.replace(b"h\\u00e9llo \\u2713", "héllo ✓".encode())
     assert not raw.isascii()
-    [send] = sends(host.receive(caller, raw, 0))
+    [send] = sends(feed(host, caller, raw, 0))
     assert send.client == target and "héllo ✓".encode() in send.data
     as_str = raw.decode().replace('"id": 1', '"id": 2')
-    [send] = sends(host.receive(caller, as_str, 0))
+    [send] = sends(feed(host, caller, as_str, 0))
     assert send.client == target
 
 
 def test_str_frame_with_lone_surrogate_is_parse_error(host: HostEngine) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, '{"jsonrpc":"2.0","id":1,"method":"\ud800"}', 0), a)
+    reply = only_send(feed(host, a, '{"jsonrpc":"2.0","id":1,"method":"\ud800"}', 0), a)
     assert error_code(reply) == ErrorCode.PARSE_ERROR
 
 
@@ -664,7 +663,7 @@ def test_str_frame_with_lone_surrogate_is_parse_error(host: HostEngine) -> None:
 def test_wrong_jsonrpc_version(host: HostEngine, version: str | None) -> None:
     a = host.connect()
     member = "" if version is None else f'"jsonrpc":{version},'
-    reply = only_send(host.receive(a, ("{" + member + '"id":7,"method":"runtime.get_subscriptions"}').encode(), 0), a)
+    reply = only_send(feed(host, a, ("{" + member + '"id":7,"method":"runtime.get_subscriptions"}').encode(), 0), a)
     assert error_code(reply) == ErrorCode.INVALID_REQUEST
     assert "jsonrpc" in reply["error"]["message"]
     # a string version is read with the rest of the message, so the id is echoed; a number fails the envelope
@@ -673,10 +672,10 @@ def test_wrong_jsonrpc_version(host: HostEngine, version: str | None) -> None:
 
 def test_unknown_method(host: HostEngine) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, req("m", "runtime.nope", {}), 0), a)
+    reply = only_send(feed(host, a, req("m", "runtime.nope", {}), 0), a)
     assert reply["id"] == "m" and error_code(reply) == ErrorCode.METHOD_NOT_FOUND == -32601
     # host-to-worker methods are not methods of the host
-    reply = only_send(host.receive(a, req(2, "agent.event", {}), 0), a)
+    reply = only_send(feed(host, a, req(2, "agent.event", {}), 0), a)
     assert error_code(reply) == ErrorCode.METHOD_NOT_FOUND
 
 
@@ -695,7 +694,7 @@ def test_unknown_method(host: HostEngine) -> None:
 )
 def test_bad_params(host: HostEngine, method: str, params: Any) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, req(11, method, params), 0), a)
+    reply = only_send(feed(host, a, req(11, method, params), 0), a)
     assert reply["id"] == 11 and error_code(reply) == ErrorCode.INVALID_PARAMS == -32602
     assert host.agent_types() == {} and host.subscriptions() == []
 
@@ -703,7 +702,7 @@ def test_bad_params(host: HostEngine, method: str, params: Any) -> None:
 def test_request_id_null(host: HostEngine) -> None:
     a = host.connect()
     reply = only_send(
-        host.receive(a, b'{"jsonrpc":"2.0","id":null,"method":"runtime.register_agent","params":{"type":"x"}}', 0), a
+        feed(host, a, b'{"jsonrpc":"2.0","id":null,"method":"runtime.register_agent","params":{"type":"x"}}', 0), a
     )
     assert reply["id"] is None and error_code(reply) == ErrorCode.INVALID_REQUEST
     assert host.agent_types() == {}
@@ -711,15 +710,13 @@ def test_request_id_null(host: HostEngine) -> None:
 
 def test_request_carrying_result_is_invalid(host: HostEngine) -> None:
     a = host.connect()
-    reply = only_send(
-        host.receive(a, b'{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions","result":1}', 0), a
-    )
+    reply = only_send(feed(host, a, b'{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions","result":1}', 0), a)
     assert reply["id"] == 1 and error_code(reply) == ErrorCode.INVALID_REQUEST
 
 
 def test_empty_batch(host: HostEngine) -> None:
     a = host.connect()
-    out = host.receive(a, b"[]", 0)
+    out = feed(host, a, b"[]", 0)
     [send] = sends(out)
     reply = loads(send.data)
     assert isinstance(reply, dict)  # a single error object, not an array
@@ -742,7 +739,7 @@ def test_batch_with_mixed_items_is_answered_as_one_array(host: HostEngine) -> No
         )
         + b"]"
     )
-    out = host.receive(a, batch, 0)
+    out = feed(host, a, batch, 0)
     [send] = sends(out)
     replies = loads(send.data)
     assert isinstance(replies, list)
@@ -765,14 +762,14 @@ def test_batch_of_notifications_sends_nothing(host: HostEngine) -> None:
         + note("runtime.register_agent", {"type": "y"})
         + b"]"
     )
-    assert host.receive(a, batch, 0) == []
+    assert feed(host, a, batch, 0) == []
     assert set(host.agent_types()) == {"x", "y"}
 
 
 def test_batch_calls_forwarded_and_answered_separately(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     batch = b"[" + req(1, "agent.call", call_params()) + b"," + req(2, "agent.call", call_params()) + b"]"
-    out = host.receive(caller, batch, 0)
+    out = feed(host, caller, batch, 0)
     assert [s.client for s in out if isinstance(s, Send)] == [target, target]
 
 
@@ -786,15 +783,15 @@ def test_batch_calls_forwarded_and_answered_separately(host: HostEngine) -> None
 )
 def test_malformed_responses(host: HostEngine, frame: bytes) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, frame, 0), a)
+    reply = only_send(feed(host, a, frame, 0), a)
     assert error_code(reply) == ErrorCode.INVALID_REQUEST
 
 
 def test_stats_count_frames_and_errors(host: HostEngine) -> None:
     a = host.connect()
-    host.receive(a, b"{", 0)
-    host.receive(a, req(1, "runtime.register_agent", {"type": "x"}), 0)
-    host.receive(a, req(2, "runtime.nope"), 0)
+    feed(host, a, b"{", 0)
+    feed(host, a, req(1, "runtime.register_agent", {"type": "x"}), 0)
+    feed(host, a, req(2, "runtime.nope"), 0)
     assert host.stats.frames_received == 3
     assert host.stats.errors_sent == 2
 
@@ -807,11 +804,11 @@ def test_max_message_size_closes_and_releases() -> None:
     _caller, target = setup_echo(host)
     other = host.connect()
     subscribe(host, target, "s1", "news", "echo")
-    host.receive(other, req(1, "agent.call", call_params()), 0)  # other waits on target
-    fwd = loads(sends(host.receive(target, req(5, "agent.call", call_params()), 0))[0].data)  # target calls itself
+    feed(host, other, req(1, "agent.call", call_params()), 0)  # other waits on target
+    fwd = loads(sends(feed(host, target, req(5, "agent.call", call_params()), 0))[0].data)  # target calls itself
     big = req(2, "runtime.register_agent", {"type": "x" * 200})
     assert len(big) > 200
-    out = host.receive(target, big, 0)
+    out = feed(host, target, big, 0)
     assert out[-1] == Close(target, CloseCode.MESSAGE_TOO_BIG, out[-1].reason)  # type: ignore[union-attr]
     reply = [loads(s.data) for s in sends(out)]
     assert [(r["id"], error_code(r)) for r in reply] == [(1, ErrorCode.TARGET_DISCONNECTED)]
@@ -819,8 +816,8 @@ def test_max_message_size_closes_and_releases() -> None:
     assert host.client_state(target) is ClientState.CLOSING
     assert host.agent_types() == {} and host.subscriptions() == [] and host.pending_calls() == []
     # further input is ignored, and the backend's later disconnect has nothing left to do
-    assert host.receive(target, req(3, "runtime.get_subscriptions"), 0) == []
-    assert host.disconnect(target, 0) == []
+    assert feed(host, target, req(3, "runtime.get_subscriptions"), 0) == []
+    assert gone(host, target, 0) == []
     assert host.client_state(target) is None
 
 
@@ -828,8 +825,8 @@ def test_max_message_size_boundary() -> None:
     frame = req(1, "runtime.register_agent", {"type": "x"})
     host = HostEngine(max_message_size=len(frame))
     a = host.connect()
-    assert only_send(host.receive(a, frame, 0), a)["result"] is None
-    out = host.receive(a, frame + b" ", 0)
+    assert only_send(feed(host, a, frame, 0), a)["result"] is None
+    out = feed(host, a, frame + b" ", 0)
     assert closes(out) == [Close(a, CloseCode.MESSAGE_TOO_BIG, closes(out)[0].reason)]
 
 
@@ -838,11 +835,11 @@ def test_max_message_size_counts_utf8_bytes_of_str_frames() -> None:
     a = host.connect()
     frame = '{"jsonrpc":"2.0","id":1,"method":"runtime.register_agent","params":{"type":"' + "é" * 40 + '"}}'
     assert len(frame) <= 140 < len(frame.encode())
-    out = host.receive(a, frame, 0)
+    out = feed(host, a, frame, 0)
     assert [type(o) for o in out] == [Close] and out[0].code == CloseCode.MESSAGE_TOO_BIG  # type: ignore[union-attr]
     b = host.connect()
     ok = '{"jsonrpc":"2.0","id":1,"method":"runtime.register_agent","params":{"type":"' + "é" * 10 + '"}}'
-    assert only_send(host.receive(b, ok, 0), b)["result"] is None
+    assert only_send(feed(host, b, ok, 0), b)["result"] is None
     assert host.agent_types() == {"é" * 10: b}
 
 
@@ -860,33 +857,33 @@ def test_one_shot_batch_of_two_calls_answered_as_one_array(host: HostEngine) -> 
     _, target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
     batch = b"[" + req("a", "agent.call", call_params()) + b"," + req("b", "agent.call", call_params()) + b"]"
-    out = host.receive(client, batch, 0)
+    out = feed(host, client, batch, 0)
     fwd = [loads(s.data)["id"] for s in sends(out)]
     assert [s.client for s in sends(out)] == [target, target] and closes(out) == []
     assert host.client_state(client) is ClientState.ANSWERING
     with pytest.raises(LocalProtocolError):
-        host.receive(client, req(1, "runtime.get_subscriptions"), 0)
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"B"}' % fwd[1], 0) == []
-    out = host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"A"}' % fwd[0], 0)
+        feed(host, client, req(1, "runtime.get_subscriptions"), 0)
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"B"}' % fwd[1], 0) == []
+    out = feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"A"}' % fwd[0], 0)
     assert out == [
         Send(client, b'[{"jsonrpc":"2.0","id":"b","result":"B"},{"jsonrpc":"2.0","id":"a","result":"A"}]'),
         Close(client, CloseCode.NORMAL, "answered"),
     ]
     assert host.client_state(client) is ClientState.CLOSING
-    assert host.disconnect(client, 0) == []
+    assert gone(host, client, 0) == []
 
 
 def test_one_shot_single_call_answered_as_object(host: HostEngine) -> None:
     _, target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
-    hid = loads(sends(host.receive(client, req(1, "agent.call", call_params()), 0))[0].data)["id"]
-    out = host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"x"}' % hid, 0)
+    hid = loads(sends(feed(host, client, req(1, "agent.call", call_params()), 0))[0].data)["id"]
+    out = feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"x"}' % hid, 0)
     assert out == [Send(client, b'{"jsonrpc":"2.0","id":1,"result":"x"}'), Close(client, CloseCode.NORMAL, "answered")]
 
 
 def test_one_shot_immediate_answers(host: HostEngine) -> None:
     client = host.connect(ClientKind.ONE_SHOT)
-    out = host.receive(client, req(1, "agent.call", call_params("nope")), 0)
+    out = feed(host, client, req(1, "agent.call", call_params("nope")), 0)
     assert len(out) == 2 and isinstance(out[0], Send) and out[1] == Close(client, CloseCode.NORMAL, "answered")
     assert error_code(loads(out[0].data)) == ErrorCode.AGENT_TYPE_NOT_FOUND
 
@@ -896,7 +893,7 @@ def test_one_shot_notification_only_closes_without_send(host: HostEngine) -> Non
     register(host, sub, "reader")
     subscribe(host, sub, "s", "news", "reader")
     frame, _ = publish_frame("news")
-    out = host.receive(pub, frame, 0)
+    out = feed(host, pub, frame, 0)
     assert [type(o) for o in out] == [Send, Close]
     assert out[0].client == sub  # the event delivery, nothing back to the publisher
     assert out[1] == Close(pub, CloseCode.NORMAL, "answered")
@@ -913,7 +910,7 @@ def test_one_shot_channel_only_methods_refused(host: HostEngine) -> None:
         ("runtime.remove_subscription", {"id": "s"}),
     ]:
         client = host.connect(ClientKind.ONE_SHOT)
-        out = host.receive(client, req(1, method, params), 0)
+        out = feed(host, client, req(1, method, params), 0)
         assert len(out) == 2 and out[1] == Close(client, CloseCode.NORMAL, "answered")
         reply = loads(out[0].data)  # type: ignore[union-attr]
         assert reply["id"] == 1 and error_code(reply) == ErrorCode.METHOD_NOT_FOUND, method
@@ -924,13 +921,13 @@ def test_one_shot_get_subscriptions_allowed(host: HostEngine) -> None:
     ch = host.connect()
     subscribe(host, ch, "s", "t", "a")
     client = host.connect(ClientKind.ONE_SHOT)
-    out = host.receive(client, req(1, "runtime.get_subscriptions"), 0)
+    out = feed(host, client, req(1, "runtime.get_subscriptions"), 0)
     assert loads(out[0].data)["result"] == [{"kind": "type", "id": "s", "topic_type": "t", "agent_type": "a"}]  # type: ignore[union-attr]
 
 
 def test_one_shot_parse_error_answered_then_closed(host: HostEngine) -> None:
     client = host.connect(ClientKind.ONE_SHOT)
-    out = host.receive(client, b"{", 0)
+    out = feed(host, client, b"{", 0)
     assert [type(o) for o in out] == [Send, Close]
     assert error_code(loads(out[0].data)) == ErrorCode.PARSE_ERROR  # type: ignore[union-attr]
 
@@ -939,11 +936,11 @@ def test_one_shot_target_disconnect_and_deadline(host: HostEngine) -> None:
     _, target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
     batch = b"[" + req(1, "agent.call", call_params(timeout_ms=100)) + b"," + req(2, "agent.call", call_params()) + b"]"
-    host.receive(client, batch, 0)
-    assert host.handle_timer(0.05) == []
-    out = host.handle_timer(0.1)
+    feed(host, client, batch, 0)
+    assert tick(host, 0.05) == []
+    out = tick(host, 0.1)
     assert [type(o) for o in out] == [Send]  # only the cancel to the target; the body is not complete yet
-    out = host.disconnect(target, 0.2)
+    out = gone(host, target, 0.2)
     assert [type(o) for o in out] == [Send, Close]
     body = loads(out[0].data)  # type: ignore[union-attr]
     assert [(r["id"], error_code(r)) for r in body] == [
@@ -956,7 +953,7 @@ def test_one_shot_call_then_cancel_in_same_batch(host: HostEngine) -> None:
     _, target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
     batch = b"[" + req(1, "agent.call", call_params()) + b"," + note("$/cancelRequest", {"id": 1}) + b"]"
-    out = host.receive(client, batch, 0)
+    out = feed(host, client, batch, 0)
     assert [(type(o), o.client) for o in out] == [(Send, target), (Send, target), (Send, client), (Close, client)]
     assert loads(out[1].data)["method"] == "$/cancelRequest"  # type: ignore[union-attr]
     assert [error_code(r) for r in loads(out[2].data)] == [ErrorCode.CANCELLED]  # type: ignore[union-attr]
@@ -966,8 +963,8 @@ def test_one_shot_call_then_cancel_in_same_batch(host: HostEngine) -> None:
 def test_one_shot_disconnect_while_answering_cancels_at_target(host: HostEngine) -> None:
     _, target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
-    hid = loads(sends(host.receive(client, req(1, "agent.call", call_params()), 0))[0].data)["id"]
-    out = host.disconnect(client, 0)
+    hid = loads(sends(feed(host, client, req(1, "agent.call", call_params()), 0))[0].data)["id"]
+    out = gone(host, client, 0)
     assert out == [Send(target, b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":%d}}' % hid)]
     assert host.pending_calls() == []
 
@@ -975,9 +972,8 @@ def test_one_shot_disconnect_while_answering_cancels_at_target(host: HostEngine)
 def test_one_shot_oversized_body_closed_1009() -> None:
     host = HostEngine(max_message_size=10)
     client = host.connect(ClientKind.ONE_SHOT)
-    out = host.receive(client, b"[" + b" " * 20 + b"]", 0)
+    out = feed(host, client, b"[" + b" " * 20 + b"]", 0)
     assert [type(o) for o in out] == [Close] and out[0].code == CloseCode.MESSAGE_TOO_BIG  # type: ignore[union-attr]
-    assert http_status_for(out[0].code) == 413  # type: ignore[union-attr]
 
 
 # ====================================================================================== shutdown, state, names
@@ -986,10 +982,10 @@ def test_one_shot_oversized_body_closed_1009() -> None:
 def test_close_all(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     subscribe(host, target, "s", "t", "echo")
-    host.receive(caller, req(1, "agent.call", call_params(timeout_ms=100)), 0)
+    feed(host, caller, req(1, "agent.call", call_params(timeout_ms=100)), 0)
     done = host.connect(ClientKind.ONE_SHOT)
-    host.receive(done, b"{", 0)  # already answered and CLOSING
-    out = host.close_all()
+    feed(host, done, b"{", 0)  # already answered and CLOSING
+    out = shutdown(host)
     assert sorted((c.client, c.code) for c in closes(out)) == [
         (caller, CloseCode.GOING_AWAY),
         (target, CloseCode.GOING_AWAY),
@@ -1000,8 +996,8 @@ def test_close_all(host: HostEngine) -> None:
     assert {host.client_state(c) for c in (caller, target, done)} == {ClientState.CLOSING}
     assert host.agent_types() == {} and host.subscriptions() == [] and host.pending_calls() == []
     assert host.next_deadline() is None
-    assert host.close_all() == []
-    out = host.close_all(CloseCode.INTERNAL_ERROR, "x")
+    assert shutdown(host) == []
+    out = shutdown(host, CloseCode.INTERNAL_ERROR, "x")
     assert out == []
 
 
@@ -1013,16 +1009,15 @@ def test_close_all_answers_no_caller_with_target_disconnected(host: HostEngine) 
     register(host, target, "echo")
     caller = host.connect()
     one_shot = host.connect(ClientKind.ONE_SHOT)
-    host.receive(caller, req(1, "agent.call", call_params()), 0)
-    host.receive(one_shot, req(1, "agent.call", call_params()), 0)
-    out = host.close_all()
+    feed(host, caller, req(1, "agent.call", call_params()), 0)
+    feed(host, one_shot, req(1, "agent.call", call_params()), 0)
+    out = shutdown(host)
     assert sends(out) == []
     assert [(c.client, c.code) for c in closes(out)] == [
         (target, CloseCode.GOING_AWAY),
         (caller, CloseCode.GOING_AWAY),
         (one_shot, CloseCode.GOING_AWAY),
     ]
-    assert http_status_for(CloseCode.GOING_AWAY) == 503
     assert host.pending_calls() == []
 
 
@@ -1032,16 +1027,16 @@ def test_unreadable_event_reports_are_counted(host: HostEngine) -> None:
         b'{"jsonrpc":"2.0","id":null,"error":{"code":-32015,"message":"no serializer",'
         b'"data":{"data_type":"Secret","data_content_type":"application/json","event_id":"e1"}}}'
     )
-    assert host.receive(worker, report, 0) == []
-    assert host.receive(worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32602,"message":"bad event"}}', 0) == []
-    assert host.receive(worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":"x"}}', 0) == []
+    assert feed(host, worker, report, 0) == []
+    assert feed(host, worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32602,"message":"bad event"}}', 0) == []
+    assert feed(host, worker, b'{"jsonrpc":"2.0","id":null,"error":{"code":"x"}}', 0) == []
     assert host.stats.events_unreadable == 1
     assert host.stats.responses_dropped == 3
 
 
 def test_close_all_custom_code(host: HostEngine) -> None:
     a = host.connect()
-    assert host.close_all(CloseCode.INTERNAL_ERROR, "bug") == [Close(a, CloseCode.INTERNAL_ERROR, "bug")]
+    assert shutdown(host, CloseCode.INTERNAL_ERROR, "bug") == [Close(a, CloseCode.INTERNAL_ERROR, "bug")]
 
 
 def test_client_transitions_table() -> None:
@@ -1080,29 +1075,15 @@ def test_client_move_to_follows_table(kind: ClientKind, path: list[ClientState],
                 c.move_to(s)
 
 
-def test_http_status_for() -> None:
-    assert http_status_for(CloseCode.NORMAL) == 200
-    assert http_status_for(CloseCode.GOING_AWAY) == 503
-    assert http_status_for(CloseCode.MESSAGE_TOO_BIG) == 413
-    assert http_status_for(CloseCode.INVALID_PAYLOAD) == 400
-    assert http_status_for(CloseCode.PROTOCOL_ERROR) == 400
-    assert http_status_for(CloseCode.UNSUPPORTED_DATA) == 415
-    assert http_status_for(CloseCode.POLICY_VIOLATION) == 403
-    assert http_status_for(CloseCode.INTERNAL_ERROR) == 500
-    assert http_status_for(CloseCode.SLOW_CONSUMER) == 503
-    assert http_status_for(CloseCode.DUPLICATE_CLIENT) == 409
-    assert http_status_for(4999) == 500  # type: ignore[arg-type]
-
-
 def test_client_names(host: HostEngine) -> None:
     a = host.connect(name="w1")
     assert host.client_name(a) == "w1"
     with pytest.raises(ClientNameInUse):
         host.connect(name="w1")
-    host.close_all()
+    shutdown(host)
     with pytest.raises(ClientNameInUse):  # still held until the backend disconnects it
         host.connect(name="w1")
-    host.disconnect(a, 0)
+    gone(host, a, 0)
     b = host.connect(name="w1")
     assert b != a and host.client_name(b) == "w1"
     assert host.client_name(a) is None
@@ -1128,32 +1109,32 @@ def test_harness_register_and_subscription_results() -> None:
 def test_unregister_keeps_forwarded_calls_and_dormant_subscriptions(host: HostEngine) -> None:
     caller, target = setup_echo(host)
     subscribe(host, target, "s", "news", "echo")
-    hid = loads(sends(host.receive(caller, req(1, "agent.call", call_params()), 0))[0].data)["id"]
-    only_send(host.receive(target, req(2, "runtime.unregister_agent", {"type": "echo"}), 0), target)
+    hid = loads(sends(feed(host, caller, req(1, "agent.call", call_params()), 0))[0].data)["id"]
+    only_send(feed(host, target, req(2, "runtime.unregister_agent", {"type": "echo"}), 0), target)
     # new calls fail at once, the forwarded one may still be answered
     assert (
-        error_code(only_send(host.receive(caller, req(2, "agent.call", call_params()), 0)))
+        error_code(only_send(feed(host, caller, req(2, "agent.call", call_params()), 0)))
         == ErrorCode.AGENT_TYPE_NOT_FOUND
     )
-    assert host.receive(target, b'{"jsonrpc":"2.0","id":%d,"result":"late but fine"}' % hid, 0) == [
+    assert feed(host, target, b'{"jsonrpc":"2.0","id":%d,"result":"late but fine"}' % hid, 0) == [
         Send(caller, b'{"jsonrpc":"2.0","id":1,"result":"late but fine"}')
     ]
     # the subscription stays, dormant, and applies again to whoever registers the type
     assert host.subscriptions() == [TypeSubscriptionSpec("s", "news", "echo")]
-    assert sends(host.receive(caller, publish_frame("news")[0], 0)) == []
+    assert sends(feed(host, caller, publish_frame("news")[0], 0)) == []
     newcomer = host.connect()
     register(host, newcomer, "echo")
-    assert [s.client for s in sends(host.receive(caller, publish_frame("news")[0], 0))] == [newcomer]
+    assert [s.client for s in sends(feed(host, caller, publish_frame("news")[0], 0))] == [newcomer]
 
 
 def test_subscription_follows_its_adder_not_the_type_host(host: HostEngine) -> None:
     x, y, pub = host.connect(), host.connect(), host.connect()
     register(host, y, "A")
     subscribe(host, x, "sx", "news", "A")  # X subscribes Y's type
-    assert [s.client for s in sends(host.receive(pub, publish_frame("news")[0], 0))] == [y]
-    host.disconnect(x, 0)
+    assert [s.client for s in sends(feed(host, pub, publish_frame("news")[0], 0))] == [y]
+    gone(host, x, 0)
     assert host.subscriptions() == []
-    assert sends(host.receive(pub, publish_frame("news")[0], 0)) == []
+    assert sends(feed(host, pub, publish_frame("news")[0], 0)) == []
     assert host.agent_types() == {"A": y}
 
 
@@ -1161,9 +1142,9 @@ def test_get_subscriptions_in_insertion_order(host: HostEngine) -> None:
     a = host.connect()
     for sid in ["c", "a", "b"]:
         subscribe(host, a, sid, f"t-{sid}", "x")
-    only_send(host.receive(a, req(9, "runtime.remove_subscription", {"id": "a"}), 0))
+    only_send(feed(host, a, req(9, "runtime.remove_subscription", {"id": "a"}), 0))
     subscribe(host, a, "a", "t-a", "x")
-    got = only_send(host.receive(a, req(10, "runtime.get_subscriptions", {}), 0))
+    got = only_send(feed(host, a, req(10, "runtime.get_subscriptions", {}), 0))
     assert [s["id"] for s in got["result"]] == ["c", "b", "a"]
 
 
@@ -1189,28 +1170,28 @@ def test_publish_needs_exactly_one_payload_member(host: HostEngine) -> None:
     subscribe(host, sub, "s", "t", "r")
     base = {"specversion": "1.0", "id": "e", "source": "s", "type": "t"}
     for i, extra in enumerate([{}, {"data": 1, "data_base64": "AA=="}]):
-        reply = only_send(host.receive(pub, req(i, "agent.publish", {**base, **extra}), 0), pub)
+        reply = only_send(feed(host, pub, req(i, "agent.publish", {**base, **extra}), 0), pub)
         assert reply["id"] == i and error_code(reply) == ErrorCode.INVALID_PARAMS
-    reply = only_send(host.receive(pub, note("agent.publish", base), 0), pub)  # a failing notification: id null
+    reply = only_send(feed(host, pub, note("agent.publish", base), 0), pub)  # a failing notification: id null
     assert reply["id"] is None and error_code(reply) == ErrorCode.INVALID_PARAMS
     assert host.stats.events_published == 0 and host.stats.event_deliveries == 0
-    out = host.receive(pub, note("agent.publish", {**base, "data": None}), 0)
+    out = feed(host, pub, note("agent.publish", {**base, "data": None}), 0)
     assert [s.client for s in sends(out)] == [sub]
 
 
 @pytest.mark.parametrize("bad_id", [b"true", b"1.0", b"1e3", b"[1]", b"{}"])
 def test_invalid_id_types(host: HostEngine, bad_id: bytes) -> None:
     a = host.connect()
-    reply = only_send(host.receive(a, b'{"jsonrpc":"2.0","id":%s,"method":"runtime.get_subscriptions"}' % bad_id, 0), a)
+    reply = only_send(feed(host, a, b'{"jsonrpc":"2.0","id":%s,"method":"runtime.get_subscriptions"}' % bad_id, 0), a)
     assert reply["id"] is None and error_code(reply) == ErrorCode.INVALID_REQUEST
 
 
 def test_id_echoed_with_its_json_type(host: HostEngine) -> None:
     a = host.connect()
-    assert host.receive(a, b'{"jsonrpc":"2.0","id":"5","method":"runtime.get_subscriptions"}', 0) == [
+    assert feed(host, a, b'{"jsonrpc":"2.0","id":"5","method":"runtime.get_subscriptions"}', 0) == [
         Send(a, b'{"jsonrpc":"2.0","id":"5","result":[]}')
     ]
-    assert host.receive(a, b'{"jsonrpc":"2.0","id":5,"method":"runtime.get_subscriptions"}', 0) == [
+    assert feed(host, a, b'{"jsonrpc":"2.0","id":5,"method":"runtime.get_subscriptions"}', 0) == [
         Send(a, b'{"jsonrpc":"2.0","id":5,"result":[]}')
     ]
 
@@ -1225,7 +1206,7 @@ def test_failing_notifications_reported_with_null_id(host: HostEngine) -> None:
         (note("runtime.remove_subscription", {"id": "nope"}), ErrorCode.SUBSCRIPTION_NOT_FOUND),
     ]
     for frame, code in cases:
-        reply = only_send(host.receive(b, frame, 0), b)
+        reply = only_send(feed(host, b, frame, 0), b)
         assert reply["id"] is None and error_code(reply) == code, frame
 
 
@@ -1233,7 +1214,7 @@ def test_one_shot_cancel_as_request_in_same_body(host: HostEngine) -> None:
     _, _target = setup_echo(host)
     client = host.connect(ClientKind.ONE_SHOT)
     batch = b"[" + req(1, "agent.call", call_params()) + b"," + req(2, "$/cancelRequest", {"id": 1}) + b"]"
-    out = host.receive(client, batch, 0)
+    out = feed(host, client, batch, 0)
     body = next(s for s in sends(out) if s.client == client)
     assert sorted((r["id"], r.get("result", "-") if "result" in r else error_code(r)) for r in loads(body.data)) == [
         (1, ErrorCode.CANCELLED),

@@ -272,7 +272,7 @@ def test_handler_error_end_to_end() -> None:
     rid = w0.call(AgentRef("echo", "k"), Payload("M", JSON, b"1"), now=0)
     [call] = net.pump()[1]
     assert isinstance(call, IncomingCall)
-    w1.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "bad input", epoch=call.epoch, exception_type="ValueError")
+    w1.respond_handler_error(call.call_id, "ValueError", "bad input", epoch=call.epoch)
     [ev] = net.pump()[0]
     assert isinstance(ev, CallFailed) and ev.request_id == rid and ev.error.code == -32004
     assert ev.error.message == "bad input"
@@ -345,8 +345,8 @@ def test_respond_error_frames() -> None:
     w = WorkerEngine()
     incoming_call(w, 1)
     incoming_call(w, 2)
-    w.respond_error(1, ErrorCode.HANDLER_ERROR, "boom", exception_type="ValueError", epoch=0)
-    w.respond_error(2, ErrorCode.AGENT_NOT_FOUND, "no agent", epoch=0)
+    w.respond_handler_error(1, "ValueError", "boom", epoch=0)
+    w.respond_agent_not_found(2, "no agent", epoch=0)
     assert w.data_to_send() == [
         b'{"jsonrpc":"2.0","id":1,"error":{"code":-32004,"message":"boom",'
         b'"data":{"exception_type":"ValueError","message":"boom"}}}',
@@ -362,7 +362,7 @@ def test_respond_after_cancel_queues_nothing() -> None:
     ]
     assert w.incoming_calls == frozenset()
     w.respond(5, Payload("R", JSON, b"1"), epoch=0)
-    w.respond_error(5, -32004, "x", epoch=0)
+    w.respond_handler_error(5, "", "x", epoch=0)
     assert w.data_to_send() == []
     # a second cancel, or one for an unknown call, yields nothing
     assert w.receive(b'{"jsonrpc":"2.0","method":"$/cancelRequest","params":{"id":5}}', 0) == []
@@ -678,7 +678,7 @@ def test_an_answer_from_a_lost_connection_never_settles_a_new_call_with_the_same
     new = incoming_call(w, 1)  # the new host's call 1: not "already in use"
     assert isinstance(new, IncomingCall) and new.epoch == w.epoch == 1
     assert w.respond(1, Payload("R", JSON, b'"old"'), epoch=0) is False  # the old handler finishes late
-    assert w.respond_error(2, ErrorCode.HANDLER_ERROR, "late", epoch=0) is False
+    assert w.respond_handler_error(2, "Exception", "late", epoch=0) is False
     assert w.data_to_send() == []
     assert w.incoming_calls == frozenset({1})
     assert w.respond(1, Payload("R", JSON, b'"new"'), epoch=1) is True
@@ -691,7 +691,7 @@ def test_respond_error_oversized_still_answers() -> None:
     """An error answer too large to send (a huge exception message) must still answer the call."""
     w = WorkerEngine(max_message_size=300)
     incoming_call(w, 4)
-    w.respond_error(4, ErrorCode.HANDLER_ERROR, "x" * 400, exception_type="ValueError", epoch=0)
+    w.respond_handler_error(4, "ValueError", "x" * 400, epoch=0)
     [m] = frames(w)
     assert m["id"] == 4 and m["error"]["code"] == ErrorCode.PAYLOAD_TOO_LARGE
     assert "data" not in m["error"]
@@ -811,7 +811,7 @@ def test_handler_error_always_carries_its_data() -> None:
     (found by the wire schema check over the worker state machine)."""
     w = WorkerEngine()
     call = incoming_call(w, 3)
-    w.respond_error(call.call_id, ErrorCode.HANDLER_ERROR, "boom", epoch=call.epoch)
+    w.respond_handler_error(call.call_id, "", "boom", epoch=call.epoch)
     [frame] = frames(w)
     assert frame["error"] == {
         "code": ErrorCode.HANDLER_ERROR,
