@@ -27,8 +27,8 @@ from io_backends import (
     HttpWorkerAgentRuntime,
     HttpWorkerAgentRuntimeHost,
     PayloadTooLargeError,
-    _grpc_compat,
 )
+from io_backends.sansio import _grpc_options as _grpc_compat
 
 from ._common import Ask, EchoAgent, all_serializers
 

@@ -24,14 +24,6 @@ class HostRejectedError(ConnectionError):
         self.body = body
 
 
-class HostBindError(OSError):
-    """The host cannot listen on its address: the port is in use, needs privileges, or the address
-    is not one of this machine's. ``errno`` is the operating system's."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
 class RemoteCallError(Exception):
     """A call or runtime request failed on the host or at the target; see :attr:`code`."""
 
@@ -163,7 +155,6 @@ def error_from_rpc(error: RpcError) -> RemoteCallError:
 
 
 for _public in (
-    HostBindError,
     RemoteCallError,
     AgentTypeNotFoundError,
     AgentNotFoundError,

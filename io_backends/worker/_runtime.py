@@ -79,8 +79,13 @@ from sansio_runtime import (
 )
 from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
-from ._address import CHANNEL_PATH, MAX_MESSAGE_SIZE_HEADER, HostAddress, parse_host_address
-from ._asyncio_channel import HandshakeNotAnswered, open_asyncio_channel
+from ..sansio import CHANNEL_PATH, HostAddress, parse_host_address
+from ..sansio._address import MAX_MESSAGE_SIZE_HEADER
+from ..sansio._grpc_options import WORKER_OPTIONS as WORKER_GRPC_OPTIONS
+from ..sansio._grpc_options import ChannelArgumentType
+from ..sansio._grpc_options import translate as translate_grpc_options
+from ..sansio._limits import CLOSE_TIMEOUT
+from ._channel import AsyncioChannel, HandshakeNotAnswered, keep_alive, open_asyncio_channel
 from ._errors import (
     HostConnectionError,
     HostRejectedError,
@@ -88,13 +93,9 @@ from ._errors import (
     PayloadTooLargeError,
     error_from_rpc,
 )
-from ._grpc_compat import WORKER_OPTIONS as WORKER_GRPC_OPTIONS
-from ._grpc_compat import ChannelArgumentType
-from ._grpc_compat import translate as translate_grpc_options
 from ._serialization import NONE_TYPE_NAME, MessageSerializers, UnreadablePayload
 from ._tasks import HandlerTasks
 from ._timers import DeadlineTimer
-from ._websocket import CLOSE_TIMEOUT, Channel, keep_alive
 
 logger = logging.getLogger("io_backends.runtime")
 _NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
@@ -203,7 +204,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracing_checked_at = -math.inf
         self._serialization_registry = MessageSerializers()
         self._engine = WorkerEngine(max_message_size=max_message_size)
-        self._channel: Channel | None = None
+        self._channel: AsyncioChannel | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._running = False
         self._futures: dict[int, asyncio.Future[WorkerEvent]] = {}
@@ -282,7 +283,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         """Whether the worker is connected to the host right now."""
         return self._channel is not None and self._channel.is_open
 
-    async def _open(self) -> Channel:
+    async def _open(self) -> AsyncioChannel:
         """Connect and upgrade; TLS trouble is raised as :class:`HostTlsError`, saying what is wrong."""
         headers = [(b"x-client-id", self._client_id.encode())]
         if self._auth_token is not None:
@@ -302,7 +303,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._engine.connection_made(_announced_limit(channel.response_headers))
         return channel
 
-    async def _open_first(self) -> Channel:
+    async def _open_first(self) -> AsyncioChannel:
         """Connect, retrying with backoff while the host is not up yet, for ``connect_timeout``."""
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -348,7 +349,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             if isinstance(event, (RequestFailed, CallFailed)):
                 raise error_from_rpc(event.error)
 
-    async def _supervise(self, channel: Channel) -> None:
+    async def _supervise(self, channel: AsyncioChannel) -> None:
         """Run the connection; when it is lost, reconnect with backoff and announce everything again."""
         announce = False
         while True:
@@ -361,7 +362,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                 return
             channel, announce = reconnected, True
 
-    async def _reconnect_with_backoff(self) -> Channel | None:
+    async def _reconnect_with_backoff(self) -> AsyncioChannel | None:
         delay = self._reconnect_initial_delay
         while self._running:
             await anyio.sleep(delay * random.uniform(0.5, 1.5))
@@ -382,7 +383,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             return channel
         return None
 
-    async def _run_connection(self, channel: Channel, announce: bool) -> None:
+    async def _run_connection(self, channel: AsyncioChannel, announce: bool) -> None:
         engine = self._engine
         loop = asyncio.get_running_loop()
 
@@ -401,7 +402,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                     tg.start_soon(keep_alive, channel, self._keepalive_interval, self._keepalive_timeout)
                 if announce:
                     tg.start_soon(self._reannounce, channel)
-                await channel.serve(on_message)
+                await channel.serve(on_message, self._connected.clear)  # (calls wait from the moment it ends)
                 tg.cancel_scope.cancel()
         except asyncio.CancelledError:
             # Cancelled while running: the event loop is ending (asyncio.run) and stop() was never called.
@@ -421,7 +422,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             for event in self._engine.connection_lost(channel.close_code):
                 self._on_event(event)
 
-    def _abandon(self, channel: Channel) -> None:
+    def _abandon(self, channel: AsyncioChannel) -> None:
         """End a runtime whose event loop is shutting down without a ``stop()``: no handler starts
         any more, running ones are cancelled, and the connection is closed as ``stop()`` would."""
         self._running = False
@@ -435,7 +436,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             self._address.authority,
         )
 
-    async def _reannounce(self, channel: Channel) -> None:
+    async def _reannounce(self, channel: AsyncioChannel) -> None:
         try:
             await self._announce()
         except Exception as exc:

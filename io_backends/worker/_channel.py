@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
 import ssl
 import struct
@@ -18,14 +19,17 @@ import weakref
 from collections.abc import Callable, Sized
 from typing import cast
 
+import anyio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, RejectConnection, RejectData
 from wsproto.events import Request as WSRequest
 
-from ._address import HostAddress
+from ..sansio import HostAddress, WebSocketCore
+from ..sansio._limits import CLOSE_TIMEOUT, MAX_RESPONSE_HEAD, WORKER_MAX_BATCH
 from ._errors import HostRejectedError
-from ._websocket import CLOSE_TIMEOUT, MessageHandler
-from ._wscore import WebSocketCore
+
+MessageHandler = Callable[["str | bytes"], None]
+logger = logging.getLogger("io_backends.worker")
 
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
@@ -360,11 +364,6 @@ class AsyncioChannel(asyncio.Protocol):
             transport.close()
 
 
-_MAX_RESPONSE_HEAD = 64 * 1024
-WORKER_MAX_BATCH = 16
-"""Messages a worker delivers per loop turn (each may start handler tasks); see ``_drain_backlog``."""
-
-
 class HandshakeNotAnswered(ConnectionError):
     """The host ended a plain connection without an HTTP answer to the upgrade: with nothing at all
     (``tls_record`` False), or with a TLS record. Either way it most likely serves TLS."""
@@ -436,7 +435,7 @@ class ClientChannel(AsyncioChannel):
             end = head.find(b"\r\n\r\n")
             if end < 0:
                 self._head = head
-                if len(head) > _MAX_RESPONSE_HEAD and self._transport is not None:
+                if len(head) > MAX_RESPONSE_HEAD and self._transport is not None:
                     self._accepted.set_exception(ConnectionError("the host's handshake response is too large"))
                     self._transport.abort()
                 return
@@ -507,3 +506,28 @@ async def open_asyncio_channel(
         return channel
 
     return await asyncio.wait_for(connect(), connect_timeout)
+
+
+def keepalive_check(channel: AsyncioChannel, now: float, interval: float, timeout: float) -> bool:
+    """One keepalive step: ping a host silent for ``interval``, give the connection up after
+    ``timeout`` more. Returns True when it pinged. Finds a host that is gone without closing its
+    socket (a frozen process, a dead link)."""
+    silent_for = now - channel.last_received
+    if silent_for >= interval + timeout:
+        logger.warning("host silent for %.1fs: giving up on the connection", silent_for)
+        channel.abort()
+        return False
+    if silent_for >= interval:
+        channel.send_ping()
+        return True
+    return False
+
+
+async def keep_alive(channel: AsyncioChannel, interval: float, timeout: float) -> None:
+    """Run :func:`keepalive_check` for the channel, for as long as it is open."""
+    while channel.is_open:
+        now = anyio.current_time()
+        if keepalive_check(channel, now, interval, timeout):
+            await anyio.sleep(min(interval, timeout))
+        elif channel.is_open:
+            await anyio.sleep(max(0.0, interval - (now - channel.last_received)))
