@@ -151,7 +151,8 @@ class HostProtocol(asyncio.Protocol):
             self._driver.flush()
 
     def resume_writing(self) -> None:
-        if self.conn is not None:
+        if self.conn is not None and self._transport is not None:
+            self.conn.unsent = self._transport.get_write_buffer_size()
             self.conn.writing_paused(False, self._loop.time())
             self._driver.flush()
 
@@ -178,6 +179,7 @@ class HostProtocol(asyncio.Protocol):
         data = conn.data_to_send()
         if data:
             transport.write(data)
+            conn.unsent = transport.get_write_buffer_size()
         if phase is Phase.CLOSED:
             self._closed_as = phase
             transport.close()

@@ -94,6 +94,7 @@ class HostConnection:
         "last_received",
         "pending_verdict",
         "phase",
+        "unsent",
     )
 
     def __init__(self, hub: HostHub, front: HttpFront, now: float, address: str | None, can_half_close: bool) -> None:
@@ -108,6 +109,8 @@ class HostConnection:
         """The engine's client of this connection's channel, or of the ``/v1/rpc`` body it runs."""
         self.pending_verdict: Awaitable[bool] | None = None
         self.last_received = now
+        self.unsent = 0
+        """Bytes the driver has taken and not yet handed to the socket (a transport's write buffer)."""
         self._out: list[bytes] = []
         self._core: WebSocketCore | None = None
         self._reply: Reply = None
@@ -133,8 +136,10 @@ class HostConnection:
         return self._wait is _Wait.TURN
 
     def data_to_send(self) -> bytes:
-        """Everything to write now (nothing while the driver's writing is paused)."""
-        if self._write_paused:
+        """Everything to write now. While the driver's writing is paused, HTTP answers wait (and so
+        does the next pipelined request); a channel's messages do not, but what the driver holds
+        unsent (:attr:`unsent`, which it keeps up to date) counts against ``max_outbound_bytes``."""
+        if self._write_paused and self.phase is not Phase.CHANNEL:
             return b""
         out = self._out
         core = self._core
@@ -363,7 +368,10 @@ class HostConnection:
         hub = self._hub
         self._out.append(hub.channel_accept(ws))
         self._core = WebSocketCore(
-            ws, max_message_size=hub.engine.max_message_size, max_outbound_bytes=hub.max_outbound_bytes
+            ws,
+            max_message_size=hub.engine.max_message_size,
+            max_outbound_bytes=hub.max_outbound_bytes,
+            unsent=self._unsent,
         )
         self.phase = Phase.CHANNEL
         self._wait = _Wait.INPUT
@@ -410,11 +418,14 @@ class HostConnection:
         core = self._core
         if core is None or self.phase is not Phase.CHANNEL:
             return False
-        if core.send_message(data):
+        if core.send_message(data, backlog=self.unsent):
             return True
         if core.closing:
             self._closing(now)
         return False
+
+    def _unsent(self) -> int:
+        return self.unsent
 
     def _closing(self, now: float) -> None:
         """The core is closing the connection itself: release the client now, give the handshake a bound."""
