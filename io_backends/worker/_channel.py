@@ -102,11 +102,10 @@ def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
 
 
 class AsyncioChannel(asyncio.Protocol):
-    """One open WebSocket on an asyncio transport (a :class:`~._websocket.Channel`).
+    """The worker's open WebSocket on an asyncio transport.
 
-    Used as is by the host (whose connection protocol hands it the transport and the bytes once
-    the upgrade is done, see :mod:`._asyncio_host`), and by the worker through
-    :class:`ClientChannel`, which first performs the client's opening handshake.
+    :class:`~._connect.ClientChannel` performs the client's opening handshake and then hands the
+    transport over (``transport=`` gives one directly, as the unit tests do with a fake).
     """
 
     def __init__(
@@ -172,7 +171,7 @@ class AsyncioChannel(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    # ------------------------------------------------------------------ Channel
+    # ------------------------------------------------------------------ the channel
 
     @property
     def is_open(self) -> bool:
