@@ -23,10 +23,10 @@ import inspect
 import logging
 import selectors
 import socket
-import struct
 import time
 from typing import Any
 
+from .._sockets import reset_on_close, set_no_delay
 from ..sansio import HostConnection, Phase
 from ..sansio._address import remote_host
 from ._service import HttpAgentService
@@ -124,8 +124,7 @@ class SelectorsHost:
             logger.warning("accept failed: %s", exc)
             return
         sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_no_delay(sock)
         conn = self._hub.accept(time.monotonic(), remote_host(peer))
         s = self._sockets[conn] = _Socket(sock, conn)
         self._selector.register(sock, selectors.EVENT_READ, s)
@@ -212,10 +211,7 @@ class SelectorsHost:
             self._selector.unregister(s.sock)
             s.events = 0
         if reset:
-            try:
-                s.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
-                pass
+            reset_on_close(s.sock)
         s.sock.close()
         if self._sockets.pop(s.conn, None) is not None:
             s.conn.connection_lost(time.monotonic())
