@@ -159,6 +159,14 @@ class HostProtocol(asyncio.Protocol):
         if conn is None or transport is None or self._closed_as is Phase.RESET:
             return
         phase = conn.phase
+        if phase is Phase.CHANNEL:  # the hot path: an open channel (never closed yet) has messages to write
+            data = conn.data_to_send()
+            if data:
+                transport.write(data)
+                conn.unsent = transport.get_write_buffer_size()
+            if conn.reading == self._paused:
+                self._follow_reading(not self._paused)
+            return
         if phase is Phase.RESET:
             self._closed_as = phase
             reset(transport)
