@@ -767,10 +767,48 @@ def test_batch_of_notifications_sends_nothing(host: HostEngine) -> None:
 
 
 def test_batch_calls_forwarded_and_answered_separately(host: HostEngine) -> None:
+    """Each call of a batch goes on as a call of its own, and comes back as an answer of its own, under
+    its own id, when its target answers it; one failing (here: at once, or by its handler) fails no other."""
     caller, target = setup_echo(host)
-    batch = b"[" + req(1, "agent.call", call_params()) + b"," + req(2, "agent.call", call_params()) + b"]"
+    batch = (
+        b"["
+        + req("a", "agent.call", call_params(key="k1", data="one"))
+        + b","
+        + req("b", "agent.call", call_params("nobody"))  # fails at once: no such agent type
+        + b","
+        + req(3, "agent.call", call_params(key="k2", data="two"))
+        + b","
+        + req(4, "agent.call", call_params(key="k3", data="three"))
+        + b"]"
+    )
     out = feed(host, caller, batch, 0)
-    assert [s.client for s in out if isinstance(s, Send)] == [target, target]
+    [at_once] = [s for s in sends(out) if s.client == caller]
+    assert [(r["id"], error_code(r)) for r in loads(at_once.data)] == [("b", ErrorCode.AGENT_TYPE_NOT_FOUND)]
+    forwarded = [loads(s.data) for s in sends(out) if s.client == target]
+    assert [(f["method"], f["params"]["target"]["key"], f["params"]["data"]) for f in forwarded] == [
+        ("agent.call", "k1", "one"),
+        ("agent.call", "k2", "two"),
+        ("agent.call", "k3", "three"),
+    ]
+    host_ids = [f["id"] for f in forwarded]
+    assert len(set(host_ids)) == 3
+    assert sorted(repr(p.caller_request_id) for p in host.pending_calls()) == ["'a'", "3", "4"]
+    # The target answers in another order, one of them with its handler's error.
+    k1, k2, k3 = host_ids
+    handler_error = b'{"code":-32004,"message":"ValueError: no","data":{"exception_type":"ValueError"}}'
+    answers = [
+        (k2, b'{"jsonrpc":"2.0","id":%d,"result":{"data":"TWO"}}' % k2, 3, {"data": "TWO"}),
+        (k1, b'{"jsonrpc":"2.0","id":%d,"error":%s}' % (k1, handler_error), "a", None),
+        (k3, b'{"jsonrpc":"2.0","id":%d,"result":{"data":"THREE"}}' % k3, 4, {"data": "THREE"}),
+    ]
+    for _host_id, answer, caller_id, result in answers:
+        reply = only_send(feed(host, target, answer, 0), caller)  # one answer, on its own (not a batch)
+        assert reply["id"] == caller_id
+        if result is None:
+            assert reply["error"] == json.loads(handler_error)
+        else:
+            assert reply == {"jsonrpc": "2.0", "id": caller_id, "result": result}
+    assert host.pending_calls() == []
 
 
 @pytest.mark.parametrize(
