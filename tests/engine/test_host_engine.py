@@ -528,8 +528,17 @@ def test_publish_exact_and_prefix_match_dedupe(host: HostEngine) -> None:
     subscribe(host, sub, "s2", "ne", "reader", prefix=True)
     subscribe(host, sub, "s3", "", "reader", prefix=True)
     out = feed(host, pub, publish_frame("news")[0], 0)
-    [send] = sends(out)
+    [send] = sends(out)  # three subscriptions match, one event goes out
     assert send.client == sub and loads(send.data)["params"]["recipients"] == ["reader"]
+    # Each kind of match on its own: "nexus" only by the two prefixes, "weather" only by the empty one.
+    for topic in ("nexus", "weather"):
+        [send] = sends(feed(host, pub, publish_frame(topic)[0], 0))
+        assert send.client == sub and loads(send.data)["params"]["recipients"] == ["reader"], topic
+    host.receive(sub, req(9, "runtime.remove_subscription", {"id": "s3"}), 0)
+    host.data_to_send()
+    assert sends(feed(host, pub, publish_frame("weather")[0], 0)) == []  # the empty prefix was what matched
+    [send] = sends(feed(host, pub, publish_frame("nexus")[0], 0))  # the "ne" prefix still does
+    assert send.client == sub
 
 
 def test_publish_groups_recipients_per_worker_and_includes_publisher(host: HostEngine) -> None:
@@ -1077,15 +1086,42 @@ def test_close_all_custom_code(host: HostEngine) -> None:
     assert shutdown(host, CloseCode.INTERNAL_ERROR, "bug") == [Close(a, CloseCode.INTERNAL_ERROR, "bug")]
 
 
-def test_client_transitions_table() -> None:
-    O_, A, C = ClientState.OPEN, ClientState.ANSWERING, ClientState.CLOSING
-    assert CLIENT_TRANSITIONS == {
-        (ClientKind.CHANNEL, O_): frozenset({C}),
-        (ClientKind.CHANNEL, C): frozenset(),
-        (ClientKind.ONE_SHOT, O_): frozenset({A, C}),
-        (ClientKind.ONE_SHOT, A): frozenset({C}),
-        (ClientKind.ONE_SHOT, C): frozenset(),
+def test_client_transitions_table_is_what_the_engine_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every move the engine makes, in the lives a client can have, is an edge of CLIENT_TRANSITIONS,
+    and every edge of the table is a move the engine makes (a table no code follows is no spec)."""
+    moves: set[tuple[ClientKind, ClientState, ClientState]] = set()
+    move_to = _Client.move_to
+
+    def spy(self: _Client, new: ClientState) -> None:
+        moves.add((self.kind, self.state, new))
+        move_to(self, new)
+
+    monkeypatch.setattr(_Client, "move_to", spy)
+    host = HostEngine(max_message_size=200)
+    _, target = setup_echo(host)
+    too_big = req(1, "runtime.register_agent", {"type": "x" * 200})
+    channel = host.connect(ClientKind.CHANNEL)
+    feed(host, channel, too_big)  # a channel closed by the engine
+    answered_at_once = host.connect(ClientKind.ONE_SHOT)
+    feed(host, answered_at_once, req(1, "runtime.get_subscriptions"))
+    refused = host.connect(ClientKind.ONE_SHOT)
+    feed(host, refused, too_big)  # a body closed before it is read
+    waiting = host.connect(ClientKind.ONE_SHOT)
+    feed(host, waiting, req(1, "agent.call", call_params()))  # waits for its call
+    assert host.client_state(waiting) is ClientState.ANSWERING
+    shutdown(host)  # the waiting one-shot, and the channels, closed by the host
+    assert {host.client_state(c) for c in (target, channel, answered_at_once, refused, waiting)} == {
+        ClientState.CLOSING
     }
+    table = {(kind, old, new) for (kind, old), targets in CLIENT_TRANSITIONS.items() for new in targets}
+    assert moves == table
+    # Every state of each kind has a row (CLOSING: the end, with no way out).
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.CHANNEL} == {
+        ClientState.OPEN,
+        ClientState.CLOSING,
+    }
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.ONE_SHOT} == set(ClientState)
+    assert all(not CLIENT_TRANSITIONS[(kind, ClientState.CLOSING)] for kind in ClientKind)
 
 
 @pytest.mark.parametrize(
