@@ -344,7 +344,8 @@ def test_an_rpc_answer_is_200_with_the_body_and_a_close_code_maps_to_its_status(
 
 def test_a_websocket_upgrade_request_becomes_open_channel_with_the_trailing_bytes() -> None:
     f = front()
-    frame = b"\x81\x82abcd" + bytes(b ^ m for b, m in zip(b"hi", b"ab"))  # the first frame, in the same packet
+    # The first frame ("hi", masked with "abcd") arrives in the same packet as the request.
+    frame = b"\x81\x82abcd" + bytes(b ^ m for b, m in zip(b"hi", b"ab", strict=True))
     f.receive_data(UPGRADE + b"\r\n" + frame, 100.0)
     actions = run(f, 100.0)
     assert isinstance(actions[0], Authorize) and actions[0].request.target == b"/v1/channel"
