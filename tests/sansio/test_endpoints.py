@@ -86,7 +86,7 @@ def test_the_engine_no_longer_has_http_status_for_and_says_where_it_went() -> No
         sansio_runtime.http_status_for  # noqa: B018
     assert not hasattr(sansio_runtime, "http_status_for")
     with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
-        sansio_runtime.nothing_here  # type: ignore[attr-defined]  # noqa: B018
+        sansio_runtime.nothing_here  # noqa: B018
 
 
 # ---------------------------------------------------------------------------------- credentials

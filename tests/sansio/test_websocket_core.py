@@ -12,7 +12,6 @@ from wsproto.events import (
     BytesMessage,
     CloseConnection,
     Event,
-    Message,
     Ping,
     Pong,
     Request,
@@ -138,7 +137,7 @@ def test_frames_built_by_wsproto_s_client_read_the_same() -> None:
             client.send(BytesMessage(b"\x00\xff")),
             client.send(TextMessage("frag", message_finished=False)),
             client.send(TextMessage("mented")),
-            client.send(Message(data="x" * 70000)),  # type: ignore[abstract]
+            client.send(TextMessage("x" * 70000)),
         ]
     )
     assert c.receive_data(data) == ["Hello", b"\x00\xff", "fragmented", "x" * 70000]
@@ -181,7 +180,7 @@ def test_our_close_then_the_peer_s_answer_finishes_the_handshake() -> None:
 def test_an_unmasked_client_frame_is_closed_with_1002() -> None:
     c, client = core()
     assert c.receive_data(frame(TEXT, b"ok") + frame(TEXT, b"no mask", mask=None)) == ["ok"]
-    assert c.close_code == CloseCode.PROTOCOL_ERROR == 1002
+    assert c.close_code == CloseCode.PROTOCOL_ERROR
     assert close_code_sent(client, c) == 1002
 
 
@@ -217,7 +216,7 @@ def test_invalid_utf8_is_closed_with_1007(frames: list[bytes]) -> None:
     for f in frames:
         messages += c.receive_data(f)
     assert messages == []
-    assert c.close_code == CloseCode.INVALID_PAYLOAD == 1007
+    assert c.close_code == CloseCode.INVALID_PAYLOAD
     assert close_code_sent(client, c) == 1007
 
 
@@ -233,7 +232,7 @@ def test_a_message_over_max_message_size_is_closed_with_1009() -> None:
     assert c.receive_data(frame(TEXT, b"x" * 100)) == ["x" * 100]  # the limit itself is fine
     start = frame(TEXT, b"x" * 1000)[:8 + 101]  # the frame has not all come; what has is over the limit
     assert c.receive_data(start) == []
-    assert c.close_code == CloseCode.MESSAGE_TOO_BIG == 1009
+    assert c.close_code == CloseCode.MESSAGE_TOO_BIG
     assert close_code_sent(client, c) == 1009
 
 
@@ -335,7 +334,7 @@ def test_send_message_refuses_past_max_outbound_bytes_and_closes_with_4008() -> 
     assert c.send_message(b"a" * 40)  # 42 bytes queued
     assert c.send_message(b"b" * 40)  # 84
     assert c.send_message(b"c" * 40) is False  # 126 > 100: the peer is not reading
-    assert c.close_code == CloseCode.SLOW_CONSUMER == 4008 and c.closing
+    assert c.close_code == CloseCode.SLOW_CONSUMER and c.closing
     events = read_back(client, c)  # what was queued is dropped: only the close frame goes out
     assert len(events) == 1 and isinstance(events[0], CloseConnection) and events[0].code == 4008
     assert c.send_message(b"d") is False
