@@ -241,17 +241,23 @@ class HostLink:
         started = loop.time()
         delay = s.reconnect_initial_delay
         while True:
+            failure: HostRejectedError | OSError | asyncio.TimeoutError
             try:
                 return await self._open()
             except HostRejectedError as exc:
-                if exc.status_code != 503 or loop.time() + delay >= started + s.connect_timeout:
+                if exc.status_code != 503:
                     raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
+                failure = exc
             except HostTlsError:
                 raise  # an answer, not an absence: retrying cannot help
             except (OSError, asyncio.TimeoutError) as exc:
-                if loop.time() + delay >= started + s.connect_timeout:
-                    raise unreachable(s, exc, loop.time() - started) from None
-            await anyio.sleep(delay)
+                failure = exc
+            remaining = started + s.connect_timeout - loop.time()
+            if remaining <= 0:  # tried for the whole connect_timeout
+                if isinstance(failure, HostRejectedError):
+                    raise failure
+                raise unreachable(s, failure, loop.time() - started) from None
+            await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, s.reconnect_max_delay)
 
     async def _supervise(self, channel: AsyncioChannel) -> None:

@@ -158,18 +158,10 @@ def test_a_peer_s_close_is_answered_and_releases_what_it_owned() -> None:
     assert hub.connection_count == 0
 
 
-_UNSCHEDULED_CLOSE = pytest.mark.xfail(
-    strict=True,
-    reason="bug: HostHub._apply marks the connections the engine closes or writes to dirty but never calls "
-    "_touched on them, so a close started there (close_all, or a 4008 cut-off caused by another connection's "
-    "message) has its CLOSE_TIMEOUT deadline only on the connection, not in the hub's heap: the hub fires "
-    "at the old keepalive deadline instead, and with keepalive off never, so a peer that does not answer "
-    "the close is never reset",
-)
 
 
 @pytest.mark.parametrize(
-    "keepalive_interval", [pytest.param(10.0, marks=_UNSCHEDULED_CLOSE), pytest.param(None, marks=_UNSCHEDULED_CLOSE)]
+    "keepalive_interval", [10.0, None]
 )
 def test_the_host_s_close_waits_for_the_peer_s_answer_then_gives_up(keepalive_interval: float | None) -> None:
     hub = make_hub(keepalive_interval=keepalive_interval)
@@ -193,7 +185,6 @@ def test_the_host_s_close_is_answered_by_the_peer_and_the_connection_closes() ->
     assert worker.conn.phase is Phase.CLOSED
 
 
-@_UNSCHEDULED_CLOSE
 def test_a_worker_that_does_not_read_is_cut_off_with_4008_and_reset_after_the_close_timeout() -> None:
     hub = make_hub(max_outbound_bytes=4000, keepalive_interval=None)
     callee, caller = Worker(hub), Worker(hub)
@@ -285,11 +276,6 @@ def test_a_second_channel_with_a_live_client_id_is_refused_with_409() -> None:
     assert Worker(hub, now=2.0, name="w1").conn.phase is Phase.CHANNEL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a /v1/channel upgrade that wsproto refuses (here a wrong Sec-WebSocket-Version) raises out of "
-    "HttpFront; HostConnection logs it with a traceback as 'error serving a connection' and closes without an answer",
-)
 def test_a_bad_websocket_handshake_is_answered_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
     hub = make_hub()
     conn = hub.accept(0.0, "127.0.0.1")

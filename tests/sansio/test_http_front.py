@@ -8,7 +8,6 @@ import json
 import h11
 import pytest
 from wsproto.events import AcceptConnection
-from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from io_backends.sansio import HostHub, HubSettings, Phase
 from io_backends.sansio._admission import Admission, refusal_response
@@ -367,13 +366,6 @@ def test_a_refused_upgrade_is_answered_with_the_refusal() -> None:
     assert f.next_action(None, 100.0) is CLOSE
 
 
-_BAD_HANDSHAKE = pytest.mark.xfail(
-    strict=True,
-    raises=WsRemoteProtocolError,
-    reason="bug: HttpFront._channel lets wsproto's RemoteProtocolError from initiate_upgrade_connection escape "
-    "(next_action raises; HostConnection logs 'error serving a connection' and closes without an answer) "
-    "instead of answering 400 (426 with Sec-WebSocket-Version: 13 for a wrong version, RFC 6455 4.4)",
-)
 
 
 @pytest.mark.parametrize(
@@ -384,19 +376,16 @@ _BAD_HANDSHAKE = pytest.mark.xfail(
         pytest.param(
             UPGRADE.replace(b"Sec-WebSocket-Version: 13", b"Sec-WebSocket-Version: 8") + b"\r\n",
             426,
-            marks=_BAD_HANDSHAKE,
             id="wrong-version",
         ),
         pytest.param(
             UPGRADE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"") + b"\r\n",
             400,
-            marks=_BAD_HANDSHAKE,
             id="no-key",
         ),
         pytest.param(
             UPGRADE.replace(b"Connection: Upgrade", b"Connection: keep-alive") + b"\r\n",
             400,
-            marks=_BAD_HANDSHAKE,
             id="no-connection-upgrade",
         ),
     ],
