@@ -340,7 +340,7 @@ class HostEngine:
         event = read_publish(params)
         assert not isinstance(params, UnsetType)
         routes = self._registry.routes_for(event.type)
-        if self._registry.shared:
+        if self._registry.shared.active:
             shared = self._registry.shared_for(event.type)
             if shared:
                 routes = self._place_event(routes, shared, event.source)

@@ -27,12 +27,14 @@ def member_name(client: ClientId, name: str | None) -> str:
 class SharedTypes:
     """The pools of the shared agent types of one host."""
 
-    __slots__ = ("_names", "_pools", "_types_of")
+    __slots__ = ("_names", "_pools", "_types_of", "active")
 
     def __init__(self) -> None:
         self._pools: dict[str, Placement[ClientId]] = {}  # shared type -> its pool (never empty)
         self._types_of: dict[ClientId, set[str]] = {}  # member -> the shared types it is in
         self._names: dict[ClientId, str] = {}  # member -> the name it is known by (for status)
+        self.active = False
+        """Whether any agent type is shared (a plain attribute: the publish path reads it each time)."""
 
     def __contains__(self, agent_type: object) -> bool:
         """Whether ``agent_type`` is shared (it has at least one member)."""
@@ -65,6 +67,7 @@ class SharedTypes:
         made = pool is None
         if pool is None:
             pool = self._pools[agent_type] = Placement()
+            self.active = True
         pool.join(client, member_name(client, name))
         self._types_of.setdefault(client, set()).add(agent_type)
         self._names[client] = member_name(client, name)
@@ -82,6 +85,7 @@ class SharedTypes:
         if pool:
             return False
         del self._pools[agent_type]
+        self.active = bool(self._pools)
         return True
 
     def release(self, client: ClientId) -> bool:
