@@ -63,6 +63,8 @@ class LinkSettings:
     reconnect_wait: float
     keepalive_interval: float | None
     keepalive_timeout: float
+    shared_agent_types: bool = False
+    """Register every agent type shared, to be hosted with other workers that do the same."""
 
 
 class HostLink:
@@ -188,7 +190,8 @@ class HostLink:
         """Tell the host about every agent type and subscription this worker has."""
         engine = self._engine
         agent_types, subscriptions = self._announcements()
-        waits = [self.request(engine.register_agent(t)) for t in agent_types]
+        shared = self._settings.shared_agent_types
+        waits = [self.request(engine.register_agent(t, shared=shared)) for t in agent_types]
         waits += [self.request(engine.add_subscription(s)) for s in subscriptions]
         self.flush()
         for wait in waits:
