@@ -106,8 +106,6 @@ _STRING_ATTRIBUTES: Final = frozenset(
 )
 """Attributes whose value must be a string (the core ones, and those our workers read as strings)."""
 _NON_EMPTY: Final = frozenset({*_REQUIRED, "datacontenttype", "dataschema", "subject", "agagentsendertype"})
-_FIRST: Final = ("specversion", "id", "source", "type", "datacontenttype", "dataschema")
-"""The order of the first members of the params (the rest follow in the order they came)."""
 
 _ATTRIBUTE_NAME = re.compile(r"[a-z0-9]+\Z")
 _TOPIC_TYPE = re.compile(r"[\w\-.:=]+\Z")  # autogen_core.TopicId's rule

@@ -282,7 +282,7 @@ class StatusBuilder:
         return Status(
             version=STATUS_VERSION,
             generated_at=_rfc3339(wall_clock),
-            uptime_seconds=round(max(0.0, now - self.started_at), 3),
+            uptime_seconds=round(max(0.0, float(now - self.started_at)), 3),
             window_seconds=self.window,
             totals=Totals(
                 connections=snapshot.connections,
@@ -330,7 +330,7 @@ class StatusBuilder:
             name=w.name,
             address=w.address,
             since=_rfc3339(w.connected_at),
-            connected_seconds=round(max(0.0, wall_clock - w.connected_at), 3),
+            connected_seconds=round(max(0.0, float(wall_clock - w.connected_at)), 3),
             agent_types=sorted(w.agent_types),
             subscriptions=w.subscriptions,
             pending_calls=w.pending_calls,
