@@ -15,7 +15,7 @@ import struct
 from typing import TYPE_CHECKING, cast
 
 from ..sansio import HostConnection, HostHub, Phase
-from ..sansio._address import remote_host
+from ..sansio._address import peer_name, remote_host
 
 if TYPE_CHECKING:
     from ._service import HttpAgentService
@@ -107,10 +107,12 @@ class HostProtocol(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         driver = self._driver
         # (A TLS transport cannot half-close: asyncio closes it on write_eof.)
+        remote = transport.get_extra_info("peername")
         conn = driver.hub.accept(
             self._loop.time(),
-            remote_host(transport.get_extra_info("peername")),
+            remote_host(remote),
             can_half_close=transport.can_write_eof() and not self._tls,
+            peer=peer_name(remote),
         )
         self.conn = conn
         driver.protocols[conn] = self

@@ -32,7 +32,7 @@ counted under ``code="other"``, so a peer cannot grow the label set.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal
 
 from sansio_runtime import ErrorCode, HostStats
@@ -129,6 +129,12 @@ class HostMetrics:
 
     def connection_closed(self, kind: ConnectionKind) -> None:
         self._open[kind] -= 1
+
+    def set_connections(self, open_now: Mapping[str, int], opened: Mapping[str, int]) -> None:
+        """Set the connection counts from a host that keeps its own (by kind; others are ignored)."""
+        for kind in CONNECTION_KINDS:
+            self._open[kind] = open_now.get(kind, 0)
+            self._opened[kind] = opened.get(kind, 0)
 
     # ------------------------------------------------------------------------------ scraping
 

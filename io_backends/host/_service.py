@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import anyio
 import anyio.abc
+import h11
 import msgspec
 
 from sansio_runtime import (
@@ -28,6 +30,8 @@ from sansio_runtime import (
 )
 
 from ..sansio import Authenticator, HostHub, HubSettings
+from ..sansio._endpoints import ALL_ENDPOINTS, METRICS_UNAVAILABLE, Endpoint, error_body
+from ..sansio._exchange import Response, json_response
 from ..sansio._limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
@@ -39,7 +43,10 @@ from ..sansio._limits import (
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_REQUEST_HEAD_TIMEOUT,
 )
+from ..sansio._status import StatusBuilder, encode_status
 from ._anyio import AnyioDriver
+from ._metrics import HostMetrics, MetricsUnavailable
+from ._ui import page, page_headers
 
 logger = logging.getLogger("io_backends.host")
 _REFUSAL_LOG_INTERVAL = 10.0
@@ -64,6 +71,16 @@ class HttpAgentService:
       and from one client IP address; more are answered ``503`` and closed.
     * ``keepalive_interval``, ``keepalive_timeout``: ping a silent worker after the interval, drop
       it after the timeout more (None: no keepalive).
+
+    The endpoints around the protocol (docs/PROTOCOL.md section 2), each behind the same
+    credentials as the channel, each on by default and answered 404 when turned off:
+
+    * ``events``: ``POST /v1/events``, CloudEvents over HTTP published as AutoGen events.
+    * ``status``: ``GET /v1/status``, what the host is doing as JSON; ``ui``: ``GET /ui``, the
+      live page that reads it.
+    * ``metrics``: ``GET /metrics`` for Prometheus. None (the default): on when prometheus-client
+      (the ``metrics`` extra) is installed, else answered 501 naming the extra; True: required
+      (raises :class:`~io_backends.host._metrics.MetricsUnavailable` without it); False: off.
     """
 
     def __init__(
@@ -85,6 +102,10 @@ class HttpAgentService:
         authenticator: Authenticator | None = None,
         keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        events: bool = True,
+        status: bool = True,
+        metrics: bool | None = None,
+        ui: bool = True,
     ) -> None:
         if auth_token is not None and not auth_token.strip():
             raise ValueError("auth_token must not be empty: pass None to accept clients without a token")
@@ -107,8 +128,22 @@ class HttpAgentService:
             keepalive_timeout=keepalive_timeout,
             auth_token=None if auth_token is None else auth_token.strip().encode(),
             authenticator=authenticator,
+            endpoints=ALL_ENDPOINTS
+            - {e for e, on in ((Endpoint.EVENTS, events), (Endpoint.STATUS, status), (Endpoint.UI, ui)) if not on}
+            - ({Endpoint.METRICS} if metrics is False else set()),
         )
-        self.hub = HostHub(self.engine, self.settings, self._health_body)
+        self.metrics: HostMetrics | None = None
+        """The host's Prometheus metrics (None: turned off, or prometheus-client is not installed)."""
+        if metrics is not False:
+            try:
+                self.metrics = HostMetrics(lambda: self.engine.stats)
+            except MetricsUnavailable:
+                if metrics:
+                    raise
+        if self.metrics is not None:
+            self.engine.call_observer = self._observe_call
+        self._status: StatusBuilder | None = None
+        self.hub = HostHub(self.engine, self.settings, self._health_body, self._view)
         """Everything the host does but I/O (:class:`~io_backends.sansio.HostHub`)."""
         self.max_message_size = max_message_size
         self.max_outbound_bytes = max_outbound_bytes
@@ -177,6 +212,45 @@ class HttpAgentService:
         if self._anyio is None:
             self._anyio = AnyioDriver(self)
         return self._anyio
+
+    def _observe_call(self, duration: float | None, error_code: int | None) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        if duration is None:
+            assert error_code is not None
+            metrics.call_refused(error_code)
+        else:
+            metrics.call_finished(duration, error_code)
+
+    def _view(self, endpoint: Endpoint, request: h11.Request, now: float) -> Response:
+        """``GET /v1/status``, ``/metrics`` and ``/ui`` (the hub has routed and authorized them)."""
+        if endpoint is Endpoint.STATUS:
+            builder = self._status
+            if builder is None:
+                started = self.hub.started_at
+                builder = self._status = StatusBuilder(started_at=now if started is None else started)
+            snapshot = self.hub.snapshot(now, time.time())
+            return json_response(200, encode_status(builder.build(snapshot, now=now, wall_clock=time.time())))
+        if endpoint is Endpoint.METRICS:
+            metrics = self.metrics
+            if metrics is None:
+                refusal = METRICS_UNAVAILABLE
+                return json_response(refusal.status, error_body(refusal.status, refusal.message))
+            self._update_metrics(metrics)
+            accept = next((bytes(v).decode("latin-1") for k, v in request.headers if k == b"accept"), None)
+            body, content_type = metrics.render(accept)
+            return Response(200, body, [(b"content-type", content_type.encode())])
+        assert endpoint is Endpoint.UI
+        return Response(200, page(), list(page_headers()))
+
+    def _update_metrics(self, metrics: HostMetrics) -> None:
+        """Bring the counters the hub keeps into the metrics before a scrape."""
+        hub = self.hub
+        metrics.bytes_received, metrics.bytes_sent = hub.traffic()
+        open_now = {"channel": 0, "rpc": 0, "events": 0}
+        for kind in hub.open_kinds():
+            open_now[kind] += 1
+        metrics.set_connections(open_now, dict(hub.opened))
 
     def _health_body(self) -> bytes:
         return msgspec.json.encode(

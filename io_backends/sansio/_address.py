@@ -10,6 +10,10 @@ from urllib.parse import urlsplit
 CHANNEL_PATH = "/v1/channel"
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"
+EVENTS_PATH = "/v1/events"
+STATUS_PATH = "/v1/status"
+METRICS_PATH = "/metrics"
+UI_PATH = "/ui"
 MAX_MESSAGE_SIZE_HEADER = b"x-max-message-size"
 """Header of the host's ``101`` answer on /v1/channel: its message size limit in bytes."""
 
@@ -60,6 +64,14 @@ def remote_host(peer: object) -> str | None:
     """The client's IP address from a socket's peer name (None if it has none, e.g. a Unix socket)."""
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
         return peer[0]
+    return None
+
+
+def peer_name(peer: object) -> str | None:
+    """A socket's peer name as ``host:port`` (``[v6]:port``), or None if it has none."""
+    if isinstance(peer, tuple) and len(peer) >= 2 and isinstance(peer[0], str):
+        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+        return f"{host}:{peer[1]}"
     return None
 
 
