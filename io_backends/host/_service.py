@@ -45,6 +45,7 @@ from ..sansio._limits import (
 )
 from ..sansio._status import StatusBuilder, encode_status
 from ._anyio import AnyioDriver
+from ._asgi import AsgiHost
 from ._metrics import HostMetrics, MetricsUnavailable
 from ._ui import page, page_headers
 
@@ -154,6 +155,7 @@ class HttpAgentService:
         self.clock: Callable[[], float] = anyio.current_time
         """The clock the hub's time comes from (the asyncio driver sets the loop's: the same time)."""
         self._anyio: AnyioDriver | None = None
+        self._asgi: AsgiHost | None = None
         self._idle: anyio.Event | None = None
         self._refused_logged = 0
         self._refusals_logged_at = -math.inf
@@ -179,6 +181,16 @@ class HttpAgentService:
     async def run_timers(self) -> None:
         """Drive the host's deadlines (calls' and connections'); run for as long as the service runs."""
         await self._anyio_driver().run_timers()
+
+    def asgi_app(self) -> AsgiHost:
+        """This service as an ASGI 3 application, to mount in FastAPI or Starlette
+        (``app.mount("/agents", service.asgi_app())``) or serve alone with uvicorn; workers then
+        connect to ``http://host:port/agents``. The same application each time; see
+        :mod:`io_backends.host._asgi`. Serve a service either this way or with
+        :class:`~io_backends.host.HttpAgentServer`, not both."""
+        if self._asgi is None:
+            self._asgi = AsgiHost(self)
+        return self._asgi
 
     def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
         """Close every connection (pending calls fail at once; nothing stays registered)."""
@@ -256,7 +268,7 @@ class HttpAgentService:
         return msgspec.json.encode(
             {
                 "status": "ok",
-                "connections": self.hub.connection_count,
+                "connections": self.hub.connection_count + self.hub.mounted_count,
                 "agent_types": len(self.engine.agent_types()),
                 "max_message_size": self.max_message_size,
                 "events_unreadable": self.engine.stats.events_unreadable,

@@ -48,6 +48,7 @@ from ._limits import (
     DEFAULT_REQUEST_HEAD_TIMEOUT,
     LINGER_TIMEOUT,
 )
+from ._mounted import MountedPeer
 from ._status import HostCounters, HostSnapshot, WorkerSnapshot
 
 Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
@@ -110,6 +111,7 @@ class HostHub:
         )
         self._connections: set[HostConnection] = set()
         self._by_client: dict[ClientId, HostConnection] = {}
+        self._mounted: dict[ClientId, MountedPeer] = {}
         self._one_shot_bodies: dict[ClientId, bytes] = {}
         self._deadlines: DeadlineHeap[HostConnection] = DeadlineHeap()
         self._dirty: dict[HostConnection, None] = {}
@@ -132,6 +134,11 @@ class HostHub:
     def connection_count(self) -> int:
         """Accepted connections not gone yet (refused ones included while they are answered)."""
         return len(self._connections)
+
+    @property
+    def mounted_count(self) -> int:
+        """Channels and ``/v1/rpc`` bodies of servers the host is mounted in (ASGI) not gone yet."""
+        return len(self._mounted)
 
     def connections(self) -> list[HostConnection]:
         """The accepted connections not gone yet."""
@@ -310,6 +317,29 @@ class HostHub:
                     bytes_out=conn.bytes_out,
                 )
             )
+        for peer in self._mounted.values():
+            bytes_in += peer.bytes_in
+            bytes_out += peer.bytes_out
+            messages_in += peer.messages_in
+            messages_out += peer.messages_out
+            client = peer.client
+            if peer.kind is not ClientKind.CHANNEL or client is None:
+                continue
+            workers.append(
+                WorkerSnapshot(
+                    id=int(client),
+                    name=engine.client_name(client),
+                    address=peer.peer or "unknown",
+                    connected_at=wall_clock - (now - peer.accepted_at),
+                    agent_types=sorted(owned.get(client, ())),
+                    subscriptions=subscribed[client],
+                    pending_calls=pending[client],
+                    messages_in=peer.messages_in,
+                    messages_out=peer.messages_out,
+                    bytes_in=peer.bytes_in,
+                    bytes_out=peer.bytes_out,
+                )
+            )
         counters = HostCounters(
             calls_routed=stats.calls_forwarded,
             calls_failed=stats.calls_failed + stats.calls_refused,
@@ -327,7 +357,7 @@ class HostHub:
             agent_types={agent_type: int(owner) for agent_type, owner in agent_types.items()},
             subscriptions=((spec, int(owner)) for spec, owner in subscriptions if owner is not None),
             subscriptions_total=len(subscriptions),
-            connections=len(self._connections),
+            connections=len(self._connections) + len(self._mounted),
         )
 
     def open_kinds(self) -> list[str]:
@@ -338,6 +368,7 @@ class HostHub:
                 kinds.append("channel")
             elif conn.client is not None:
                 kinds.append("rpc")
+        kinds.extend("channel" if p.kind is ClientKind.CHANNEL else "rpc" for p in self._mounted.values())
         return kinds
 
     def traffic(self) -> tuple[int, int]:
@@ -346,6 +377,9 @@ class HostHub:
         for conn in self._connections:
             bytes_in += conn.bytes_in
             bytes_out += conn.bytes_out
+        for peer in self._mounted.values():
+            bytes_in += peer.bytes_in
+            bytes_out += peer.bytes_out
         return bytes_in, bytes_out
 
     def open_channel(self, conn: HostConnection, request: h11.Request, now: float) -> HttpError | None:
@@ -358,6 +392,78 @@ class HostHub:
         self._by_client[client] = conn
         self.opened["channel"] += 1
         return None
+
+    # ------------------------------------------------------------------ for servers the host is mounted in
+
+    def mount_channel(self, peer: MountedPeer, request: h11.Request, now: float) -> HttpError | None:
+        """Make an authorized WebSocket another server accepts a channel client of the engine; the
+        refusal if its X-Client-Id is in use."""
+        if self.started_at is None:
+            self.started_at = now
+        try:
+            client = self.engine.connect(ClientKind.CHANNEL, requested_client_name(request))
+        except ClientNameInUse:
+            return DUPLICATE_CLIENT
+        peer.client = client
+        self._mounted[client] = peer
+        self.opened["channel"] += 1
+        return None
+
+    def mounted_message(self, peer: MountedPeer, message: str | bytes, now: float) -> None:
+        """One WebSocket message from a mounted channel, for the engine."""
+        client = peer.client
+        if client is None:
+            return  # closed already: what still arrives is dropped
+        peer.received(len(message))
+        self.engine.receive(client, message, now)
+        self._apply(now)
+
+    def mount_rpc(self, peer: MountedPeer, body: bytes, now: float) -> None:
+        """Run a ``/v1/rpc`` body another server read; ``peer.answered`` follows, at once or later."""
+        if self.started_at is None:
+            self.started_at = now
+        client = self.engine.connect(ClientKind.ONE_SHOT)
+        peer.client = client
+        peer.received(len(body))
+        self._mounted[client] = peer
+        self.opened["rpc"] += 1
+        self.engine.receive(client, body, now)
+        self._apply(now)
+
+    def mounted_gone(self, peer: MountedPeer, now: float) -> None:
+        """A mounted request or WebSocket ended: its client is gone for the engine. Idempotent."""
+        if not peer.gone:
+            peer.gone = True
+            self._gone_bytes[0] += peer.bytes_in
+            self._gone_bytes[1] += peer.bytes_out
+            self._gone_messages[0] += peer.messages_in
+            self._gone_messages[1] += peer.messages_out
+        client = peer.client
+        if client is None:
+            return
+        peer.client = None
+        self._mounted.pop(client, None)
+        self._one_shot_bodies.pop(client, None)
+        self.engine.disconnect(client, now)
+        self._apply(now)
+
+    def _to_mounted(self, peer: MountedPeer, out: Send | Close, now: float) -> None:
+        client = out.client
+        if isinstance(out, Close):
+            self._mounted.pop(client, None)
+            peer.client = None
+            self.engine.disconnect(client, now)  # it is closing: this only forgets it
+            if peer.kind is ClientKind.CHANNEL:
+                peer.close(out.code, out.reason)
+            else:
+                peer.answered(RpcAnswer(out.code, self._one_shot_bodies.pop(client, None)))
+        elif peer.kind is not ClientKind.CHANNEL:
+            self._one_shot_bodies[client] = out.data
+        elif not peer.send_message(out.data) and peer.client is not None:  # cut off (4008)
+            self._mounted.pop(client, None)
+            peer.client = None
+            self.engine.disconnect(client, now)
+            self._apply(now)
 
     def channel_accept(self, ws: WSConnection) -> bytes:
         """The ``101`` that opens a channel; it announces the host's message size limit to the worker."""
@@ -405,7 +511,10 @@ class HostHub:
             for out in outputs:
                 conn = by_client.get(out.client)
                 if conn is None:
-                    if out.client == self._publishing and isinstance(out, Send):
+                    peer = self._mounted.get(out.client)
+                    if peer is not None:
+                        self._to_mounted(peer, out, now)
+                    elif out.client == self._publishing and isinstance(out, Send):
                         self._published.append(out.data)
                     continue
                 if isinstance(out, Close):

@@ -137,15 +137,22 @@ async def test_cloudevents_from_the_sdk_reach_a_subscribed_agent(service: tuple[
 async def test_malformed_events_are_refused_with_a_reason(service: tuple[HttpAgentService, int]) -> None:
     host, port = service
     cases = [
-        ({"content-type": "application/cloudevents+json"}, b'{"specversion":"1.0","id":"1","type":"news"}', 400,
-         "missing required attribute(s): source"),
+        (
+            {"content-type": "application/cloudevents+json"},
+            b'{"specversion":"1.0","id":"1","type":"news"}',
+            400,
+            "missing required attribute(s): source",
+        ),
         ({"content-type": "application/cloudevents+avro"}, b"x", 415, "not supported"),
         ({"content-type": "application/json"}, b'{"a":1}', 400, "not a CloudEvent"),
-        ({"content-type": "application/cloudevents-batch+json"},
-         b'[{"specversion":"1.0","id":"1","source":"s","type":"news"},{"specversion":"1.0","id":"2","type":"n"}]',
-         400, "event 1 of the batch"),
+        (
+            {"content-type": "application/cloudevents-batch+json"},
+            b'[{"specversion":"1.0","id":"1","source":"s","type":"news"},{"specversion":"1.0","id":"2","type":"n"}]',
+            400,
+            "event 1 of the batch",
+        ),
         ({"content-type": "application/cloudevents+json"}, b"not json", 400, "not one CloudEvent"),
-    ]  # fmt: skip
+    ]
     for headers, body, status, says in cases:
         got, answer_headers, answer = await fetch(port, "POST", "/v1/events", body, headers)
         assert got == status, (body, answer)
@@ -243,9 +250,14 @@ async def test_every_route_takes_the_same_credentials(service: tuple[HttpAgentSe
             ("GET", "/v1/status", None, {}, 200),
             ("GET", "/metrics", None, {}, 200),
             ("GET", "/ui", None, {}, 200),
-            ("POST", "/v1/rpc", b'{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions"}',
-             {"content-type": "application/json"}, 200),
-        ]  # fmt: skip
+            (
+                "POST",
+                "/v1/rpc",
+                b'{"jsonrpc":"2.0","id":1,"method":"runtime.get_subscriptions"}',
+                {"content-type": "application/json"},
+                200,
+            ),
+        ]
         for method, path, body, headers, ok in routes:
             status, answer_headers, _ = await fetch(port, method, path, body, headers)
             assert status == 401 and answer_headers["www-authenticate"] == "Bearer", path
