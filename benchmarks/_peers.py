@@ -79,7 +79,13 @@ def load_peer(name: str) -> Peer:
 
 def peer_module_origin(name: str) -> str | None:
     """Where the package under test was imported from (recorded in results; checks venv isolation)."""
-    modules = {"ours": "io_backends", "ours_pure": "io_backends", "ours_asgi": "io_backends", "grpc": "autogen_ext", "v010": "autogen_http_runtime"}
+    modules = {
+        "ours": "io_backends",
+        "ours_pure": "io_backends",
+        "ours_asgi": "io_backends",
+        "grpc": "autogen_ext",
+        "v010": "autogen_http_runtime",
+    }
     module = modules.get(name)
     loaded = sys.modules.get(module) if module else None
     if loaded is None:
