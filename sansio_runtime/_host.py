@@ -16,7 +16,8 @@ It never reads a clock, never touches a socket and never decodes an agent payloa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -41,9 +42,20 @@ from ._registry import Registry
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
 
-CallObserver = Callable[[float | None, int | None], None]
-"""``HostEngine.call_observer``: (seconds a routed call took, or None for a call refused before it
-was routed; the error code it ended with, or None for a result)."""
+
+class CallObserver(Protocol):
+    """What ``HostEngine.call_observer`` is told of ``agent.call`` s, for metrics and tracing."""
+
+    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
+        """A call was routed, under ``host_id``; ``metadata`` is the caller's (trace context)."""
+
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
+        """A routed call ended after ``duration`` seconds of the engine's clock, with ``error_code``
+        (None: a result, or no one left to hear it: ``how`` is ``CALLER_GONE``)."""
+
+    def call_refused(self, error_code: int) -> None:
+        """An ``agent.call`` was refused before it was routed."""
+
 
 _CHANNEL_ONLY_METHODS = frozenset(
     {wire.REGISTER_AGENT, wire.UNREGISTER_AGENT, wire.ADD_SUBSCRIPTION, wire.REMOVE_SUBSCRIPTION}
@@ -82,7 +94,7 @@ class HostEngine:
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
         self.stats = HostStats()
         self.call_observer: CallObserver | None = None
-        """Told of every ``agent.call``'s end that someone hears (:data:`CallObserver`), for metrics."""
+        """Told of every ``agent.call``'s routing and end, or its refusal (:class:`CallObserver`)."""
         self._now = 0.0  # the latest time an input came with (close_all has none of its own)
         self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
@@ -285,7 +297,7 @@ class HostEngine:
             if m.method == wire.AGENT_CALL:
                 self.stats.calls_refused += 1
                 if self.call_observer is not None:
-                    self.call_observer(None, int(rej.code))
+                    self.call_observer.call_refused(int(rej.code))
             return self._error(reply_id, rej.code, rej.message)
 
     def _on_response(
@@ -335,6 +347,8 @@ class HostEngine:
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1
+        if self.call_observer is not None:
+            self.call_observer.call_started(pending.host_id, call.target.type, _metadata(call.metadata))
         if c.kind is ClientKind.ONE_SHOT:
             c.awaiting += 1
 
@@ -404,8 +418,8 @@ class HostEngine:
         if code is not None:
             self.stats.calls_failed += 1
         observer = self.call_observer
-        if observer is not None and how is not CallEnd.CALLER_GONE:
-            observer(self._now - call.opened_at, code)
+        if observer is not None:
+            observer.call_ended(host_id, self._now - call.opened_at, code, how)
         if ending.cancel_target:
             target = self._clients.get(call.target)
             if target is not None and target.state is ClientState.OPEN:
@@ -462,6 +476,16 @@ class HostEngine:
             if body is not None:
                 self._out.append(Send(c.id, body))
             self._out.append(Close(c.id, CloseCode.NORMAL, "answered"))
+
+
+def _metadata(raw: Raw | UnsetType) -> dict[str, str] | None:
+    """A call's ``metadata`` if it is a string map (the target refuses it otherwise), else None."""
+    if isinstance(raw, UnsetType):
+        return None
+    try:
+        return wire.METADATA_DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
 
 
 __all__ = ["CallObserver", "ClientNameInUse", "HostEngine", "HostStats"]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
 import h11
 import msgspec
+from opentelemetry.trace import TracerProvider
 
 from sansio_runtime import (
     DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
@@ -25,6 +26,7 @@ from sansio_runtime import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    CallEnd,
     CloseCode,
     HostEngine,
 )
@@ -47,6 +49,7 @@ from ..sansio._status import StatusBuilder, encode_status
 from ._anyio import AnyioDriver
 from ._asgi import AsgiHost
 from ._metrics import HostMetrics, MetricsUnavailable
+from ._tracing import HostTracing, recording_provider
 from ._ui import page, page_headers
 
 logger = logging.getLogger("io_backends.host")
@@ -82,6 +85,10 @@ class HttpAgentService:
     * ``metrics``: ``GET /metrics`` for Prometheus. None (the default): on when prometheus-client
       (the ``metrics`` extra) is installed, else answered 501 naming the extra; True: required
       (raises :class:`~io_backends.host._metrics.MetricsUnavailable` without it); False: off.
+
+    ``tracer_provider``: record a ``route <agent type>`` span for each call, a child of the
+    caller's span (:mod:`io_backends.host._tracing`); None: the global provider if one is set
+    when the service is created, else no spans.
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class HttpAgentService:
         status: bool = True,
         metrics: bool | None = None,
         ui: bool = True,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if auth_token is not None and not auth_token.strip():
             raise ValueError("auth_token must not be empty: pass None to accept clients without a token")
@@ -141,8 +149,11 @@ class HttpAgentService:
             except MetricsUnavailable:
                 if metrics:
                     raise
-        if self.metrics is not None:
-            self.engine.call_observer = self._observe_call
+        provider = recording_provider(tracer_provider)
+        self.tracing = None if provider is None else HostTracing(provider)
+        """The host's spans (None: not recorded)."""
+        if self.metrics is not None or self.tracing is not None:
+            self.engine.call_observer = self
         self._status: StatusBuilder | None = None
         self.hub = HostHub(self.engine, self.settings, self._health_body, self._view)
         """Everything the host does but I/O (:class:`~io_backends.sansio.HostHub`)."""
@@ -225,14 +236,21 @@ class HttpAgentService:
             self._anyio = AnyioDriver(self)
         return self._anyio
 
-    def _observe_call(self, duration: float | None, error_code: int | None) -> None:
-        metrics = self.metrics
-        assert metrics is not None
-        if duration is None:
-            assert error_code is not None
-            metrics.call_refused(error_code)
-        else:
-            metrics.call_finished(duration, error_code)
+    # ------------------------------------------------------------------ the engine's call observer
+
+    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
+        if self.tracing is not None:
+            self.tracing.call_started(host_id, target_type, metadata)
+
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
+        if self.metrics is not None and how is not CallEnd.CALLER_GONE:
+            self.metrics.call_finished(duration, error_code)
+        if self.tracing is not None:
+            self.tracing.call_ended(host_id, error_code, how)
+
+    def call_refused(self, error_code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.call_refused(error_code)
 
     def _view(self, endpoint: Endpoint, request: h11.Request, now: float) -> Response:
         """``GET /v1/status``, ``/metrics`` and ``/ui`` (the hub has routed and authorized them)."""
