@@ -110,7 +110,15 @@ class AsgiHost:
             raise ValueError(f"the agent host serves http and websocket scopes, not {kind!r}")
         self._bind_loop()
         path = _path_below_mount(scope)
-        request = request_of(scope, path)
+        try:
+            request = request_of(scope, path)
+        except h11.LocalProtocolError as exc:  # (a path h11 would not send, say): not one of ours
+            if kind == "http":
+                await self._respond(send, error(HttpError(400, f"malformed request: {exc}")).response)
+            else:
+                await receive()
+                await send({"type": "websocket.close", "code": int(CloseCode.PROTOCOL_ERROR)})
+            return
         endpoint = route_path(request.target.split(b"?", 1)[0], request.method, self.hub.settings.endpoints)
         if kind == "websocket":
             await self._websocket(scope, receive, send, request, endpoint)
