@@ -53,6 +53,7 @@ from ..sansio._exchange import (
 )
 from ..sansio._limits import CLOSE_TIMEOUT
 from ..sansio._mounted import MountedPeer
+from ._asyncio import AsyncioDriver
 
 if TYPE_CHECKING:
     from ._service import HttpAgentService
@@ -97,9 +98,7 @@ class AsgiHost:
         self.hub = service.hub
         engine = service.engine
         self._limits = ExchangeLimits(engine.max_message_size, engine.max_batch_length)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._driver: AsyncioDriver | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -134,30 +133,20 @@ class AsgiHost:
     # ------------------------------------------------------------------ the clock and the hub's deadlines
 
     def _bind_loop(self) -> None:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-            self.service.clock = self._loop.time
+        """On the first request: the server's loop is the hub's clock, and keeps its one timer
+        (the asyncio driver's, which here has no sockets of its own to write)."""
+        if self._driver is None:
+            self._driver = AsyncioDriver(self.service)
+            self.service.clock = self._driver.loop.time
 
     def _now(self) -> float:
-        assert self._loop is not None
-        return self._loop.time()
+        assert self._driver is not None
+        return self._driver.loop.time()
 
     def _arm_timer(self) -> None:
-        """Follow the hub's next deadline (calls' timeouts) with one loop timer."""
-        deadline = self.hub.next_deadline()
-        if deadline == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_at = deadline
-        if deadline is not None and self._loop is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = self._timer_at = None
-        self.hub.handle_timer(self._now())
-        self._arm_timer()
+        """Follow the hub's next deadline (calls' timeouts)."""
+        assert self._driver is not None
+        self._driver.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Served on its own (not mounted): start and stop with the server."""
@@ -173,11 +162,9 @@ class AsgiHost:
 
     def close(self) -> None:
         """Close every channel (a shutdown): pending calls fail at once."""
-        if self._loop is not None:
+        if self._driver is not None:
             self.hub.close_all(self._now())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = self._timer_at = None
+            self._driver.close()
 
     # ------------------------------------------------------------------ HTTP
 

@@ -141,13 +141,19 @@ def exchange(request: h11.Request, endpoint: Endpoint, limits: ExchangeLimits) -
         yield from _view(request, endpoint)
 
 
-def _rpc(request: h11.Request, limits: ExchangeLimits) -> Generator[Step, StepReply, None]:
-    refusal = rpc_method_refusal(request)
-    if refusal is not None:
-        yield error(refusal, unread_body=True)
-        return
+def _admitted(request: h11.Request, method_refusal: HttpError | None) -> Generator[Step, StepReply, bool]:
+    """Refuse the request for its method, then for its credentials; True if it may go on."""
+    if method_refusal is not None:
+        yield error(method_refusal, unread_body=True)
+        return False
     if not (yield Authorize(request)):
         yield error(UNAUTHORIZED, unread_body=True)
+        return False
+    return True
+
+
+def _rpc(request: h11.Request, limits: ExchangeLimits) -> Generator[Step, StepReply, None]:
+    if not (yield from _admitted(request, rpc_method_refusal(request))):
         return
     refusal = rpc_body_refusal(request, limits.max_message_size)
     if refusal is not None:
@@ -162,12 +168,7 @@ def _rpc(request: h11.Request, limits: ExchangeLimits) -> Generator[Step, StepRe
 
 
 def _events(request: h11.Request, limits: ExchangeLimits) -> Generator[Step, StepReply, None]:
-    refusal = events_method_refusal(request)
-    if refusal is not None:
-        yield error(refusal, unread_body=True)
-        return
-    if not (yield Authorize(request)):
-        yield error(UNAUTHORIZED, unread_body=True)
+    if not (yield from _admitted(request, events_method_refusal(request))):
         return
     headers = request.headers
     try:
@@ -197,11 +198,11 @@ def _events(request: h11.Request, limits: ExchangeLimits) -> Generator[Step, Ste
 
 def _view(request: h11.Request, endpoint: Endpoint) -> Generator[Step, StepReply, None]:
     refusal = view_method_refusal(request, endpoint)
-    if refusal is not None:
-        yield error(refusal, unread_body=True)
-        return
-    if endpoint is not Endpoint.HEALTH and not (yield Authorize(request)):
-        yield error(UNAUTHORIZED, unread_body=True)
+    if endpoint is Endpoint.HEALTH:  # (never authenticated: a probe)
+        if refusal is not None:
+            yield error(refusal, unread_body=True)
+            return
+    elif not (yield from _admitted(request, refusal)):
         return
     yield ReadBody(SMALL_BODY_LIMIT)  # (a GET has none; this reads to the end of the message)
     response = yield View(endpoint, request)

@@ -294,42 +294,23 @@ class HostHub:
         workers = []
         bytes_in, bytes_out = self._gone_bytes
         messages_in, messages_out = self._gone_messages
-        for conn in self._connections:
-            bytes_in += conn.bytes_in
-            bytes_out += conn.bytes_out
-            messages_in += conn.messages_in
-            messages_out += conn.messages_out
-            client = conn.client
-            if conn.phase is not Phase.CHANNEL or client is None:
-                continue
-            workers.append(
-                WorkerSnapshot(
-                    id=int(client),
-                    name=engine.client_name(client),
-                    address=conn.peer or conn.address or "unknown",
-                    connected_at=wall_clock - (now - conn.accepted_at),
-                    agent_types=sorted(owned.get(client, ())),
-                    subscriptions=subscribed[client],
-                    pending_calls=pending[client],
-                    messages_in=conn.messages_in,
-                    messages_out=conn.messages_out,
-                    bytes_in=conn.bytes_in,
-                    bytes_out=conn.bytes_out,
-                )
-            )
-        for peer in self._mounted.values():
+        peers: list[tuple[HostConnection | MountedPeer, bool, str | None]] = [
+            (conn, conn.phase is Phase.CHANNEL, conn.peer or conn.address) for conn in self._connections
+        ]
+        peers.extend((peer, peer.kind is ClientKind.CHANNEL, peer.peer) for peer in self._mounted.values())
+        for peer, is_channel, address in peers:
             bytes_in += peer.bytes_in
             bytes_out += peer.bytes_out
             messages_in += peer.messages_in
             messages_out += peer.messages_out
             client = peer.client
-            if peer.kind is not ClientKind.CHANNEL or client is None:
+            if not is_channel or client is None:
                 continue
             workers.append(
                 WorkerSnapshot(
                     id=int(client),
                     name=engine.client_name(client),
-                    address=peer.peer or "unknown",
+                    address=address or "unknown",
                     connected_at=wall_clock - (now - peer.accepted_at),
                     agent_types=sorted(owned.get(client, ())),
                     subscriptions=subscribed[client],
@@ -374,10 +355,8 @@ class HostHub:
     def traffic(self) -> tuple[int, int]:
         """Bytes received from and sent to peers since the host started."""
         bytes_in, bytes_out = self._gone_bytes
-        for conn in self._connections:
-            bytes_in += conn.bytes_in
-            bytes_out += conn.bytes_out
-        for peer in self._mounted.values():
+        peers: list[HostConnection | MountedPeer] = [*self._connections, *self._mounted.values()]
+        for peer in peers:
             bytes_in += peer.bytes_in
             bytes_out += peer.bytes_out
         return bytes_in, bytes_out
