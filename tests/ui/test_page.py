@@ -1,7 +1,8 @@
 """The live status page in headless Chromium (Debian's ``chromium`` and ``chromium-driver``, driven
 by selenium), against a stub host on loopback that serves the page and a changing ``/v1/status``
 made by the real :class:`StatusBuilder`: the page loads, shows a worker that connects, and its
-rates move when the counters move, with no script errors under the page's own CSP.
+rates move when the counters move, with no script errors under the page's own CSP; and once
+against the real thing: ``autogen-http-host`` serving ``/ui`` while real workers connect and call.
 
 Chromium is installed by ``.ci/run`` (``apt-get install -y chromium chromium-driver``); where it is
 missing the tests skip, except under CI, where they fail.
@@ -375,3 +376,85 @@ def test_the_page_is_one_self_contained_file() -> None:
     policy = headers[b"content-security-policy"].decode()
     assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy and "connect-src 'self'" in policy
     assert headers[b"content-type"] == b"text/html; charset=utf-8"
+
+
+# ------------------------------------------------------------------------- the real host
+
+
+class CallingWorkers:
+    """Two real workers on their own asyncio loop in a thread: one hosts ``echo``, one calls it
+    while ``flowing`` is set."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.flowing = threading.Event()
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.calls = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="ui-workers", daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        from autogen_core import AgentId
+
+        from io_backends import HttpWorkerAgentRuntime
+        from tests.e2e._common import Ask, EchoAgent, all_serializers
+
+        async def main() -> None:
+            address = f"127.0.0.1:{self.port}"
+            echo = HttpWorkerAgentRuntime(address, client_id="echo-worker")
+            caller = HttpWorkerAgentRuntime(address, client_id="caller-worker")
+            for worker in (echo, caller):
+                worker.add_message_serializer(all_serializers())
+                await worker.start()
+            await echo.register_factory("echo", lambda: EchoAgent())
+            self.ready.set()
+            deadline = time.monotonic() + 60  # never outlive a stuck test for long
+            try:
+                while not self.stopping.is_set() and time.monotonic() < deadline:
+                    if self.flowing.is_set():
+                        await caller.send_message(Ask("x"), AgentId("echo", "k"))
+                        self.calls += 1
+                    else:
+                        await asyncio.sleep(0.05)
+            finally:
+                await caller.stop()
+                await echo.stop()
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to the test
+            self.error = exc
+            self.ready.set()
+
+    def __enter__(self) -> CallingWorkers:
+        self.thread.start()
+        assert self.ready.wait(20) and self.error is None, self.error
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self.thread.join(20)
+        assert not self.thread.is_alive() and self.error is None, self.error
+
+
+def test_the_real_host_serves_the_page_and_a_real_workers_rate_moves(browser: Any) -> None:
+    """End to end: ``autogen-http-host`` serves /ui, real workers connect, real calls move the rates."""
+    from tests.faults._host_process import host_process
+
+    with host_process() as host:
+        browser.get(f"http://127.0.0.1:{host.port}/ui")
+        wait_for(browser, lambda d: text(d, "state-text") == "Live", "the page to go live")
+        wait_for(browser, lambda d: "No workers connected." in text(d, "t-workers"), "the empty workers table")
+        with CallingWorkers(host.port) as workers:
+            row = wait_for(browser, lambda d: worker_row(d, "echo-worker"), "the real worker's row")
+            assert row[1].startswith("127.0.0.1:") and "echo" in row[3]
+            wait_for(browser, lambda d: "echo-worker" in text(d, "t-types"), "the agent type and its owner")
+            workers.flowing.set()
+            wait_for(browser, lambda d: rate(worker_row(d, "echo-worker")[6]) > 0, "the worker's rate to rise")
+            wait_for(browser, lambda d: rate(text(d, "c-calls")) > 0, "the calls/s figure to rise")
+            assert workers.calls > 0  # (the rate falling back is the stub's test: it takes the 5 s window)
+        wait_for(browser, lambda d: worker_row(d, "echo-worker") is None, "the stopped worker to leave")
+        assert severe(browser) == [], "script or CSP errors in the page"
