@@ -94,7 +94,9 @@ class HostEngine:
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
         self.stats = HostStats()
         self.call_observer: CallObserver | None = None
-        """Told of every ``agent.call``'s routing and end, or its refusal (:class:`CallObserver`)."""
+        """Told of every ``agent.call``'s end, or its refusal (:class:`CallObserver`), and of its
+        routing if ``observe_call_starts`` (then the engine reads each call's metadata)."""
+        self.observe_call_starts = False
         self._now = 0.0  # the latest time an input came with (close_all has none of its own)
         self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
@@ -347,7 +349,7 @@ class HostEngine:
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1
-        if self.call_observer is not None:
+        if self.observe_call_starts and self.call_observer is not None:
             self.call_observer.call_started(pending.host_id, call.target.type, _metadata(call.metadata))
         if c.kind is ClientKind.ONE_SHOT:
             c.awaiting += 1

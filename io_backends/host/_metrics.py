@@ -35,7 +35,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Final, Literal
 
-from sansio_runtime import ErrorCode, HostStats
+from sansio_runtime import CallEnd, ErrorCode, HostStats
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -113,6 +113,19 @@ class HostMetrics:
         self._latency_sum += duration_seconds
         if error_code is not None:
             self.call_refused(error_code)
+
+    # (sansio_runtime.CallObserver: the engine tells these directly when nothing else observes calls)
+
+    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
+        return None
+
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
+        """A routed call ended (one that ended because its caller went is not timed: no one waits)."""
+        if how is not CallEnd.CALLER_GONE:
+            self._latency_counts[bisect_left(self._bounds, duration)] += 1
+            self._latency_sum += duration
+            if error_code is not None:
+                self.call_refused(error_code)
 
     def call_refused(self, error_code: int) -> None:
         """A call failed without being routed (no such agent type, too many in flight, ...)."""

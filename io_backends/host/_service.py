@@ -152,8 +152,11 @@ class HttpAgentService:
         provider = recording_provider(tracer_provider)
         self.tracing = None if provider is None else HostTracing(provider)
         """The host's spans (None: not recorded)."""
-        if self.metrics is not None or self.tracing is not None:
-            self.engine.call_observer = self
+        # The engine tells one observer: the metrics or the spans alone, or this service for both.
+        observers = [o for o in (self.metrics, self.tracing) if o is not None]
+        if observers:
+            self.engine.call_observer = observers[0] if len(observers) == 1 else self
+            self.engine.observe_call_starts = self.tracing is not None
         self._status: StatusBuilder | None = None
         self.hub = HostHub(self.engine, self.settings, self._health_body, self._view)
         """Everything the host does but I/O (:class:`~io_backends.sansio.HostHub`)."""
@@ -243,10 +246,10 @@ class HttpAgentService:
             self.tracing.call_started(host_id, target_type, metadata)
 
     def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
-        if self.metrics is not None and how is not CallEnd.CALLER_GONE:
-            self.metrics.call_finished(duration, error_code)
+        if self.metrics is not None:
+            self.metrics.call_ended(host_id, duration, error_code, how)
         if self.tracing is not None:
-            self.tracing.call_ended(host_id, error_code, how)
+            self.tracing.call_ended(host_id, duration, error_code, how)
 
     def call_refused(self, error_code: int) -> None:
         if self.metrics is not None:

@@ -63,7 +63,7 @@ class HostTracing:
             },
         )
 
-    def call_ended(self, host_id: int, error_code: int | None, how: CallEnd) -> None:
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
         span = self._spans.pop(host_id, None)
         if span is None:
             return
@@ -72,6 +72,9 @@ class HostTracing:
             span.set_attribute("rpc.jsonrpc.error_code", error_code)
             span.set_status(Status(StatusCode.ERROR, _CODE_NAMES.get(error_code, str(error_code))))
         span.end()
+
+    def call_refused(self, error_code: int) -> None:
+        return None  # (a call refused before routing has no span: the caller's says why)
 
     @property
     def open_spans(self) -> int:
