@@ -129,7 +129,7 @@ class HostMetrics:
 
     def call_refused(self, error_code: int) -> None:
         """A call failed without being routed (no such agent type, too many in flight, ...)."""
-        key = error_code if error_code in _KNOWN_CODES else None
+        key = int(error_code) if error_code in _KNOWN_CODES else None  # (an IntEnum prints its name on 3.10)
         self._failed[key] = self._failed.get(key, 0) + 1
 
     def events_dropped(self, reason: DropReason, count: int = 1) -> None:
