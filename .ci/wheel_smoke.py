@@ -16,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,10 +123,11 @@ def run_processes(backend: str) -> None:
         )
         if caller.returncode != 0 or "HELLO FROM THE WHEEL" not in caller.stdout:
             fail(f"the call failed (exit {caller.returncode}):\n{caller.stdout}{caller.stderr}")
+        check_http_endpoints(port)
         stop(callee, "the callee worker")
         rest = callee.stdout.read()
-        if "event: published" not in rest:
-            fail(f"the callee did not receive the published event: {rest!r}")
+        if "event: published" not in rest or "event: from a cloudevent" not in rest:
+            fail(f"the callee did not receive the published event and the CloudEvent: {rest!r}")
         stop(host, "the host")
         print(f"wheel smoke: host ({backend}) + two workers + a call and an event OK", flush=True)
     finally:
@@ -131,6 +135,39 @@ def run_processes(backend: str) -> None:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def http(
+    port: int, method: str, path: str, body: bytes | None = None, content_type: str = ""
+) -> tuple[int, str, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, response.headers.get("Content-Type", ""), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("Content-Type", ""), error.read()
+
+
+def check_http_endpoints(port: int) -> None:
+    """/v1/status, the page (package data), /metrics without its extra, and a CloudEvent in."""
+    status, _, body = http(port, "GET", "/v1/status")
+    document = json.loads(body)
+    if status != 200 or [w["agent_types"] for w in document["workers"]] != [["upper"]]:
+        fail(f"GET /v1/status: {status} {body[:300]!r}")
+    status, content_type, body = http(port, "GET", "/ui")
+    if status != 200 or not content_type.startswith("text/html") or b"v1/status" not in body:
+        fail(f"GET /ui: {status} {content_type} (is index.html in the wheel?)")
+    status, _, body = http(port, "GET", "/metrics")
+    if status != 501 or b"autogen-http-runtime-ng[metrics]" not in body:
+        fail(f"GET /metrics without prometheus-client should answer 501 naming the extra: {status} {body!r}")
+    event = {"specversion": "1.0", "id": "w-1", "source": "default", "type": "news", "dataschema": "Shout"}
+    event["data"] = {"text": "from a cloudevent"}  # type: ignore[assignment]
+    status, _, body = http(port, "POST", "/v1/events", json.dumps(event).encode(), "application/cloudevents+json")
+    if status != 204:
+        fail(f"POST /v1/events: {status} {body!r}")
+    print("wheel smoke: /v1/status, /ui, /metrics (501 without its extra), /v1/events OK", flush=True)
 
 
 class Upper(RoutedAgent):

@@ -10,10 +10,11 @@ from pathlib import Path
 from _endpoints import Peer, PeerUnavailable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PEER_NAMES: tuple[str, ...] = ("ours", "ours_pure", "grpc", "v010", "inprocess", "rawsocket")
+PEER_NAMES: tuple[str, ...] = ("ours", "ours_pure", "ours_asgi", "grpc", "v010", "inprocess", "rawsocket")
 PEER_DESCRIPTIONS: dict[str, str] = {
     "ours": "io_backends HttpAgentServer + HttpWorkerAgentRuntime (this project), with whatever speedups are installed",
     "ours_pure": "the same, with AUTOGEN_HTTP_PURE_PYTHON=1: no optional C speedups (plain `pip install`)",
+    "ours_asgi": "the same host as an ASGI app (HttpAgentService.asgi_app()) mounted in FastAPI under uvicorn",
     "grpc": "autogen_ext GrpcWorkerAgentRuntimeHost + GrpcWorkerAgentRuntime",
     "v010": "autogen-http-runtime==0.1.0 from PyPI, in its own virtualenv",
     "inprocess": "autogen_core SingleThreadedAgentRuntime, no network (upper bound)",
@@ -44,6 +45,14 @@ def load_peer(name: str) -> Peer:
         except ImportError as exc:
             raise _unavailable(exc) from exc
         return RuntimePeer(name, GrpcDriver)
+    if name == "ours_asgi":
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        try:
+            from _driver_ours_asgi import OursAsgiDriver
+        except ImportError as exc:  # fastapi and uvicorn: the asgi extra
+            raise _unavailable(exc) from exc
+        return RuntimePeer(name, OursAsgiDriver)
     if name in ("ours", "ours_pure"):
         if name == "ours_pure":
             os.environ["AUTOGEN_HTTP_PURE_PYTHON"] = "1"  # read when io_backends is imported, below
@@ -70,7 +79,13 @@ def load_peer(name: str) -> Peer:
 
 def peer_module_origin(name: str) -> str | None:
     """Where the package under test was imported from (recorded in results; checks venv isolation)."""
-    modules = {"ours": "io_backends", "ours_pure": "io_backends", "grpc": "autogen_ext", "v010": "autogen_http_runtime"}
+    modules = {
+        "ours": "io_backends",
+        "ours_pure": "io_backends",
+        "ours_asgi": "io_backends",
+        "grpc": "autogen_ext",
+        "v010": "autogen_http_runtime",
+    }
     module = modules.get(name)
     loaded = sys.modules.get(module) if module else None
     if loaded is None:

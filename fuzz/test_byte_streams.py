@@ -71,7 +71,9 @@ def test_arbitrary_bytes(data: list[bytes]) -> None:
 @_FAST
 @given(
     st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]),
-    st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+    st.sampled_from(
+        [b"/healthz", b"/v1/rpc", b"/v1/channel", b"/v1/events", b"/v1/status", b"/metrics", b"/ui", b"/x"]
+    ),
     chunks,
 )
 def test_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:
@@ -122,6 +124,25 @@ def test_rpc_bodies(body: str) -> None:
     assert written.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 204 ")), written[:80]
 
 
+_EVENT_TYPES = st.sampled_from(
+    [b"application/cloudevents+json", b"application/cloudevents-batch+json", b"application/json", b"text/plain"]
+)
+
+
+@_FAST
+@given(_EVENT_TYPES, st.one_of(json_rpc_texts.map(str.encode), st.binary(max_size=200)), st.booleans())
+def test_event_bodies(content_type: bytes, body: bytes, binary_mode: bool) -> None:
+    """Whatever a POST /v1/events carries, it is answered with the binding's statuses, by both drivers alike."""
+    head = b"ce-specversion: 1.0\r\nce-id: 1\r\nce-source: s\r\nce-type: t\r\n" if binary_mode else b""
+    request = (
+        b"POST /v1/events HTTP/1.1\r\nHost: f\r\nContent-Type: " + content_type + b"\r\n" + head
+        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )  # fmt: skip
+    written = _serve([request])
+    assert written.startswith((b"HTTP/1.1 204 ", b"HTTP/1.1 400 ", b"HTTP/1.1 413 ", b"HTTP/1.1 415 ")), written[:80]
+    assert written == _serve_asyncio([request])
+
+
 # ---------------------------------------------------------------------- the asyncio driver
 # The same inputs through HostProtocol (what HttpAgentServer runs on asyncio), fed to
 # data_received; its answers must be the anyio driver's, byte for byte, up to the WebSocket
@@ -142,7 +163,7 @@ def test_asyncio_arbitrary_bytes(data: list[bytes]) -> None:
 @_FAST
 @given(
     st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT"]),
-    st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/x"]),
+    st.sampled_from([b"/healthz", b"/v1/rpc", b"/v1/channel", b"/v1/events", b"/ui", b"/x"]),  # (not timed docs)
     chunks,
 )
 def test_asyncio_http_request_heads_with_garbage(method: bytes, path: bytes, tail: list[bytes]) -> None:

@@ -74,6 +74,8 @@ class PendingCall:
     caller: ClientId
     caller_request_id: RequestId
     target: ClientId
+    opened_at: float = 0.0
+    """When the host accepted the call (the engine's clock)."""
 
 
 class CallTable:
@@ -97,9 +99,11 @@ class CallTable:
     def __iter__(self) -> Iterator[PendingCall]:
         return iter(self._pending.values())
 
-    def open(self, caller: ClientId, request_id: RequestId, target: ClientId, deadline: float | None) -> PendingCall:
-        """A new pending call, under the next host id."""
-        call = PendingCall(next(self._ids), caller, request_id, target)
+    def open(
+        self, caller: ClientId, request_id: RequestId, target: ClientId, deadline: float | None, now: float = 0.0
+    ) -> PendingCall:
+        """A new pending call, under the next host id, accepted at ``now``."""
+        call = PendingCall(next(self._ids), caller, request_id, target, now)
         self._pending[call.host_id] = call
         self._by_caller.setdefault(caller, {})[request_id] = call.host_id
         self._by_target.setdefault(target, {})[call.host_id] = None

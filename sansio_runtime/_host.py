@@ -17,7 +17,8 @@ It never reads a clock, never touches a socket and never decodes an agent payloa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Protocol
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -42,6 +43,21 @@ from ._params import Rejection, decode_params, read_call, read_publish
 from ._registry import Registry, Routes
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
+
+
+class CallObserver(Protocol):
+    """What ``HostEngine.call_observer`` is told of ``agent.call`` s, for metrics and tracing."""
+
+    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
+        """A call was routed, under ``host_id``; ``metadata`` is the caller's (trace context)."""
+
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
+        """A routed call ended after ``duration`` seconds of the engine's clock, with ``error_code``
+        (None: a result, or no one left to hear it: ``how`` is ``CALLER_GONE``)."""
+
+    def call_refused(self, error_code: int) -> None:
+        """An ``agent.call`` was refused before it was routed."""
+
 
 _CHANNEL_ONLY_METHODS = frozenset(
     {wire.REGISTER_AGENT, wire.UNREGISTER_AGENT, wire.ADD_SUBSCRIPTION, wire.REMOVE_SUBSCRIPTION}
@@ -78,6 +94,11 @@ class HostEngine:
         self.max_batch_length = max_batch_length
         self.max_agent_types_per_connection = max_agent_types_per_connection
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
+        self.call_observer: CallObserver | None = None
+        """Told of every ``agent.call``'s end, or its refusal (:class:`CallObserver`), and of its
+        routing if ``observe_call_starts`` (then the engine reads each call's metadata)."""
+        self.observe_call_starts = False
+        self._now = 0.0  # the latest time an input came with (close_all has none of its own)
         self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
         self._client_ids = itertools.count(1)
@@ -123,6 +144,7 @@ class HostEngine:
         c = self._clients.get(client)
         if c is None:
             raise LocalProtocolError(f"client {client} is not connected")
+        self._now = now
         if c.state is ClientState.CLOSING:
             return
         if c.state is ClientState.ANSWERING:
@@ -189,6 +211,7 @@ class HostEngine:
         c = self._clients.pop(client, None)
         if c is None:
             return
+        self._now = now
         if c.name is not None:
             del self._names[c.name]
         if c.state is not ClientState.CLOSING:
@@ -196,6 +219,7 @@ class HostEngine:
 
     def handle_timer(self, now: float) -> None:
         """Time is now ``now``: calls past their deadline fail with DEADLINE_EXCEEDED."""
+        self._now = now
         for host_id in self._calls.expire(now):
             self._end_call(host_id, CallEnd.DEADLINE)
 
@@ -284,6 +308,10 @@ class HostEngine:
         try:
             return handler(c, msg_id, m.params, now)
         except Rejection as rej:
+            if m.method == wire.AGENT_CALL:
+                self.stats.calls_refused += 1
+                if self.call_observer is not None:
+                    self.call_observer.call_refused(int(rej.code))
             return self._error(reply_id, rej.code, rej.message)
 
     def _on_response(
@@ -295,19 +323,23 @@ class HostEngine:
             if host_id is None and not isinstance(error, UnsetType) and frames.is_unreadable_report(error):
                 self.stats.events_unreadable += 1
             return
+        code: int | None = None
         if not isinstance(result, UnsetType):
             answer = wire.response(call.caller_request_id, result)
         else:
             assert not isinstance(error, UnsetType)
             try:
-                answer = wire.forwarded_error(call.caller_request_id, wire.RPC_ERROR_DECODER.decode(error))
+                rpc_error = wire.RPC_ERROR_DECODER.decode(error)
+                answer = wire.forwarded_error(call.caller_request_id, rpc_error)
+                code = rpc_error.code
             except (msgspec.ValidationError, RecursionError):  # the call is answered all the same
                 answer = self._error(
                     call.caller_request_id,
                     ErrorCode.INTERNAL_ERROR,
                     "the target answered with a malformed error object",
                 )
-        self._end_call(call.host_id, CallEnd.ANSWERED, answer)
+                code = int(ErrorCode.INTERNAL_ERROR)
+        self._end_call(call.host_id, CallEnd.ANSWERED, answer, code)
 
     # ------------------------------------------------------------------ methods
 
@@ -327,10 +359,12 @@ class HostEngine:
                 raise Rejection(
                     ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
                 )
-        pending = calls.open(c.id, msg_id, target, deadline)
+        pending = calls.open(c.id, msg_id, target, deadline, now)
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1
+        if self.observe_call_starts and self.call_observer is not None:
+            self.call_observer.call_started(pending.host_id, call.target.type, _metadata(call.metadata))
         if c.kind is ClientKind.ONE_SHOT:
             c.awaiting += 1
 
@@ -427,10 +461,19 @@ class HostEngine:
 
     # ------------------------------------------------------------------ calls ending, clients leaving
 
-    def _end_call(self, host_id: int, how: CallEnd, answer: bytes | None = None) -> None:
-        """End a pending call as :data:`~._calls.CALL_ENDINGS` says: tell the target, then the caller."""
+    def _end_call(
+        self, host_id: int, how: CallEnd, answer: bytes | None = None, answer_code: int | None = None
+    ) -> None:
+        """End a pending call as :data:`~._calls.CALL_ENDINGS` says: tell the target, then the caller.
+        ``answer_code``: the error code of the target's ``answer``, if it is an error."""
         call = self._calls.close(host_id)
         ending = CALL_ENDINGS[how]
+        code = answer_code if ending.caller_error is None else int(ending.caller_error)
+        if code is not None:
+            self.stats.calls_failed += 1
+        observer = self.call_observer
+        if observer is not None:
+            observer.call_ended(host_id, self._now - call.opened_at, code, how)
         if ending.cancel_target:
             target = self._clients.get(call.target)
             if target is not None and target.state is ClientState.OPEN:
@@ -489,4 +532,14 @@ class HostEngine:
             self._out.append(Close(c.id, CloseCode.NORMAL, "answered"))
 
 
-__all__ = ["ClientNameInUse", "HostEngine", "HostStats"]
+def _metadata(raw: Raw | UnsetType) -> dict[str, str] | None:
+    """A call's ``metadata`` if it is a string map (the target refuses it otherwise), else None."""
+    if isinstance(raw, UnsetType):
+        return None
+    try:
+        return wire.METADATA_DECODER.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+
+
+__all__ = ["CallObserver", "ClientNameInUse", "HostEngine", "HostStats"]

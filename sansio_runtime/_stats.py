@@ -14,6 +14,11 @@ class HostStats:
 
     frames_received: int = 0
     calls_forwarded: int = 0
+    calls_failed: int = 0
+    """Routed calls that ended with an error: the target's, or the host's (deadline, cancelled,
+    target gone)."""
+    calls_refused: int = 0
+    """``agent.call`` s refused before routing (no such agent type, too many in flight, bad params)."""
     events_published: int = 0
     event_deliveries: int = 0
     responses_dropped: int = 0

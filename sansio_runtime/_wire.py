@@ -162,6 +162,8 @@ class CallRouting(Struct, frozen=True):
     data: Raw | UnsetType = UNSET
     data_base64: str | UnsetType = UNSET
     timeout_ms: int | UnsetType = UNSET
+    metadata: Raw | UnsetType = UNSET
+    """Kept raw: the target checks it; the host reads it only when it observes calls (tracing)."""
 
 
 class CallResult(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -277,6 +279,7 @@ MESSAGE_DECODER: Final = msgspec.json.Decoder(IncomingMessage)
 RPC_ERROR_DECODER: Final = msgspec.json.Decoder(RpcError)
 CALL_PARAMS_DECODER: Final = msgspec.json.Decoder(CallParams)
 CALL_ROUTING_DECODER: Final = msgspec.json.Decoder(CallRouting)
+METADATA_DECODER: Final = msgspec.json.Decoder(dict[str, str])
 CALL_RESULT_DECODER: Final = msgspec.json.Decoder(CallResult)
 CLOUD_EVENT_DECODER: Final = msgspec.json.Decoder(CloudEvent)
 EVENT_ROUTING_DECODER: Final = msgspec.json.Decoder(EventRouting)

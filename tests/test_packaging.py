@@ -167,3 +167,29 @@ def test_help_names_the_trio_extra(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--backend" in out and "autogen-http-runtime-ng[trio]" in out
+
+
+def test_otlp_without_the_exporter_says_which_extra_to_install() -> None:
+    """``--otlp-endpoint`` as a plain install meets it (the exporter hidden here): one line, exit 2."""
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry.exporter.otlp.proto.http.trace_exporter'] = None\n"
+        "from io_backends.__main__ import main\n"
+        "main(['--otlp-endpoint', 'http://127.0.0.1:4318', '--port', '0'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "pip install 'autogen-http-runtime-ng[otlp]'" in result.stderr
+
+
+def test_the_ecosystem_extras_are_declared_and_the_core_needs_none_of_them() -> None:
+    required, _ = _declared()
+    for extra, distribution in (
+        ("asgi", "fastapi"),
+        ("asgi", "uvicorn"),
+        ("metrics", "prometheus-client"),
+        ("otlp", "opentelemetry-exporter-otlp-proto-http"),
+    ):
+        assert distribution in _declared_by(extra), (extra, distribution)
+        assert distribution not in required, distribution

@@ -20,7 +20,7 @@ from anyio.abc import SocketAttribute
 
 from .._sockets import reset_on_close
 from ..sansio import HostConnection, HostHub, Phase
-from ..sansio._address import remote_host
+from ..sansio._address import peer_name, remote_host
 
 if TYPE_CHECKING:
     from ._service import HttpAgentService
@@ -84,8 +84,10 @@ class AnyioDriver:
 
     async def serve(self, stream: anyio.abc.ByteStream, *, can_half_close: bool) -> None:
         """Serve one accepted stream until it ends (HTTP/1.1 keep-alive; may become a WebSocket)."""
-        address = remote_host(stream.extra(SocketAttribute.remote_address, None))
-        conn = self.hub.accept(anyio.current_time(), address, can_half_close=can_half_close)
+        remote = stream.extra(SocketAttribute.remote_address, None)
+        conn = self.hub.accept(
+            anyio.current_time(), remote_host(remote), can_half_close=can_half_close, peer=peer_name(remote)
+        )
         sock = self._sockets[conn] = _Socket()
         phase = Phase.CLOSED
         try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 from .._sockets import reset_on_close, set_no_delay
 from ..sansio import HostConnection, HostHub, Phase
-from ..sansio._address import remote_host
+from ..sansio._address import peer_name, remote_host
 
 if TYPE_CHECKING:
     from ._service import HttpAgentService
@@ -96,10 +96,12 @@ class HostProtocol(asyncio.Protocol):
         set_no_delay(transport.get_extra_info("socket"))
         driver = self._driver
         # (A TLS transport cannot half-close: asyncio closes it on write_eof.)
+        remote = transport.get_extra_info("peername")
         conn = driver.hub.accept(
             self._loop.time(),
-            remote_host(transport.get_extra_info("peername")),
+            remote_host(remote),
             can_half_close=transport.can_write_eof() and not self._tls,
+            peer=peer_name(remote),
         )
         self.conn = conn
         driver.protocols[conn] = self

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 import ssl
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
@@ -33,6 +34,12 @@ from ._server import HttpAgentServer
 from ._service import HttpAgentService
 
 logger = logging.getLogger("io_backends.host")
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+OTLP_EXTRA = "autogen-http-runtime-ng[otlp]"
+_OTLP_ENVIRONMENT = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 def _timeout(text: str) -> float | None:
@@ -98,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="log each shared agent type's workers and their keys this often, when they changed (default 10; 0: never)",
     )
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="export the host's spans over OTLP/HTTP to this collector (e.g. http://localhost:4318); "
+        "without it, the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables turn export on. "
+        f"Needs: pip install '{OTLP_EXTRA}'",
+    )
+    parser.add_argument(
+        "--no-status",
+        action="store_true",
+        help="do not serve GET /v1/status and the /ui page that shows it",
+    )
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
+    parser.add_argument("--no-events", action="store_true", help="do not take CloudEvents on POST /v1/events")
     _add_limits(parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)"))
     return parser
 
@@ -186,7 +208,9 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
     return ssl_context
 
 
-def _service(args: argparse.Namespace, parser: argparse.ArgumentParser) -> HttpAgentService:
+def _service(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, tracer_provider: TracerProvider | None
+) -> HttpAgentService:
     try:
         return HttpAgentService(
             max_message_size=args.max_message_size,
@@ -202,6 +226,11 @@ def _service(args: argparse.Namespace, parser: argparse.ArgumentParser) -> HttpA
             auth_token=args.auth_token,
             keepalive_interval=args.keepalive_interval or None,
             keepalive_timeout=args.keepalive_timeout,
+            events=not args.no_events,
+            status=not args.no_status,
+            ui=not args.no_status,
+            metrics=False if args.no_metrics else None,
+            tracer_provider=tracer_provider,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -213,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
-    service = _service(args, parser)
+    tracer_provider = _otlp_provider(args.otlp_endpoint)
+    service = _service(args, parser, tracer_provider)
     server = HttpAgentServer(args.host, args.port, service=service, ssl_context=_ssl_context(args))
 
     async def run() -> None:
@@ -230,6 +260,31 @@ def main(argv: list[str] | None = None) -> None:
         anyio.run(run, backend=args.backend)
     except HostBindError as exc:  # the port is in use, needs privileges, or the address is not this machine's
         _fail(str(exc))
+    finally:
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # exports the spans still batched
+
+
+def _otlp_provider(endpoint: str | None) -> TracerProvider | None:
+    """A tracer provider exporting over OTLP/HTTP, when asked for (flag or environment), else None."""
+    if endpoint is None and not any(os.environ.get(name) for name in _OTLP_ENVIRONMENT):
+        return None
+    try:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        _fail(f"OTLP export (--otlp-endpoint, OTEL_EXPORTER_OTLP_*) needs: pip install '{OTLP_EXTRA}'", 2)
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if endpoint is not None:
+        endpoint = endpoint.rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"  # a collector's base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is
+    resource = Resource.create({SERVICE_NAME: os.environ.get("OTEL_SERVICE_NAME", "autogen-http-host")})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
 
 
 async def log_pools(service: HttpAgentService, interval: float) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.abc
+import h11
 import msgspec
+from opentelemetry.trace import TracerProvider
 
 from sansio_runtime import (
     DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
@@ -23,11 +26,14 @@ from sansio_runtime import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    CallEnd,
     CloseCode,
     HostEngine,
 )
 
 from ..sansio import Authenticator, HostHub, HubSettings
+from ..sansio._endpoints import ALL_ENDPOINTS, METRICS_UNAVAILABLE, Endpoint, error_body
+from ..sansio._exchange import Response, json_response
 from ..sansio._limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_KEEPALIVE_INTERVAL,
@@ -39,7 +45,12 @@ from ..sansio._limits import (
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_REQUEST_HEAD_TIMEOUT,
 )
+from ..sansio._status import StatusBuilder, encode_status
 from ._anyio import AnyioDriver
+from ._asgi import AsgiHost
+from ._metrics import HostMetrics, MetricsUnavailable
+from ._tracing import HostTracing, recording_provider
+from ._ui import page, page_headers
 
 logger = logging.getLogger("io_backends.host")
 _REFUSAL_LOG_INTERVAL = 10.0
@@ -64,6 +75,20 @@ class HttpAgentService:
       and from one client IP address; more are answered ``503`` and closed.
     * ``keepalive_interval``, ``keepalive_timeout``: ping a silent worker after the interval, drop
       it after the timeout more (None: no keepalive).
+
+    The endpoints around the protocol (docs/PROTOCOL.md section 2), each behind the same
+    credentials as the channel, each on by default and answered 404 when turned off:
+
+    * ``events``: ``POST /v1/events``, CloudEvents over HTTP published as AutoGen events.
+    * ``status``: ``GET /v1/status``, what the host is doing as JSON; ``ui``: ``GET /ui``, the
+      live page that reads it.
+    * ``metrics``: ``GET /metrics`` for Prometheus. None (the default): on when prometheus-client
+      (the ``metrics`` extra) is installed, else answered 501 naming the extra; True: required
+      (raises :class:`~io_backends.host._metrics.MetricsUnavailable` without it); False: off.
+
+    ``tracer_provider``: record a ``route <agent type>`` span for each call, a child of the
+    caller's span (:mod:`io_backends.host._tracing`); None: the global provider if one is set
+    when the service is created, else no spans.
     """
 
     def __init__(
@@ -85,6 +110,11 @@ class HttpAgentService:
         authenticator: Authenticator | None = None,
         keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        events: bool = True,
+        status: bool = True,
+        metrics: bool | None = None,
+        ui: bool = True,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         if auth_token is not None and not auth_token.strip():
             raise ValueError("auth_token must not be empty: pass None to accept clients without a token")
@@ -107,8 +137,28 @@ class HttpAgentService:
             keepalive_timeout=keepalive_timeout,
             auth_token=None if auth_token is None else auth_token.strip().encode(),
             authenticator=authenticator,
+            endpoints=ALL_ENDPOINTS
+            - {e for e, on in ((Endpoint.EVENTS, events), (Endpoint.STATUS, status), (Endpoint.UI, ui)) if not on}
+            - ({Endpoint.METRICS} if metrics is False else set()),
         )
-        self.hub = HostHub(self.engine, self.settings, self._health_body)
+        self.metrics: HostMetrics | None = None
+        """The host's Prometheus metrics (None: turned off, or prometheus-client is not installed)."""
+        if metrics is not False:
+            try:
+                self.metrics = HostMetrics(lambda: self.engine.stats)
+            except MetricsUnavailable:
+                if metrics:
+                    raise
+        provider = recording_provider(tracer_provider)
+        self.tracing = None if provider is None else HostTracing(provider)
+        """The host's spans (None: not recorded)."""
+        # The engine tells one observer: the metrics or the spans alone, or this service for both.
+        observers = [o for o in (self.metrics, self.tracing) if o is not None]
+        if observers:
+            self.engine.call_observer = observers[0] if len(observers) == 1 else self
+            self.engine.observe_call_starts = self.tracing is not None
+        self._status: StatusBuilder | None = None
+        self.hub = HostHub(self.engine, self.settings, self._health_body, self._view)
         """Everything the host does but I/O (:class:`~io_backends.sansio.HostHub`)."""
         self.max_message_size = max_message_size
         self.max_outbound_bytes = max_outbound_bytes
@@ -119,6 +169,7 @@ class HttpAgentService:
         self.clock: Callable[[], float] = anyio.current_time
         """The clock the hub's time comes from (the asyncio driver sets the loop's: the same time)."""
         self._anyio: AnyioDriver | None = None
+        self._asgi: AsgiHost | None = None
         self._idle: anyio.Event | None = None
         self._refused_logged = 0
         self._refusals_logged_at = -math.inf
@@ -144,6 +195,16 @@ class HttpAgentService:
     async def run_timers(self) -> None:
         """Drive the host's deadlines (calls' and connections'); run for as long as the service runs."""
         await self._anyio_driver().run_timers()
+
+    def asgi_app(self) -> AsgiHost:
+        """This service as an ASGI 3 application, to mount in FastAPI or Starlette
+        (``app.mount("/agents", service.asgi_app())``) or serve alone with uvicorn; workers then
+        connect to ``http://host:port/agents``. The same application each time; see
+        :mod:`io_backends.host._asgi`. Serve a service either this way or with
+        :class:`~io_backends.host.HttpAgentServer`, not both."""
+        if self._asgi is None:
+            self._asgi = AsgiHost(self)
+        return self._asgi
 
     def close_all(self, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
         """Close every connection (pending calls fail at once; nothing stays registered)."""
@@ -178,11 +239,57 @@ class HttpAgentService:
             self._anyio = AnyioDriver(self)
         return self._anyio
 
+    # ------------------------------------------------------------------ the engine's call observer
+
+    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
+        if self.tracing is not None:
+            self.tracing.call_started(host_id, target_type, metadata)
+
+    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
+        if self.metrics is not None:
+            self.metrics.call_ended(host_id, duration, error_code, how)
+        if self.tracing is not None:
+            self.tracing.call_ended(host_id, duration, error_code, how)
+
+    def call_refused(self, error_code: int) -> None:
+        if self.metrics is not None:
+            self.metrics.call_refused(error_code)
+
+    def _view(self, endpoint: Endpoint, request: h11.Request, now: float) -> Response:
+        """``GET /v1/status``, ``/metrics`` and ``/ui`` (the hub has routed and authorized them)."""
+        if endpoint is Endpoint.STATUS:
+            builder = self._status
+            if builder is None:
+                started = self.hub.started_at
+                builder = self._status = StatusBuilder(started_at=now if started is None else started)
+            snapshot = self.hub.snapshot(now, time.time())
+            return json_response(200, encode_status(builder.build(snapshot, now=now, wall_clock=time.time())))
+        if endpoint is Endpoint.METRICS:
+            metrics = self.metrics
+            if metrics is None:
+                refusal = METRICS_UNAVAILABLE
+                return json_response(refusal.status, error_body(refusal.status, refusal.message))
+            self._update_metrics(metrics)
+            accept = next((bytes(v).decode("latin-1") for k, v in request.headers if k == b"accept"), None)
+            body, content_type = metrics.render(accept)
+            return Response(200, body, [(b"content-type", content_type.encode())])
+        assert endpoint is Endpoint.UI
+        return Response(200, page(), list(page_headers()))
+
+    def _update_metrics(self, metrics: HostMetrics) -> None:
+        """Bring the counters the hub keeps into the metrics before a scrape."""
+        hub = self.hub
+        metrics.bytes_received, metrics.bytes_sent = hub.traffic()
+        open_now = {"channel": 0, "rpc": 0, "events": 0}
+        for kind in hub.open_kinds():
+            open_now[kind] += 1
+        metrics.set_connections(open_now, dict(hub.opened))
+
     def _health_body(self) -> bytes:
         return msgspec.json.encode(
             {
                 "status": "ok",
-                "connections": self.hub.connection_count,
+                "connections": self.hub.connection_count + self.hub.mounted_count,
                 "agent_types": len(self.engine.agent_types()) + len(self.engine.shared_agent_types()),
                 "shared_agent_types": self.engine.stats.shared_types,
                 "max_message_size": self.max_message_size,

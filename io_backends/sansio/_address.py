@@ -10,6 +10,10 @@ from urllib.parse import urlsplit
 CHANNEL_PATH = "/v1/channel"
 RPC_PATH = "/v1/rpc"
 HEALTH_PATH = "/healthz"
+EVENTS_PATH = "/v1/events"
+STATUS_PATH = "/v1/status"
+METRICS_PATH = "/metrics"
+UI_PATH = "/ui"
 MAX_MESSAGE_SIZE_HEADER = b"x-max-message-size"
 """Header of the host's ``101`` answer on /v1/channel: its message size limit in bytes."""
 
@@ -21,6 +25,12 @@ class HostAddress:
     host: str
     port: int
     tls: bool
+    base_path: str = ""
+    """Where the host's endpoints are mounted (``"/agents"`` for ``http://h:p/agents``), or ``""``."""
+
+    def target(self, path: str) -> str:
+        """The request target of endpoint ``path`` (``/v1/channel``) under the base path."""
+        return self.base_path + path
 
     @property
     def authority(self) -> str:
@@ -29,7 +39,10 @@ class HostAddress:
 
 
 def parse_host_address(address: str) -> HostAddress:
-    """Parse a host address; the port defaults to 80/443 for URLs and is required for ``h:p``."""
+    """Parse a host address; the port defaults to 80/443 for URLs and is required for ``h:p``.
+
+    A URL's path is where the host's endpoints are mounted (a host served by an ASGI application
+    mounted at ``/agents``: ``http://h:p/agents``); a trailing slash is ignored."""
     text = address.strip()
     if "://" not in text:
         text = "http://" + text
@@ -42,8 +55,13 @@ def parse_host_address(address: str) -> HostAddress:
         raise ValueError(f"unsupported scheme in host address {address!r}: use http, https, ws or wss")
     if not parts.hostname:
         raise ValueError(f"no host in host address {address!r}")
-    if parts.path not in ("", "/"):
-        raise ValueError(f"host address {address!r} must not have a path")
+    if parts.query or parts.fragment:
+        raise ValueError(f"host address {address!r} must not have a query or a fragment")
+    base_path = parts.path.rstrip("/")
+    if base_path and needs_port:
+        raise ValueError(f"host address {address!r}: a path needs a URL, as in 'http://localhost:9000/agents'")
+    if any(c in base_path for c in " \t\r\n") or "//" in base_path:
+        raise ValueError(f"host address {address!r} has an invalid path")
     try:
         port = parts.port
     except ValueError as exc:
@@ -53,13 +71,21 @@ def parse_host_address(address: str) -> HostAddress:
         if needs_port:
             raise ValueError(f"host address {address!r} needs a port, as in 'localhost:9000'")
         port = 443 if tls else 80
-    return HostAddress(parts.hostname, port, tls)
+    return HostAddress(parts.hostname, port, tls, base_path)
 
 
 def remote_host(peer: object) -> str | None:
     """The client's IP address from a socket's peer name (None if it has none, e.g. a Unix socket)."""
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
         return peer[0]
+    return None
+
+
+def peer_name(peer: object) -> str | None:
+    """A socket's peer name as ``host:port`` (``[v6]:port``), or None if it has none."""
+    if isinstance(peer, (tuple, list)) and len(peer) >= 2 and isinstance(peer[0], str):
+        host = f"[{peer[0]}]" if ":" in peer[0] else peer[0]
+        return f"{host}:{peer[1]}"
     return None
 
 

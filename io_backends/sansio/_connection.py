@@ -40,6 +40,7 @@ from wsproto import WSConnection
 from sansio_runtime import ClientId, CloseCode
 
 from ._endpoints import RpcAnswer
+from ._exchange import Publish, View
 from ._http import ABORT, NEED_DATA, Authorize, HttpFront, OpenChannel, Reply, RpcCall, Send
 from ._limits import CLOSE_TIMEOUT, LINGER_MAX_BYTES, LINGER_TIMEOUT, RESPONSES_PER_TURN
 from ._websocket import WebSocketCore
@@ -88,10 +89,16 @@ class HostConnection:
         "_reply",
         "_wait",
         "_write_paused",
+        "accepted_at",
         "address",
         "admitted",
+        "bytes_in",
+        "bytes_out",
         "client",
         "last_received",
+        "messages_in",
+        "messages_out",
+        "peer",
         "pending_verdict",
         "phase",
         "unsent",
@@ -102,6 +109,15 @@ class HostConnection:
         self._front = front
         self.address = address
         """The peer's IP address (None: unknown)."""
+        self.accepted_at = now
+        self.peer: str | None = None
+        """The peer's ``host:port``, for the status document (None: unknown)."""
+        self.bytes_in = 0
+        """Bytes received from the peer (counters for the status document)."""
+        self.bytes_out = 0
+        self.messages_in = 0
+        """WebSocket messages received from the peer (a channel)."""
+        self.messages_out = 0
         self.admitted = True
         self._can_half_close = can_half_close
         self.phase = Phase.HTTP
@@ -148,7 +164,9 @@ class HostConnection:
         if not out:
             return b""
         self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.bytes_out += len(data)
+        return data
 
     def take_half_close(self) -> bool:
         """(Lingering) True once: half-close the socket now, after writing what is queued."""
@@ -175,6 +193,7 @@ class HostConnection:
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the socket at ``now``; b"" when the peer half-closed it (EOF)."""
         self._hub.enter(self, now)
+        self.bytes_in += len(data)
         try:
             phase = self.phase
             if phase is Phase.CHANNEL:
@@ -327,6 +346,10 @@ class HostConnection:
                     self._wait = _Wait.VERDICT
                     return
                 reply = verdict
+            elif isinstance(action, Publish):
+                reply = hub.publish(action.events, now)
+            elif isinstance(action, View):
+                reply = hub.view(action.endpoint, action.request, now)
             elif isinstance(action, RpcCall):
                 self._wait = _Wait.ANSWER
                 hub.start_one_shot(self, action.body, now)  # answered() follows, and resume() goes on
@@ -393,6 +416,7 @@ class HostConnection:
             for message in core.receive_data(data):
                 if self.client is None:
                     break  # cut off by an earlier message
+                self.messages_in += 1
                 hub.channel_message(self, message, now)
         if core.finished:
             # Released before the close is answered: a worker whose stop() returned has freed its types.
@@ -419,6 +443,7 @@ class HostConnection:
         if core is None or self.phase is not Phase.CHANNEL:
             return False
         if core.send_message(data, backlog=self.unsent):
+            self.messages_out += 1
             return True
         if core.closing:
             self._closing(now)

@@ -18,11 +18,20 @@ import msgspec
 
 from sansio_runtime import CloseCode
 
-from ._address import CHANNEL_PATH, HEALTH_PATH, MAX_MESSAGE_SIZE_HEADER, RPC_PATH
+from ._address import (
+    CHANNEL_PATH,
+    EVENTS_PATH,
+    HEALTH_PATH,
+    MAX_MESSAGE_SIZE_HEADER,
+    METRICS_PATH,
+    RPC_PATH,
+    STATUS_PATH,
+    UI_PATH,
+)
 
 Headers = list[tuple[bytes, bytes]]
 
-_CHANNEL, _RPC, _HEALTH = (p.encode() for p in (CHANNEL_PATH, RPC_PATH, HEALTH_PATH))
+METRICS_EXTRA = "autogen-http-runtime-ng[metrics]"
 
 
 class Endpoint(enum.Enum):
@@ -34,6 +43,28 @@ class Endpoint(enum.Enum):
     """``POST /v1/rpc``: one JSON-RPC body, answered once."""
     HEALTH = "health"
     """``GET /healthz`` (or ``HEAD``)."""
+    EVENTS = "events"
+    """``POST /v1/events``: CloudEvents over the HTTP binding, published as AutoGen events."""
+    STATUS = "status"
+    """``GET /v1/status``: what the host is doing, as JSON."""
+    METRICS = "metrics"
+    """``GET /metrics``: Prometheus metrics (the ``metrics`` extra)."""
+    UI = "ui"
+    """``GET /ui``: the live status page."""
+
+
+PATHS: dict[bytes, Endpoint] = {
+    CHANNEL_PATH.encode(): Endpoint.CHANNEL,
+    RPC_PATH.encode(): Endpoint.RPC,
+    HEALTH_PATH.encode(): Endpoint.HEALTH,
+    EVENTS_PATH.encode(): Endpoint.EVENTS,
+    STATUS_PATH.encode(): Endpoint.STATUS,
+    METRICS_PATH.encode(): Endpoint.METRICS,
+    UI_PATH.encode(): Endpoint.UI,
+}
+ALL_ENDPOINTS: frozenset[Endpoint] = frozenset(Endpoint)
+OPTIONAL_ENDPOINTS: frozenset[Endpoint] = frozenset({Endpoint.EVENTS, Endpoint.STATUS, Endpoint.METRICS, Endpoint.UI})
+"""The endpoints a host can turn off (the others are the protocol itself)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,24 +105,32 @@ def raw_response(status: int, message: str, headers: Headers | None = None) -> b
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def route(request: h11.Request) -> Endpoint | HttpError:
-    """Which endpoint a request head is for, or the error that refuses it before anything else."""
+def route(request: h11.Request, enabled: frozenset[Endpoint] = ALL_ENDPOINTS) -> Endpoint | HttpError:
+    """Which endpoint a request head is for, or the error that refuses it before anything else.
+
+    ``enabled``: the endpoints this host serves (an optional one turned off answers 404).
+    """
     if header(request, b"transfer-encoding") is not None and header(request, b"content-length") is not None:
         # RFC 9112 section 6.1: the framing is ambiguous (request smuggling); never read on.
         return HttpError(400, "a request cannot have both Transfer-Encoding and Content-Length", close=True)
-    path = request.target.split(b"?", 1)[0]
-    if request.method == b"HEAD" and path != _HEALTH:
+    return route_path(request.target.split(b"?", 1)[0], request.method, enabled)
+
+
+def route_path(path: bytes, method: bytes, enabled: frozenset[Endpoint] = ALL_ENDPOINTS) -> Endpoint | HttpError:
+    """:func:`route` for a path already split from its query (an ASGI scope's, below its mount)."""
+    endpoint = PATHS.get(path)
+    if endpoint is None:
+        served = ", ".join(p.decode() for p, e in PATHS.items() if e in enabled)
+        return HttpError(404, f"no such endpoint: this host serves {served}")
+    if endpoint not in enabled:
+        return HttpError(404, f"{path.decode()} is turned off on this host")
+    if method == b"HEAD" and endpoint is not Endpoint.HEALTH:
         # A HEAD response has no body; the only endpoint that answers HEAD is /healthz.
-        return HttpError(405, "", headers=[(b"allow", b"GET, POST")])
-    if path == _CHANNEL:
-        return Endpoint.CHANNEL
-    if path == _RPC:
-        return Endpoint.RPC
-    if path != _HEALTH:
-        return HttpError(404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
-    if request.method not in (b"GET", b"HEAD"):
-        return HttpError(405, "use GET", headers=[(b"allow", b"GET")])
-    return Endpoint.HEALTH
+        return HttpError(405, "", headers=[(b"allow", b"POST" if endpoint in _POSTED else b"GET")])
+    return endpoint
+
+
+_POSTED = frozenset({Endpoint.RPC, Endpoint.EVENTS})
 
 
 def has_body(request: h11.Request) -> bool:
@@ -177,6 +216,30 @@ def rpc_response(answer: RpcAnswer) -> tuple[int, bytes]:
     return 200, answer.body
 
 
+# ------------------------------------------------------------------------------ /v1/events
+
+
+def events_method_refusal(request: h11.Request) -> HttpError | None:
+    """The refusal of a request to /v1/events that is not a POST (before its credentials are looked at)."""
+    if request.method != b"POST":
+        return HttpError(405, "use POST", headers=[(b"allow", b"POST")])
+    return None
+
+
+# ------------------------------------------------------------------------------ health, status, metrics, page
+
+
+def view_method_refusal(request: h11.Request, endpoint: Endpoint) -> HttpError | None:
+    """The refusal of a request to a read-only endpoint that is not a GET (or HEAD on /healthz)."""
+    allowed = (b"GET", b"HEAD") if endpoint is Endpoint.HEALTH else (b"GET",)
+    if request.method not in allowed:
+        return HttpError(405, "use GET", headers=[(b"allow", b"GET")])
+    return None
+
+
+METRICS_UNAVAILABLE = HttpError(501, f"GET /metrics needs prometheus-client on the host: pip install '{METRICS_EXTRA}'")
+
+
 # ------------------------------------------------------------------------------ /v1/channel
 
 
@@ -211,7 +274,12 @@ def channel_accept_headers(max_message_size: int) -> Headers:
 
 
 __all__ = [
+    "ALL_ENDPOINTS",
     "DUPLICATE_CLIENT",
+    "METRICS_EXTRA",
+    "METRICS_UNAVAILABLE",
+    "OPTIONAL_ENDPOINTS",
+    "PATHS",
     "UNAUTHORIZED",
     "Endpoint",
     "Headers",
@@ -223,12 +291,15 @@ __all__ = [
     "channel_refusal",
     "client_name",
     "error_body",
+    "events_method_refusal",
     "has_body",
     "header",
     "http_status_for",
     "raw_response",
     "route",
+    "route_path",
     "rpc_body_refusal",
     "rpc_method_refusal",
     "rpc_response",
+    "view_method_refusal",
 ]

@@ -14,6 +14,8 @@ The driver loop::
         Send(data)        -> write data (and wait until the peer has taken it, if it is slow)
         Authorize(req)    -> reply = the verdict (bool) on the request's credentials
         RpcCall(body)     -> run the one-shot call; reply = RpcAnswer(close_code, body)
+        Publish(events)   -> publish them; reply = None, or the HttpError that stopped it
+        View(endpoint)    -> reply = the Response of health, status, metrics or the page
         OpenChannel(...)  -> reply = None once upgraded (the front is done: the connection is a
                              WebSocket; take :meth:`HttpFront.trailing_data`), or an HttpError
         CLOSE             -> close after flushing what was sent (lingering close)
@@ -39,7 +41,10 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request as WSRequest
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
+from sansio_runtime import DEFAULT_MAX_BATCH_LENGTH
+
 from ._endpoints import (
+    ALL_ENDPOINTS,
     UNAUTHORIZED,
     Endpoint,
     HttpError,
@@ -50,15 +55,23 @@ from ._endpoints import (
     has_body,
     raw_response,
     route,
-    rpc_body_refusal,
-    rpc_method_refusal,
-    rpc_response,
+)
+from ._exchange import (
+    Authorize,
+    ExchangeLimits,
+    Publish,
+    ReadBody,
+    Respond,
+    Response,
+    RpcCall,
+    StepReply,
+    View,
+    exchange,
 )
 from ._limits import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_REQUEST_BODY_TIMEOUT,
     DEFAULT_REQUEST_HEAD_TIMEOUT,
-    SMALL_BODY_LIMIT,
 )
 
 FEED_SIZE = 65536
@@ -92,21 +105,6 @@ class Send:
 
 
 @dataclass(frozen=True, slots=True)
-class Authorize:
-    """Decide whether ``request`` may proceed; reply with a bool."""
-
-    request: h11.Request
-
-
-@dataclass(frozen=True, slots=True)
-class RpcCall:
-    """A ``POST /v1/rpc`` body is ready; reply with an :class:`RpcAnswer`."""
-
-    request: h11.Request
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class OpenChannel:
     """An authorized, well-formed WebSocket upgrade: reply None once ``ws`` is accepted, or an HttpError."""
 
@@ -114,8 +112,8 @@ class OpenChannel:
     ws: WSConnection
 
 
-Action = Union[_Marker, Send, Authorize, RpcCall, OpenChannel]
-Reply = Union[None, bool, RpcAnswer, HttpError]
+Action = Union[_Marker, Send, Authorize, RpcCall, Publish, View, OpenChannel]
+Reply = Union[None, bool, RpcAnswer, HttpError, Response]
 
 
 class _Wait(enum.Enum):
@@ -143,11 +141,13 @@ class HttpFront:
     __slots__ = (
         "_deadline",
         "_done",
+        "_enabled",
         "_eof",
         "_eof_fed",
         "_expired",
         "_gen",
         "_health",
+        "_limits",
         "_max_message_size",
         "_now",
         "_pending",
@@ -161,14 +161,18 @@ class HttpFront:
         *,
         max_header_size: int,
         max_message_size: int,
-        health: Callable[[], bytes],
+        health: Callable[[], bytes] | None = None,
         now: float = 0.0,
         head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT,
         body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        max_batch_length: int = DEFAULT_MAX_BATCH_LENGTH,
+        enabled: frozenset[Endpoint] = ALL_ENDPOINTS,
     ) -> None:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_header_size)
         self._max_message_size = max_message_size
+        self._limits = ExchangeLimits(max_message_size, max_batch_length)
+        self._enabled = enabled
         self._health = health
         self._timeouts: dict[_Wait, float | None] = {
             _Wait.NOTHING: None,
@@ -285,18 +289,14 @@ class HttpFront:
                 request = yield from self._read_request()
                 if request is None:
                     return
-                endpoint = route(request)
+                endpoint = route(request, self._enabled)
                 if isinstance(endpoint, HttpError):
                     yield from self._refuse(request, endpoint)
                 elif endpoint is Endpoint.CHANNEL:
                     yield from self._channel(request)
                     return
-                elif endpoint is Endpoint.RPC:
-                    yield from self._rpc(request)
                 else:
-                    yield from self._read_body(SMALL_BODY_LIMIT)
-                    body = self._health()
-                    yield self._response(200, b"" if request.method == b"HEAD" else body)
+                    yield from self._exchange(request, endpoint)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
@@ -396,26 +396,38 @@ class HttpFront:
             yield from self._read_body(0)  # h11's end of the message
         yield self._send_error(HttpError(refusal.status, refusal.message, refusal.headers, refusal.close or with_body))
 
-    def _rpc(self, request: h11.Request) -> Generator[Action, Reply, None]:
-        refusal = rpc_method_refusal(request)
-        if refusal is not None:
-            yield from self._refuse(request, refusal)
-            return
-        if not (yield Authorize(request)):
-            yield self._send_error(UNAUTHORIZED)
-            return
-        refusal = rpc_body_refusal(request, self._max_message_size)
-        if refusal is not None:
-            if refusal.close:  # announced too large: never read
-                yield self._send_error(refusal)
+    def _exchange(self, request: h11.Request, endpoint: Endpoint) -> Generator[Action, Reply, None]:
+        """Run the endpoint's :func:`~._exchange.exchange`: read bodies here, pass the rest on."""
+        steps = exchange(request, endpoint, self._limits)
+        reply: StepReply = None
+        while True:
+            step = steps.send(reply)
+            if isinstance(step, ReadBody):
+                reply = yield from self._read_body(step.limit)
+            elif isinstance(step, Respond):
+                close = step.close
+                if step.unread_body:  # a refusal: a body is not read, and the connection closes after
+                    if has_body(request):
+                        close = True
+                    else:
+                        yield from self._read_body(0)  # h11's end of the message
+                yield self._respond(step.response, close)
+                steps.close()
+                return
+            elif isinstance(step, View) and step.endpoint is Endpoint.HEALTH and self._health is not None:
+                reply = Response(200, self._health(), [(b"content-type", b"application/json")])
             else:
-                yield from self._refuse(request, refusal)
-            return
-        body = yield from self._read_body(self._max_message_size)
-        answer = yield RpcCall(request, body)
-        assert isinstance(answer, RpcAnswer)
-        status, payload = rpc_response(answer)
-        yield self._response(status, payload)
+                reply = yield step
+
+    def _respond(self, response: Response, close: bool) -> Send:
+        """One :class:`~._exchange.Response` as bytes."""
+        headers = list(response.headers or ())
+        content_type = b"application/json"
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = value
+        extra = [(name, value) for name, value in headers if name != b"content-type"]
+        return self._response(response.status, response.body, content_type=content_type, headers=extra, close=close)
 
     def _channel(self, request: h11.Request) -> Generator[Action, Reply, None]:
         refusal = channel_refusal(request)

@@ -225,7 +225,7 @@ class HostLink:
         try:
             channel = await open_asyncio_channel(
                 s.address,
-                target=CHANNEL_PATH,
+                target=s.address.target(CHANNEL_PATH),
                 headers=headers,
                 ssl_context=s.ssl_context,
                 max_message_size=s.max_receive_size,

@@ -85,3 +85,101 @@ async def test_one_shared_provider_sees_the_whole_trace(make_worker: WorkerFacto
             by_trace.setdefault(span.context.trace_id, set()).add(span.name.split()[1])
         # Two calls, two traces, each with its create, send and process spans.
         assert sorted(by_trace.values(), key=sorted) == [{"create", "send", "process"}] * 2
+
+
+async def test_the_host_records_a_route_span_under_the_callers_span() -> None:
+    """Caller, host and callee as three services: the host's span is a child of the caller's send."""
+    from io_backends import HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntime
+
+    from ._common import Fail, all_serializers
+
+    host_provider, host_spans = traced()
+    server = HttpAgentServer("127.0.0.1", port=0, service=HttpAgentService(tracer_provider=host_provider))
+    server.start()
+    workers = []
+    try:
+        caller_provider, caller_spans = traced()
+        for provider in (caller_provider, None):
+            worker = HttpWorkerAgentRuntime(f"127.0.0.1:{server.port}", tracer_provider=provider)
+            worker.add_message_serializer(all_serializers())
+            await worker.start()
+            workers.append(worker)
+        caller, callee = workers
+        await callee.register_factory("echo", EchoAgent)
+        assert await caller.send_message(Ask("traced"), AgentId("echo", "t")) == Answer("t:decart")
+        with pytest.raises(Exception, match="boom"):
+            await caller.send_message(Fail("ValueError", "boom"), AgentId("echo", "t"))
+        [route, failed] = [s for s in host_spans.get_finished_spans() if s.name == "route echo"]
+        send = spans(caller_spans, "send")[0]
+        assert route.context.trace_id == send.context.trace_id
+        assert route.parent is not None and route.parent.span_id == send.context.span_id and route.parent.is_remote
+        assert route.attributes is not None and route.attributes["autogen.call.end"] == "answered"
+        assert route.status.is_ok and not failed.status.is_ok
+        assert failed.attributes is not None and "rpc.jsonrpc.error_code" in failed.attributes
+        assert server.service.tracing is not None and server.service.tracing.open_spans == 0
+    finally:
+        for worker in workers:
+            await worker.stop()
+        await server.stop(grace=2)
+
+
+def test_the_command_line_exports_host_spans_over_otlp() -> None:
+    """``autogen-http-host --otlp-endpoint`` posts the host's spans to a (loopback) collector."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    posts: list[tuple[str, bytes]] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posts.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    script = f"""
+import asyncio, signal, os, sys
+from autogen_core import AgentId
+from io_backends import HttpWorkerAgentRuntime
+from opentelemetry.sdk.trace import TracerProvider
+sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[2])!r})
+from tests.e2e._common import Ask, EchoAgent, all_serializers
+
+async def main(port):
+    workers = []
+    for provider in (TracerProvider(), None):
+        w = HttpWorkerAgentRuntime(f"127.0.0.1:{{port}}", tracer_provider=provider)
+        w.add_message_serializer(all_serializers())
+        await w.start()
+        workers.append(w)
+    await workers[1].register_factory("echo", EchoAgent)
+    await workers[0].send_message(Ask("x"), AgentId("echo", "k"))
+    for w in workers:
+        await w.stop()
+
+import subprocess
+host = subprocess.Popen([sys.executable, "-m", "io_backends", "--port", "0",
+                         "--otlp-endpoint", "http://127.0.0.1:{collector.server_address[1]}"],
+                        stdout=subprocess.PIPE, text=True)
+line = host.stdout.readline()
+port = int(line.rsplit(":", 1)[1])
+asyncio.run(main(port))
+host.send_signal(signal.SIGTERM)
+sys.exit(host.wait(timeout=20))
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert posts and all(path == "/v1/traces" for path, _ in posts)
+        body = b"".join(b for _, b in posts)
+        assert b"route echo" in body and b"autogen-http-host" in body  # span name, service.name
+    finally:
+        collector.shutdown()

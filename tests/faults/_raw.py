@@ -130,10 +130,12 @@ class RawChannel:
         await self.stream.aclose()
 
 
-async def open_raw_channel(port: int, headers: list[tuple[bytes, bytes]] | None = None) -> RawChannel:
+async def open_raw_channel(
+    port: int, headers: list[tuple[bytes, bytes]] | None = None, target: str = "/v1/channel"
+) -> RawChannel:
     stream = await anyio.connect_tcp("127.0.0.1", port)
     ws = WSConnection(ConnectionType.CLIENT)
-    await stream.send(ws.send(WSRequest(host=f"127.0.0.1:{port}", target="/v1/channel", extra_headers=headers or [])))
+    await stream.send(ws.send(WSRequest(host=f"127.0.0.1:{port}", target=target, extra_headers=headers or [])))
     with anyio.fail_after(5):
         while True:
             ws.receive_data(await stream.receive())

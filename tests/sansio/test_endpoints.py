@@ -21,6 +21,7 @@ from io_backends.sansio._endpoints import (
     route,
     rpc_body_refusal,
     rpc_response,
+    view_method_refusal,
 )
 from sansio_runtime import CloseCode
 
@@ -179,11 +180,11 @@ def test_route_finds_the_endpoint(method: bytes, target: bytes, endpoint: Endpoi
         (b"GET", b"/v1/rpc/", 404, None),
         (b"GET", b"/V1/RPC", 404, None),
         (b"GET", b"/v1", 404, None),
-        (b"POST", b"/healthz", 405, b"GET"),
-        (b"DELETE", b"/healthz", 405, b"GET"),
-        (b"HEAD", b"/v1/rpc", 405, b"GET, POST"),
-        (b"HEAD", b"/v1/channel", 405, b"GET, POST"),
-        (b"HEAD", b"/nope", 405, b"GET, POST"),
+        (b"HEAD", b"/v1/rpc", 405, b"POST"),
+        (b"HEAD", b"/v1/events", 405, b"POST"),
+        (b"HEAD", b"/v1/channel", 405, b"GET"),
+        (b"HEAD", b"/v1/status", 405, b"GET"),
+        (b"HEAD", b"/nope", 404, None),
     ],
 )
 def test_route_refuses_unknown_paths_and_wrong_methods(
@@ -193,6 +194,15 @@ def test_route_refuses_unknown_paths_and_wrong_methods(
     assert isinstance(refusal, HttpError) and refusal.status == status
     assert dict(refusal.headers or []).get(b"allow") == allow
     assert not refusal.close  # the connection may go on (unless the request has a body)
+
+
+@pytest.mark.parametrize("method", [b"POST", b"DELETE", b"PUT"])
+def test_a_read_only_endpoint_refuses_other_methods(method: bytes) -> None:
+    assert route(request(method, b"/healthz")) is Endpoint.HEALTH  # the path is found; its method is refused next
+    refusal = view_method_refusal(request(method, b"/healthz"), Endpoint.HEALTH)
+    assert refusal is not None and refusal.status == 405 and dict(refusal.headers or [])[b"allow"] == b"GET"
+    assert view_method_refusal(request(b"HEAD", b"/healthz"), Endpoint.HEALTH) is None
+    assert view_method_refusal(request(b"HEAD", b"/v1/status"), Endpoint.STATUS) is not None
 
 
 def test_route_refuses_transfer_encoding_with_content_length_and_closes() -> None:

@@ -21,7 +21,7 @@ def spec_defaults() -> dict[str, float]:
     """Section 2.5's first table: the setting named in backticks in the first column -> its default."""
     text = PROTOCOL.read_text(encoding="utf-8")
     start = text.index("\n### 2.5 Limits")
-    section = text[start : text.index("\n## 3. ", start)]
+    section = text[start : text.index("\n### 2.6 ", start)]
     defaults: dict[str, float] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
