@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ._errors import A2AInvalidAgentResponseError, A2ATaskCanceledError, A2ATaskFailedError
+from ._errors import A2AInvalidAgentResponseError, A2ATaskCanceledError, A2ATaskFailedError, one_line
 from ._messages import A2AReply, JsonPart, reply_of
 
 COMPLETED = "TASK_STATE_COMPLETED"
@@ -86,7 +86,7 @@ class AnswerTracker:
         if state in FAILED_STATES:
             what = "failed" if state == "TASK_STATE_FAILED" else "rejected"
             raise A2ATaskFailedError(
-                f"the A2A agent at {self.url} {what} the task {task_id}: {said or '(no reason given)'}",
+                f"the A2A agent at {self.url} {what} the task {task_id}: {one_line(said) or '(no reason given)'}",
                 url=self.url,
                 task_id=task_id,
                 state=short_state(state),
@@ -95,7 +95,7 @@ class AnswerTracker:
         if state == CANCELED:
             raise A2ATaskCanceledError(
                 f"the A2A task {task_id} at {self.url} was cancelled by the agent or another client"
-                + (f": {said}" if said else ""),
+                + (f": {one_line(said)}" if said else ""),
                 url=self.url,
                 task_id=task_id,
             )

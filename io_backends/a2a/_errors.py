@@ -158,7 +158,7 @@ def protocol_error(code: int, remote_message: str, *, url: str, data: Any = None
     reason = cls.reason if cls is not A2AProtocolError else f"code {code}"
     text = remote_message.strip() or reason
     return cls(
-        f"the A2A agent at {url} answered {code} {reason}: {_one_line(text)}; {advice}",
+        f"the A2A agent at {url} answered {code} {reason}: {one_line(text)}; {advice}",
         url=url,
         code=code,
         remote_message=remote_message,
@@ -192,7 +192,7 @@ def from_sdk_error(exc: BaseException, *, url: str, card_declares: str = "") -> 
         if match:
             return protocol_error(int(match.group(1)), match.group(2), url=url)
         return A2AInvalidAgentResponseError(
-            f"the A2A agent at {url} sent an answer this client cannot read: {_one_line(str(exc))}",
+            f"the A2A agent at {url} sent an answer this client cannot read: {one_line(str(exc))}",
             url=url,
             code=-32006,
             remote_message=str(exc),
@@ -220,7 +220,7 @@ def _card_error(exc: AgentCardResolutionError, *, url: str, card_declares: str) 
     if isinstance(cause, httpx.RequestError):
         return _unreachable(cause, url=url)
     return A2AAgentCardError(
-        f"the agent card at {url} cannot be read: {_one_line(exc.message)}; check the URL points to an A2A agent",
+        f"the agent card at {url} cannot be read: {one_line(exc.message)}; check the URL points to an A2A agent",
         url=url,
     )
 
@@ -240,11 +240,12 @@ def _http_error(status: int, *, url: str, card_declares: str, what: str = "the r
 
 
 def _unreachable(exc: BaseException, *, url: str) -> A2AUnreachableError:
-    detail = _one_line(str(exc)) or type(exc).__name__
+    detail = one_line(str(exc)) or type(exc).__name__
     return A2AUnreachableError(
         f"cannot reach the A2A agent at {url} ({detail}): check the URL and that the agent is running", url=url
     )
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) made one space."""
     return " ".join(text.split())

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
 import logging
 import ssl
 import uuid
@@ -46,7 +47,7 @@ JSONRPC = "JSONRPC"
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default TLS context (certifi's CAs), built once: building it blocks for tens of ms."""
+    """httpx's default TLS context (certifi's CAs), built once per process rather than per A2ARemote."""
     return httpx.create_ssl_context()
 
 
@@ -103,8 +104,12 @@ class A2ARemote:
         self._poll_interval = poll_interval
         self._max_poll_interval = max(poll_interval, max_poll_interval)
         self._card = card
-        self._http = httpx_client
         self._owns_http = httpx_client is None
+        # Made now, not on the first call: its first construction imports httpcore and builds a TLS
+        # context, which would block an event loop for a few hundred ms inside a handler.
+        self._http: httpx.AsyncClient | None = httpx_client or httpx.AsyncClient(
+            headers=self._headers, timeout=self._timeout, verify=_tls_context()
+        )
         self._client: Client | None = None
         self._streams = False
         self._lock: asyncio.Lock | None = None
@@ -145,7 +150,8 @@ class A2ARemote:
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._client is None:
-                http = self._http_client()
+                http = self._http
+                assert http is not None  # (None only once closed)
                 if self._card is None:
                     base, path = (self.url, "") if self.url.endswith(".json") else (self.url, CARD_PATH)
                     try:
@@ -160,16 +166,15 @@ class A2ARemote:
                         f"{', '.join(offered) or 'none'}): this client speaks A2A's JSON-RPC binding",
                         url=self.url,
                     )
+                versions = {i.protocol_version for i in card.supported_interfaces if i.protocol_binding == JSONRPC}
+                if not any(v.startswith("1.") for v in versions):
+                    # a2a-sdk will speak 0.3: import its compatibility transport (~0.3 s) off the event loop
+                    await asyncio.to_thread(importlib.import_module, "a2a.compat.v0_3.jsonrpc_transport")
                 self._streams = self._streaming is not False and card.capabilities.streaming
                 config = ClientConfig(httpx_client=http, streaming=self._streams, supported_protocol_bindings=[JSONRPC])
                 self._client = ClientFactory(config).create(card, interceptors=self._interceptors)
         assert self._client is not None
         return self._client, self._streams
-
-    def _http_client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            self._http = httpx.AsyncClient(headers=self._headers, timeout=self._timeout, verify=_tls_context())
-        return self._http
 
     def _card_declares(self) -> str:
         """What the card says about authentication, for the advice of a refusal."""

@@ -183,7 +183,7 @@ def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
 def render(exchanges: list[Exchange]) -> str:
     out: list[str] = []
     for e in exchanges:
-        out.append(f"### {e.name}: {e.method} {e.path} -> {e.status}\n")
+        out.append(f"#### {e.name}: {e.method} {e.path} -> {e.status}\n")
         out.append("Request headers: `" + json.dumps(e.request_headers) + "`\n")
         if e.request_body is not None:
             out.append("```json\n" + json.dumps(e.request_body, indent=2) + "\n```\n")
