@@ -80,7 +80,9 @@ class AnswerTracker:
             parts: list[JsonPart] = list(self.message.get("parts") or [])
             return reply_of(parts, task_id=self.message.get("taskId", ""), context_id=self.context_id or "")
         state, task_id = self.state or "TASK_STATE_UNSPECIFIED", self.task_id
-        if task_id is None or state not in FINAL_STATES:
+        if task_id is None:
+            return self._invalid("the answer ended with neither a message nor a task")
+        if state not in FINAL_STATES:
             return self._invalid(f"the answer ended while the task was {short_state(state)}")
         said = " ".join(p["text"] for p in (self.status_message or {}).get("parts") or [] if "text" in p)
         if state in FAILED_STATES:

@@ -203,6 +203,8 @@ class A2ARemote:
         fails the task; ``asyncio.CancelledError`` when ``cancellation_token`` fires first.
         """
         request = self._request(message, context_id=context_id, task_id=task_id)
+        if cancellation_token is not None and cancellation_token.is_cancelled():
+            raise asyncio.CancelledError  # cancelled before it was sent: nothing to cancel remotely
         cancel_requested = asyncio.Event()
         if cancellation_token is not None:
             loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ first word of the message's text (or by a data part's ``"op"``):
 * ``slow``         a Task that works until it is cancelled (or 30 s pass)
 * ``ask``          a Task in ``input-required``; the follow-up message in the task completes it
 * ``crash``        the executor raises (a JSON-RPC error answers)
+* ``crash-late``   the executor starts a Task, then raises (in a stream: an error event after events)
 * ``fail`` / ``reject``  the Task ends FAILED / REJECTED with a status message
 
 Test-only routes: ``GET /test/log`` (JSON: tasks started, cancels seen, Authorization headers seen).
@@ -94,7 +95,7 @@ class DemoExecutor(AgentExecutor):
             return
         if op == "crash":
             raise RuntimeError("the model backend is down")
-        if op not in ("forecast", "chunks", "slow", "ask", "fail", "reject"):
+        if op not in ("forecast", "chunks", "slow", "ask", "fail", "reject", "crash-late"):
             await event_queue.enqueue_event(new_text_message(f"you said: {text}", context_id=context_id))
             return
 
@@ -116,6 +117,8 @@ class DemoExecutor(AgentExecutor):
         elif op == "slow":
             await asyncio.sleep(SLOW_LIMIT)
             await updater.complete(updater.new_agent_message([new_text_part("slow work finished")]))
+        elif op == "crash-late":
+            raise RuntimeError("the model backend went down mid-task")
         elif op == "ask":
             await updater.requires_input(updater.new_agent_message([new_text_part("which city?")]))
         elif op == "fail":

@@ -144,6 +144,13 @@ async def capture(url: str, prefix: str = "") -> list[Exchange]:
         except Exception as exc:
             print(f"# send-streaming-message-crash raised {type(exc).__name__}: {exc}", file=sys.stderr)
 
+        transport.step = prefix + "send-streaming-message-crash-late"
+        request = SendMessageRequest(message=_user_message("crash-late", context_id="ctx-3"))
+        try:
+            _ = [r async for r in streaming.send_message(request)]
+        except Exception as exc:
+            print(f"# send-streaming-message-crash-late raised {type(exc).__name__}: {exc}", file=sys.stderr)
+
         transport.step = prefix + "send-streaming-message-cancelled"
         request = SendMessageRequest(message=_user_message("slow", context_id="ctx-4"))
         stream = streaming.send_message(request)

@@ -227,14 +227,18 @@ async def test_cancelling_the_call_cancels_the_remote_task(
         assert time.monotonic() - began < 5
 
 
-async def test_a_remote_crash_reaches_the_caller_typed(workers: Workers, remote: A2ARemote) -> None:
+@pytest.mark.parametrize(
+    ("word", "why"), [("crash", "the model backend is down"), ("crash-late", "the model backend went down mid-task")]
+)
+async def test_a_remote_crash_reaches_the_caller_typed(
+    workers: Workers, remote: A2ARemote, word: str, why: str
+) -> None:
+    """Before the first event (a JSON-RPC error answer) and after it (an SSE error event)."""
     caller = await _weather(workers, remote)
     with pytest.raises(RemoteHandlerError) as caught:
-        await _ask(caller, A2AMessage("crash"))
+        await _ask(caller, A2AMessage(word))
     assert caught.value.exception_type == "A2ARemoteInternalError"
-    assert f"the A2A agent at {remote.url} answered -32603 INTERNAL_ERROR: the model backend is down" in str(
-        caught.value
-    )
+    assert f"the A2A agent at {remote.url} answered -32603 INTERNAL_ERROR: {why}; the remote agent" in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -402,3 +406,14 @@ async def test_an_unreachable_agent_is_typed_in_process() -> None:
             await runtime.send_message(A2AMessage("hello"), AgentId("weather", "local"))
     finally:
         await runtime.stop()
+
+
+async def test_a_call_cancelled_before_it_is_sent_sends_nothing(remote_agent: RemoteAgent) -> None:
+    token = CancellationToken()
+    token.cancel()
+    started = list(remote_agent.log()["started"])
+    async with A2ARemote(remote_agent.url) as remote:
+        with pytest.raises(asyncio.CancelledError):
+            await remote.send(A2AMessage("slow"), context_id="never", cancellation_token=token)
+    await asyncio.sleep(0.3)
+    assert remote_agent.log()["started"] == started

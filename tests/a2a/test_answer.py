@@ -163,6 +163,11 @@ def test_answers_that_break_a2a_are_refused(events: list[dict[str, Any]], what: 
     assert caught.value.code == -32006
 
 
+def test_an_empty_answer_is_refused() -> None:
+    with pytest.raises(A2AInvalidAgentResponseError, match="ended with neither a message nor a task"):
+        AnswerTracker(URL).reply()
+
+
 def test_an_answer_that_ends_while_working_is_refused() -> None:
     tracker = _track(SUBMITTED, _status("TASK_STATE_WORKING"))
     with pytest.raises(A2AInvalidAgentResponseError, match="ended while the task was working"):
