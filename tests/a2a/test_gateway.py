@@ -444,3 +444,28 @@ def _first_line(process: subprocess.Popen[str]) -> str:
     from .conftest import START_TIMEOUT, _read_line
 
     return _read_line(process, START_TIMEOUT)
+
+
+async def test_a2a_0_3_requests_and_list_tasks(stack: Stack) -> None:
+    """0.3's method names and JSON on the same endpoint (a2a-sdk's compatibility layer); ListTasks."""
+    send = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "message/send",
+        "params": {
+            "message": {
+                "kind": "message",
+                "messageId": "v03",
+                "role": "user",
+                "contextId": "old-client",
+                "parts": [{"kind": "text", "text": "hello 0.3"}],
+            }
+        },
+    }
+    async with httpx.AsyncClient(timeout=10) as http:
+        task = (await http.post(stack.url, json=send, headers={"A2A-Version": "0.3"})).json()["result"]
+        listed = {"jsonrpc": "2.0", "id": 2, "method": "ListTasks", "params": {"contextId": "old-client"}}
+        tasks = (await http.post(stack.url, json=listed, headers={"A2A-Version": "1.0"})).json()["result"]["tasks"]
+    assert task["kind"] == "task" and task["status"]["state"] == "completed"
+    assert task["artifacts"][0]["parts"] == [{"kind": "text", "text": "you said: hello 0.3"}]
+    assert [t["id"] for t in tasks] == [task["id"]]
