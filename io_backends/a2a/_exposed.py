@@ -157,7 +157,12 @@ def incoming(agent: ExposedAgent, message: A2AMessage) -> Any:
                     "\n", " "
                 )
             ) from None
-    return kind(message)
+    try:
+        return kind(message)
+    except Exception as exc:
+        raise InvalidParamsError(
+            message=f"the agent {agent.agent_type!r} cannot take this message: {exc}".replace("\n", " ")
+        ) from None
 
 
 def outgoing_parts(value: Any) -> list[JsonPart]:

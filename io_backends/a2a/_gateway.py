@@ -293,8 +293,16 @@ class A2AGateway:
         return f"{self.url}/{agent_type}"
 
     async def start(self) -> None:
+        """Join the host (as a worker, unless given a started runtime), then serve A2A on the socket."""
         if self._serving is not None:
             raise RuntimeError("the A2AGateway is already started")
+        try:
+            await self._start()
+        except BaseException:
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
         runtime = self._runtime
         taken = [a.message_type for a in self._agents if isinstance(a.message_type, type)]
         runtime.add_message_serializer(
@@ -355,16 +363,24 @@ class A2AGateway:
         """Stop serving (open streams get 2 s), then leave the host (if the gateway connected itself)."""
         server, serving = self._server, self._serving
         if server is None or serving is None:
-            return
+            return  # not started, or already stopped
         server.should_exit = True
         try:
             await serving
         finally:
-            self._server = self._serving = None
-            if self._socket is not None:
-                self._socket.close()
-                self._socket = None
-            if self._owns_runtime:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self._serving is not None and not self._serving.done():
+            self._serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serving
+        self._server = self._serving = None
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._owns_runtime:
+            with contextlib.suppress(RuntimeError):  # never started, or already stopped
                 await self._runtime.stop()
 
     async def serve_forever(self) -> None:
