@@ -29,6 +29,7 @@ from a2a.types import Task, TaskState, TaskStatus
 from autogen_core import AgentId, BaseAgent, CancellationToken, MessageContext, MessageSerializer, TypeSubscription
 from autogen_core import try_get_known_serializers_for_type as known_serializers
 from autogen_core.exceptions import CantHandleException
+from google.protobuf import json_format
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -123,7 +124,9 @@ class _Executor(AgentExecutor):
             while not queue.empty():
                 await self._write_progress(updater, queue.get_nowait())
             if call.cancelled():
-                return  # CancelTask: the request handler's cancel() writes TASK_STATE_CANCELED
+                if not token.is_cancelled():  # not CancelTask (whose cancel() writes the state)
+                    await updater.cancel()
+                return
             error = call.exception()
             if error is not None:
                 await self._write_failure(updater, error)
@@ -155,31 +158,31 @@ class _Executor(AgentExecutor):
 
     async def _write_progress(self, updater: TaskUpdater, event: Any) -> None:
         try:
-            parts = outgoing_parts(event)
-        except CantHandleException as exc:
+            parts = proto_parts(outgoing_parts(event))
+        except (CantHandleException, json_format.ParseError) as exc:
             name = type(event).__qualname__
             if name not in self._unwritable:
                 self._unwritable.add(name)
                 logger.warning("progress of %r not streamed: %s", self.agent.agent_type, exc)
             return
         if parts:
-            await updater.update_status(TaskState.TASK_STATE_WORKING, updater.new_agent_message(proto_parts(parts)))
+            await updater.update_status(TaskState.TASK_STATE_WORKING, updater.new_agent_message(parts))
 
     async def _write_result(self, updater: TaskUpdater, result: Any) -> None:
         try:
-            parts = outgoing_parts(result)
-        except CantHandleException as exc:
+            parts = proto_parts(outgoing_parts(result))
+        except (CantHandleException, json_format.ParseError) as exc:
             await self._write_failure(updater, exc)
             return
         if isinstance(result, A2AReply) and result.state in ("input-required", "auth-required"):
-            said = updater.new_agent_message(proto_parts(parts))
+            said = updater.new_agent_message(parts)
             if result.state == "input-required":
                 await updater.requires_input(said)
             else:
                 await updater.requires_auth(said)
             return
         if parts:
-            await updater.add_artifact(proto_parts(parts), name="result")
+            await updater.add_artifact(parts, name="result")
         await updater.complete()
 
     async def _write_failure(self, updater: TaskUpdater, error: BaseException) -> None:

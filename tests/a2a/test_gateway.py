@@ -94,6 +94,8 @@ class Weather(RoutedAgent):
             return _say("too slow")
         if word == "boom":
             raise ValueError("no forecast for Atlantis")
+        if word == "badparts":
+            return A2AReply(parts=[{"notapart": 1}])
         if word == "ask":
             return A2AReply(state="input-required", parts=[{"text": "which city?"}])
         if word == "Paris":
@@ -269,6 +271,13 @@ async def test_a_failing_handler_fails_the_task(stack: Stack) -> None:
     assert [p.text for p in task.status.message.parts] == ["ValueError: no forecast for Atlantis"]
     error = json_format.MessageToDict(task.status.message)["metadata"]["autogen.error"]
     assert error["exception_type"] == "ValueError" and error["code"] == -32004
+
+
+async def test_an_answer_that_is_not_a2a_fails_the_task(stack: Stack) -> None:
+    async with _client(stack.url) as client:
+        task = await _sent(client, SendMessageRequest(message=_message("badparts")))
+    assert task.status.state == TaskState.TASK_STATE_FAILED
+    assert "ParseError" in task.status.message.parts[0].text and "notapart" in task.status.message.parts[0].text
 
 
 async def test_input_required_continues_the_task(stack: Stack) -> None:
