@@ -26,6 +26,7 @@ from a2a.types import CancelTaskRequest, GetTaskRequest, Message, Part, Role, Se
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from autogen_core import (
     AgentId,
+    CancellationToken,
     MessageContext,
     RoutedAgent,
     TopicId,
@@ -35,7 +36,7 @@ from autogen_core import (
 from google.protobuf import json_format
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime, RemoteHandlerError
-from io_backends.a2a import A2AGateway, A2AMessage, A2AReply, ExposedAgent
+from io_backends.a2a import A2AAgent, A2AGateway, A2AMessage, A2ARemote, A2AReply, ExposedAgent
 
 from .conftest import TEARDOWN_TIMEOUT
 
@@ -478,3 +479,30 @@ async def test_a2a_0_3_requests_and_list_tasks(stack: Stack) -> None:
     assert task["kind"] == "task" and task["status"]["state"] == "completed"
     assert task["artifacts"][0]["parts"] == [{"kind": "text", "text": "you said: hello 0.3"}]
     assert [t["id"] for t in tasks] == [task["id"]]
+
+
+async def test_our_a2a_agent_through_the_gateway_round_trip(guarded: Stack) -> None:
+    """Consume meets expose: an A2AAgent calls the gateway, which calls the agent on the host;
+    cancelling the AutoGen call cancels the A2A task, which cancels the handler."""
+    Weather.cancelled.clear()
+    caller = HttpWorkerAgentRuntime(f"http://127.0.0.1:{guarded.host.port}")
+    await caller.start()
+    try:
+        async with A2ARemote(guarded.url, bearer_token=TOKEN) as remote:
+            await A2AAgent.register(caller, "weather-via-a2a", lambda: A2AAgent(remote))
+            reply = await caller.send_message(A2AMessage("hello loop"), AgentId("weather-via-a2a", "loop-1"))
+            assert isinstance(reply, A2AReply) and reply.text == "you said: hello loop"
+            assert reply.context_id == "loop-1" and reply.state == "completed"
+            token = CancellationToken()
+            call = asyncio.ensure_future(
+                caller.send_message(A2AMessage("slow"), AgentId("weather-via-a2a", "loop-2"), cancellation_token=token)
+            )
+            await asyncio.sleep(0.5)
+            token.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            with anyio.fail_after(5):
+                while Weather.cancelled != ["loop-2"]:
+                    await anyio.sleep(0.02)
+    finally:
+        await caller.stop()
