@@ -205,7 +205,7 @@ class _BearerAuth:
         self.app, self.tokens = app, tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] != "GET":
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD"):
             header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             scheme, _, token = header.partition(" ")
             if not (scheme.lower() == "bearer" and any(hmac.compare_digest(token, t) for t in self.tokens)):
