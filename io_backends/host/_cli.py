@@ -57,7 +57,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Run an AutoGen HTTP/WebSocket agent host (the router workers connect to).",
@@ -89,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
         "pip install 'autogen-http-runtime-ng[trio]'",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
+    _add_limits(parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)"))
+    return parser
+
+
+def _add_limits(limits: argparse._ArgumentGroup) -> None:
     limits.add_argument(
         "--max-message-size",
         type=int,
@@ -160,20 +164,22 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="seconds a keep-alive connection may sit idle, or an answer wait to be read (default 60; 0: none)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
-        _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
-    ssl_context = None
-    if args.certfile:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(args.certfile, args.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            _fail(f"cannot load the TLS certificate {args.certfile!r} / key {args.keyfile!r}: {exc}")
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.certfile:
+        return None
+    ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        service = HttpAgentService(
+        ssl_context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        _fail(f"cannot load the TLS certificate {args.certfile!r} / key {args.keyfile!r}: {exc}")
+    return ssl_context
+
+
+def _service(args: argparse.Namespace, parser: argparse.ArgumentParser) -> HttpAgentService:
+    try:
+        return HttpAgentService(
             max_message_size=args.max_message_size,
             max_outbound_bytes=args.max_outbound_bytes,
             max_batch_length=args.max_batch_length,
@@ -190,7 +196,16 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    server = HttpAgentServer(args.host, args.port, service=service, ssl_context=ssl_context)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
+    ssl_context = _ssl_context(args)
+    server = HttpAgentServer(args.host, args.port, service=_service(args, parser), ssl_context=ssl_context)
 
     async def run() -> None:
         port = server.bind()  # before any task group: a bind error stays one plain OSError
