@@ -37,6 +37,7 @@ from google.protobuf import json_format
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime, RemoteHandlerError
 from io_backends.a2a import A2AAgent, A2AGateway, A2AMessage, A2ARemote, A2AReply, ExposedAgent
+from io_backends.a2a._exposed import agent_card
 
 from .conftest import TEARDOWN_TIMEOUT
 
@@ -506,3 +507,25 @@ async def test_our_a2a_agent_through_the_gateway_round_trip(guarded: Stack) -> N
                     await anyio.sleep(0.02)
     finally:
         await caller.stop()
+
+
+def test_the_card_takes_every_field_of_the_exposed_agent() -> None:
+    exposed = ExposedAgent(
+        "t",
+        description="d",
+        name="Tee",
+        version="2.1",
+        streaming=False,
+        provider={"organization": "Acme", "url": "https://acme.example"},
+        documentation_url="https://acme.example/docs",
+        input_modes=["text/plain"],
+        extra_card={"capabilities": {"extensions": [{"uri": "urn:x"}]}},
+    )
+    card = json_format.MessageToDict(agent_card(exposed, "http://127.0.0.1:1/t", bearer=False))
+    assert (card["name"], card["version"], card["documentationUrl"]) == ("Tee", "2.1", "https://acme.example/docs")
+    assert card["provider"] == {"organization": "Acme", "url": "https://acme.example"}
+    assert card["capabilities"] == {"streaming": False, "pushNotifications": False, "extensions": [{"uri": "urn:x"}]}
+    assert card["defaultInputModes"] == ["text/plain"] and "securitySchemes" not in card
+    assert card["skills"] == [{"id": "t", "name": "Tee", "description": "d", "tags": ["autogen"]}]
+    with pytest.raises(ValueError, match="needs a description"):
+        ExposedAgent("t", description=" ")
