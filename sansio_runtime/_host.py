@@ -5,7 +5,8 @@ passed; the engine queues :class:`Send` and :class:`Close` instructions, which t
 with :meth:`HostEngine.data_to_send` and carries out in order. It keeps:
 
 * the clients and where each is in its life (:mod:`._clients`);
-* who hosts which agent type and who listens to which topic (:mod:`._registry`);
+* who hosts which agent type and who listens to which topic (:mod:`._registry`), and for a shared
+  agent type, its pool of clients and which of them holds each agent instance (:mod:`._pools`);
 * the calls in flight under ids the host assigns itself, so two callers that both number their
   requests from 1 can never receive each other's replies, and how each call ends (:mod:`._calls`);
 * per-call deadlines, driven by :meth:`HostEngine.handle_timer`.
@@ -35,9 +36,10 @@ from ._limits import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    MAX_NAME_LENGTH,
 )
 from ._params import Rejection, decode_params, read_call, read_publish
-from ._registry import Registry
+from ._registry import Registry, Routes
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
 
@@ -76,12 +78,12 @@ class HostEngine:
         self.max_batch_length = max_batch_length
         self.max_agent_types_per_connection = max_agent_types_per_connection
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
-        self.stats = HostStats()
         self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
         self._client_ids = itertools.count(1)
         self._calls = CallTable()
         self._registry = Registry()
+        self.stats = HostStats(shared=self._registry.shared)
         self._out: list[HostOutput] = []
         self._methods: dict[str, _Handler] = {
             wire.AGENT_CALL: self._agent_call,
@@ -229,8 +231,18 @@ class HostEngine:
         return None if c is None else c.state
 
     def agent_types(self) -> dict[str, ClientId]:
-        """Every registered agent type and the client hosting it."""
+        """Every agent type registered by one client (not shared), and that client."""
         return self._registry.agent_types()
+
+    def shared_agent_types(self) -> dict[str, dict[ClientId, int]]:
+        """Every shared agent type, its pool's members (in the order they joined) and how many
+        agent instances each holds."""
+        return self._registry.shared.keys_per_member()
+
+    def holder(self, agent_type: str, key: str) -> ClientId | None:
+        """The pool member ``AgentId(agent_type, key)`` of a shared type is placed on, or None if it
+        is not placed (or the type is not shared). Places nothing."""
+        return self._registry.shared.holder(agent_type, key)
 
     def subscriptions(self) -> list[SubscriptionSpec]:
         return list(self._registry.subscriptions())
@@ -310,9 +322,11 @@ class HostEngine:
             raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
         target = self._registry.owner_of(call.target.type)
         if target is None:
-            raise Rejection(
-                ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
-            )
+            target = self._place(call.target.type, call.target.key)
+            if target is None:
+                raise Rejection(
+                    ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
+                )
         pending = calls.open(c.id, msg_id, target, deadline)
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
@@ -325,14 +339,51 @@ class HostEngine:
     ) -> bytes | None:
         event = read_publish(params)
         assert not isinstance(params, UnsetType)
+        routes = self._registry.routes_for(event.type)
+        if self._registry.shared.active:
+            shared = self._registry.shared_for(event.type)
+            if shared:
+                routes = self._place_event(routes, shared, event.source)
         self.stats.events_published += 1
         clients = self._clients
         out = self._out
-        for client_id, recipients in self._registry.routes_for(event.type):
+        for client_id, recipients in routes:
             if clients[client_id].state is ClientState.OPEN:
                 out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
                 self.stats.event_deliveries += 1
         return ok(msg_id)
+
+    def _place(self, agent_type: str, key: str) -> ClientId | None:
+        """The pool member holding ``AgentId(agent_type, key)`` (placed now if it is not), or None
+        if the type is not shared."""
+        shared = self._registry.shared
+        if agent_type not in shared:
+            return None
+        if len(key) > MAX_NAME_LENGTH:  # the host keeps every placed key
+            raise Rejection(
+                ErrorCode.INVALID_PARAMS,
+                f"keys of shared agent type {agent_type!r} are at most {MAX_NAME_LENGTH} characters, not {len(key)}",
+            )
+        return shared.place(agent_type, key)
+
+    def _place_event(self, routes: Routes, shared: list[str], key: str) -> Routes:
+        """``routes`` and, for each shared type in ``shared``, the member holding its instance ``key``."""
+        by_client = {client_id: recipients for client_id, recipients in routes}
+        grown: set[ClientId] = set()
+        for agent_type in shared:
+            holder = self._place(agent_type, key)
+            assert holder is not None  # a pool is never empty
+            recipients = by_client.get(holder)
+            if recipients is None:
+                by_client[holder] = [agent_type]
+            else:
+                if holder not in grown:  # (the cached list of the routes is not ours to change)
+                    recipients = by_client[holder] = list(recipients)
+                    grown.add(holder)
+                recipients.append(agent_type)
+        for client_id in grown:
+            by_client[client_id].sort()
+        return list(by_client.items())
 
     def _cancel_request(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
@@ -346,7 +397,8 @@ class HostEngine:
     def _register_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.register_agent(self._registry, c.id, params, max_types=self.max_agent_types_per_connection)
+        limit = self.max_agent_types_per_connection
+        registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
         return ok(msg_id)
 
     def _unregister_agent(

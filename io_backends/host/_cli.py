@@ -32,6 +32,8 @@ from ._errors import HostBindError
 from ._server import HttpAgentServer
 from ._service import HttpAgentService
 
+logger = logging.getLogger("io_backends.host")
+
 
 def _timeout(text: str) -> float | None:
     seconds = float(text)
@@ -89,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         "pip install 'autogen-http-runtime-ng[trio]'",
     )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    parser.add_argument(
+        "--pool-log-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="log each shared agent type's workers and their keys this often, when they changed (default 10; 0: never)",
+    )
     _add_limits(parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)"))
     return parser
 
@@ -204,20 +213,46 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.backend == "trio" and importlib.util.find_spec("trio") is None:
         _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
-    ssl_context = _ssl_context(args)
-    server = HttpAgentServer(args.host, args.port, service=_service(args, parser), ssl_context=ssl_context)
+    service = _service(args, parser)
+    server = HttpAgentServer(args.host, args.port, service=service, ssl_context=_ssl_context(args))
 
     async def run() -> None:
         port = server.bind()  # before any task group: a bind error stays one plain OSError
         async with anyio.create_task_group() as tg:
             await tg.start(server.serve)
             print(f"autogen-http-host listening on {args.host}:{port}", flush=True)
+            if args.pool_log_interval > 0:
+                tg.start_soon(log_pools, service, args.pool_log_interval)
             await server.stop_when_signal()
+            tg.cancel_scope.cancel()
 
     try:
         anyio.run(run, backend=args.backend)
     except HostBindError as exc:  # the port is in use, needs privileges, or the address is not this machine's
         _fail(str(exc))
+
+
+async def log_pools(service: HttpAgentService, interval: float) -> None:
+    """Every ``interval`` seconds, log the shared agent types' workers and keys if they changed."""
+    last: dict[str, dict[str, int]] = {}
+    while True:
+        await anyio.sleep(interval)
+        pools = service.engine.stats.shared_types
+        if pools != last:
+            for line in describe_pools(pools, last):
+                logger.info("%s", line)
+            last = pools
+
+
+def describe_pools(pools: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> list[str]:
+    """One line per shared agent type that changed: its workers and how many keys each holds."""
+    lines = []
+    for agent_type, members in pools.items():
+        if members != before.get(agent_type):
+            held = ", ".join(f"{name}: {keys} keys" for name, keys in members.items())
+            lines.append(f"shared agent type {agent_type!r}: {len(members)} worker(s) ({held})")
+    lines += [f"shared agent type {t!r}: no workers left" for t in before if t not in pools]
+    return lines
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from sansio_runtime import (
     DEFAULT_MAX_BATCH_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    HostStats,
 )
 
 from ..sansio import Authenticator
@@ -148,6 +149,11 @@ class HttpAgentServer:
         if self._port is None:
             raise RuntimeError("the server is not started")
         return self._port
+
+    @property
+    def stats(self) -> HostStats:
+        """The host's counters, and each shared agent type's workers and keys (``shared_types``)."""
+        return self.service.engine.stats
 
     def bind(self) -> int:
         """Bind the listening socket now (``start()`` and ``serve()`` do it if it was not done) and

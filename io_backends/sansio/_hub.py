@@ -260,7 +260,7 @@ class HostHub:
                     conn.send_message(out.data, now)
                 else:
                     self._one_shot_bodies[out.client] = out.data
-                self._dirty[conn] = None
+                self._touched(conn)  # (a close it started has a deadline now)
             outputs = engine.data_to_send()
 
     def _answer(self, conn: HostConnection, client: ClientId, answer: RpcAnswer, now: float) -> None:
