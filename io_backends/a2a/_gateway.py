@@ -225,7 +225,8 @@ class A2AGateway:
 
     ``host`` is the host's address (the gateway then connects its own
     :class:`~io_backends.HttpWorkerAgentRuntime`) or a runtime you configured (TLS, ``auth_token``,
-    ``call_timeout``; started or not, stopped by you). Each of ``agents`` is an
+    ``call_timeout``) and started; you stop it, and the gateway's relay agent type (below) stays
+    registered on it until then. Each of ``agents`` is an
     :class:`ExposedAgent`; its card is at ``<url>/<agent_type>/.well-known/agent-card.json`` and
     its JSON-RPC endpoint at ``<url>/<agent_type>`` (with one agent, also at ``/``).
 
@@ -234,6 +235,10 @@ class A2AGateway:
     clients reach the gateway at, written in the cards (default ``http://<bind_host>:<port>``).
     ``serializers``: message serializers for the types the exposed agents answer and publish
     beyond :class:`A2AMessage`, :class:`A2AReply` and their ``message_type`` classes.
+
+    Progress: the gateway registers an agent type of its own, ``a2a-gateway-<12 hex digits>``,
+    subscribed to each exposed agent's ``progress_topic``; it hands each event to the calls running
+    in the event's contextId (the topic's source).
 
     ``async with A2AGateway(...) as gateway:`` starts it and stops it; :attr:`url` is its base.
     """
