@@ -208,7 +208,9 @@ class NatsServer:
                 if ok:
                     return
             if time.monotonic() >= limit:
-                raise NatsServerError(f"nats-server not ready after {self.startup_timeout} s ({last}): {self._log_tail()}")
+                raise NatsServerError(
+                    f"nats-server not ready after {self.startup_timeout} s ({last}): {self._log_tail()}"
+                )
             time.sleep(_POLL)
 
     def _healthy(self) -> tuple[bool, str]:

@@ -100,7 +100,9 @@ def test_readiness_is_bounded(tmp_path: Path) -> None:
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     """A process that ignores SIGTERM is killed after stop_timeout."""
     fake = tmp_path / "stubborn"
-    fake.write_text(f"#!{sys.executable}\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n")
+    fake.write_text(
+        f"#!{sys.executable}\nimport signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    )
     fake.chmod(0o755)
     server = NatsServer(executable=str(fake), stop_timeout=0.3)
     server.start(wait=False)
