@@ -307,8 +307,8 @@ def _report(results: dict[str, object]) -> str:
     call = results["host_call"]
     assert isinstance(tcp, Latency) and isinstance(call, Latency)
     lines = [
-        f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, loop {type(asyncio.get_event_loop_policy()).__module__}; "
-        "p50 in microseconds, ratios of p50",
+        f"cpus {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, "
+        f"loop {type(asyncio.get_event_loop_policy()).__module__}; p50 in microseconds, ratios of p50",
         f"{'measure':16} {'n':>6} {'p50_us':>9} {'p99_us':>9} {'x tcp_rtt':>10} {'x host_call':>12}",
     ]
     for name, value in results.items():
