@@ -77,6 +77,8 @@ class NatsServer:
     processes) and kept for every later start. ``cluster_port``/``routes``/``cluster_name`` join
     it to a NATS cluster (:class:`NatsCluster` sets them). ``store_dir`` None: a temporary
     directory, removed by :meth:`close` (not by :meth:`stop`, so a restart finds its data).
+    ``max_payload``: the largest message the server takes, in bytes (NATS's default is 1 MiB,
+    less than a host's default ``max_message_size`` of 4 MiB).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class NatsServer:
         cluster_name: str | None = None,
         cluster_port: int | None = None,
         routes: Sequence[str] = (),
+        max_payload: int | None = None,
         executable: str | None = None,
         startup_timeout: float = 10.0,
         stop_timeout: float = 5.0,
@@ -96,6 +99,8 @@ class NatsServer:
     ) -> None:
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ValueError("timeouts must be positive")
+        if max_payload is not None and not 0 < max_payload <= 64 * 1024 * 1024:
+            raise ValueError("max_payload must be positive and at most 64 MiB (the server's own limit)")
         if (cluster_port is None) != (cluster_name is None):
             raise ValueError("give cluster_port and cluster_name together")
         if jetstream and cluster_name is not None and server_name is None:
@@ -106,6 +111,7 @@ class NatsServer:
         self.cluster_name = cluster_name
         self.cluster_port = cluster_port
         self.routes = tuple(routes)
+        self.max_payload = max_payload
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.extra_args = tuple(extra_args)
@@ -164,6 +170,10 @@ class NatsServer:
             "--http_port", str(self._monitor_port if self._monitor_port is not None else -1),
             "--ports_file_dir", str(ports_dir),
         ]  # fmt: skip
+        if self.max_payload is not None:  # no command-line flag for it: a one-line config file
+            config = self._own_dir / "server.conf"
+            config.write_text(f"max_payload: {self.max_payload}\n")
+            args += ["--config", str(config)]
         if self.server_name is not None:
             args += ["--server_name", self.server_name]
         if self.jetstream:
@@ -301,6 +311,7 @@ class NatsCluster:
         *,
         jetstream: bool = True,
         name: str = "autogen",
+        max_payload: int | None = None,
         startup_timeout: float = 20.0,
         stop_timeout: float = 5.0,
         executable: str | None = None,
@@ -316,6 +327,7 @@ class NatsCluster:
                 cluster_name=name,
                 cluster_port=cluster_ports[i],
                 routes=[f"nats://{LOOPBACK}:{p}" for j, p in enumerate(cluster_ports) if j != i],
+                max_payload=max_payload,
                 executable=exe,
                 startup_timeout=startup_timeout,
                 stop_timeout=stop_timeout,

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import nats
 import nats.errors
 import nats.js.errors
 import pytest
@@ -342,6 +343,34 @@ async def test_fan_out_keeps_each_publishers_order_exactly_once(connect: Connect
         assert len(r) == 2 * count
         for p in range(2):
             assert [seq for who, seq in r if who == p] == list(range(count))
+
+
+async def test_max_payload_is_1_mib_unless_the_server_says_more() -> None:
+    """NATS refuses messages over the server's max_payload (1 MiB by default; nats-py raises
+    MaxPayloadError before sending). A host's frames go up to max_message_size (4 MiB) plus the
+    forwarding allowance, so a cluster's NATS needs max_payload raised, and a host must compare
+    nc.max_payload with its own limit when it connects."""
+    from sansio_runtime import DEFAULT_MAX_MESSAGE_SIZE, FORWARDING_ALLOWANCE
+
+    frame = b"x" * (DEFAULT_MAX_MESSAGE_SIZE + FORWARDING_ALLOWANCE)
+    with NatsServer() as small, NatsServer(max_payload=8 * 1024 * 1024) as large:
+        nc_small, nc_large = await nats.connect(small.url), await nats.connect(large.url)
+        try:
+            assert nc_small.max_payload == 1024 * 1024
+            with pytest.raises(nats.errors.MaxPayloadError):
+                await nc_small.publish("host.h1.calls", frame)
+            assert nc_large.max_payload == 8 * 1024 * 1024
+            got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+            async def on(msg: Msg) -> None:
+                got.set_result(len(msg.data))
+
+            await nc_large.subscribe("host.h1.calls", cb=on)
+            await nc_large.publish("host.h1.calls", frame)
+            assert await asyncio.wait_for(got, 5) == len(frame)
+        finally:
+            await nc_small.close()
+            await nc_large.close()
 
 
 # ---------------------------------------------------------------------------------------------
