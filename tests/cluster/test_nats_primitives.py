@@ -271,6 +271,30 @@ async def test_request_reply_and_no_responders(connect: Connect) -> None:
     assert time.monotonic() - start < 1.0
 
 
+async def test_a_frame_to_nobody_comes_back_as_a_503_to_its_reply_subject(connect: Connect) -> None:
+    """A plain publish that names a reply subject, to a subject nobody listens on, is answered at
+    once by the server with an empty 503 status message on that reply subject, naming the subject
+    it was for (Nats-Subject). A host that sends its frames to a peer with reply=<its own subject>
+    learns at once that the peer is gone, with no request, inbox or timer of its own."""
+    host_a = await connect()
+    got: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
+
+    async def on_frame(msg: Msg) -> None:
+        got.set_result(msg)
+
+    await host_a.subscribe("agrt.test.host.a", cb=on_frame)
+    await host_a.flush()
+    start = time.monotonic()
+    await host_a.publish(
+        "agrt.test.host.b", b'{"jsonrpc":"2.0","id":1,"method":"agent.call"}', reply="agrt.test.host.a"
+    )
+    msg = await asyncio.wait_for(got, 2)
+    assert time.monotonic() - start < 0.5
+    assert msg.data == b"" and msg.headers is not None
+    assert msg.headers.get("Status") == "503"
+    assert msg.headers.get("Nats-Subject") == "agrt.test.host.b"
+
+
 _RESPONDER = """
 import asyncio, sys, nats
 async def main():
