@@ -6,8 +6,10 @@ deadline), our link dropping and coming back, and rejoining under a new epoch, i
 After every step the tracker's events equal the model's, and:
 
 * the live peers and their states are the model's; ``next_deadline`` is the model's;
-* an epoch joins at most once in a whole run and never comes back once gone (no revival);
-  every gone epoch had joined; each host's joined epochs only grow;
+* a peer's epoch joins at most once per epoch of ours, and never again once declared gone
+  (silent, goodbye, no responders, replaced): no revival; every gone epoch had joined; each
+  host's joined epochs only grow; when our own epoch ends (link lost, rejoin) every peer's
+  session ends but its epoch is welcome again;
 * after the timer ran at ``now``, no live peer has been silent for ``dead_after``, and every
   peer silent for ``suspect_after`` is SUSPECT and was probed exactly once for that silence;
 * while our link is down there are no peers, no heartbeats are due and input is ignored;
@@ -59,8 +61,9 @@ class MembershipMachine(RuleBasedStateMachine):
         self.next_beat: float | None = INTERVAL
         self.peers: dict[str, ModelPeer] = {}
         self.retired: dict[str, int] = {}
-        self.joined_ever: set[tuple[str, int]] = set()
-        self.gone_ever: set[tuple[str, int]] = set()
+        self.heard: list[tuple[str, int]] = []
+        self.joined: set[tuple[str, int]] = set()  # in our current epoch
+        self.retired_ever: set[tuple[str, int]] = set()  # gone for the peer's own doing
         self.check([SendHeartbeat(ME, 10)])
 
     # ------------------------------------------------------------------ checking
@@ -74,20 +77,23 @@ class MembershipMachine(RuleBasedStateMachine):
         for event in got:
             if isinstance(event, HostJoined):
                 key = (event.host, event.epoch)
-                assert key not in self.joined_ever, f"{key} joined twice"
-                assert all(e < event.epoch for h, e in self.joined_ever if h == event.host), "epochs must grow"
-                self.joined_ever.add(key)
+                assert key not in self.joined, f"{key} joined twice in one epoch of ours"
+                assert key not in self.retired_ever, f"{key} came back after it was declared gone"
+                assert all(e < event.epoch for h, e in self.joined if h == event.host), "epochs must grow"
+                self.joined.add(key)
             elif isinstance(event, HostGone):
                 key = (event.host, event.epoch)
-                assert key in self.joined_ever and key not in self.gone_ever, key
-                self.gone_ever.add(key)
+                assert key in self.joined and key not in self.retired_ever, key
+                if event.reason not in (GoneReason.LINK_LOST, GoneReason.REJOINED):
+                    self.retired_ever.add(key)
             elif isinstance(event, SendHeartbeat):
                 assert event.host == ME and event.epoch == self.epoch
         assert sum(isinstance(e, SendHeartbeat) for e in got) <= 1
 
     def end(self, host: str, reason: GoneReason, out: list[MembershipEvent]) -> None:
         peer = self.peers.pop(host)
-        self.retired[host] = max(peer.epoch, self.retired.get(host, -1))
+        if reason not in (GoneReason.LINK_LOST, GoneReason.REJOINED):
+            self.retired[host] = max(peer.epoch, self.retired.get(host, -1))
         out.append(HostGone(host, peer.epoch, reason))
 
     # ------------------------------------------------------------------ rules
@@ -134,6 +140,17 @@ class MembershipMachine(RuleBasedStateMachine):
 
     @rule(host=st.sampled_from(HOSTS), epoch=st.sampled_from([*EPOCHS, 10]))
     def heartbeat(self, host: str, epoch: int) -> None:
+        self.heard.append((host, epoch))
+        self.heartbeat_from(host, epoch)
+
+    @precondition(lambda self: bool(self.heard))
+    @rule(data=st.data())
+    def heartbeat_again(self, data: st.DataObject) -> None:
+        """A host heard before, under an epoch heard before (live, gone, or ended by our outage)."""
+        host, epoch = data.draw(st.sampled_from(self.heard))
+        self.heartbeat_from(host, epoch)
+
+    def heartbeat_from(self, host: str, epoch: int) -> None:
         self.m.heartbeat(host, epoch, self.now)
         out: list[MembershipEvent] = []
         if self.epoch is None:
@@ -175,6 +192,7 @@ class MembershipMachine(RuleBasedStateMachine):
         self.epoch = None
         self.next_beat = None
         self.check(out, any_order=True)
+        self.joined.clear()
 
     @rule(step=st.integers(min_value=-1, max_value=2))
     def link_restored(self, step: int) -> None:
@@ -202,9 +220,13 @@ class MembershipMachine(RuleBasedStateMachine):
                 return
             raise AssertionError("rejoin must refuse a down link, or an epoch not above the last")
         self.m.rejoin(epoch, self.now)
+        out: list[MembershipEvent] = []
+        for host in list(self.peers):
+            self.end(host, GoneReason.REJOINED, out)
         self.epoch = self.highest = epoch
         self.next_beat = self.now + INTERVAL
-        self.check([SendHeartbeat(ME, epoch)])
+        self.check([*out, SendHeartbeat(ME, epoch)])  # the peers' ends first, then our new beat
+        self.joined.clear()
 
     # ------------------------------------------------------------------ invariants
 
@@ -234,7 +256,7 @@ class MembershipMachine(RuleBasedStateMachine):
     @invariant()
     def gone_is_gone(self) -> None:
         live = {(h, e) for h, e in self.m.peers().items()}
-        assert not live & self.gone_ever
+        assert not live & self.retired_ever
 
 
 TestMembership = MembershipMachine.TestCase
@@ -272,3 +294,22 @@ def test_a_killed_host_is_gone_at_the_probe_a_frozen_one_at_dead_after() -> None
                 gone[event.host] = (now, event.reason)
     assert gone["killed"] == (m.suspect_after, GoneReason.NO_RESPONDERS)
     assert gone["frozen"] == (m.dead_after, GoneReason.SILENT)
+
+
+def test_peers_are_welcome_again_after_our_link_comes_back() -> None:
+    """Our outage is not our peers' fault: after link_lost and link_restored (or a rejoin) the same
+    peer epochs join again, with no StaleEpoch (which would make every host rejoin in turn)."""
+    m = Membership("a", 1, 0.0)
+    m.heartbeat("b", 7, 0.1)
+    m.link_lost(0.2)
+    assert [e for e in m.take_events() if isinstance(e, HostGone)] == [HostGone("b", 7, GoneReason.LINK_LOST)]
+    m.heartbeat("b", 7, 0.3)  # a late delivery while down: ignored
+    m.link_restored(2, 0.5)
+    m.heartbeat("b", 7, 0.6)
+    assert m.take_events() == [SendHeartbeat("a", 2), HostJoined("b", 7)]
+    m.rejoin(3, 0.7)
+    m.heartbeat("b", 7, 0.8)
+    assert m.take_events() == [HostGone("b", 7, GoneReason.REJOINED), SendHeartbeat("a", 3), HostJoined("b", 7)]
+    m.goodbye("b", 7, 0.9)
+    m.heartbeat("b", 7, 1.0)
+    assert m.take_events() == [HostGone("b", 7, GoneReason.GOODBYE), StaleEpoch("b", 7)]

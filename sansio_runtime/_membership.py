@@ -9,17 +9,21 @@ events of :meth:`Membership.take_events` (aioquic's and h11's way).
 
 **Hosts and epochs.** A host is named by a string that stays the same across its restarts (its
 address, say) and an integer *epoch* that grows with each incarnation: each start, and each
-time its link to NATS comes back. An epoch, once gone, never comes back: a heartbeat of an
-epoch already declared gone (or older than the one we know) is answered with :class:`StaleEpoch`,
-telling that host to join again under a new epoch. So everything tied to an epoch (calls in
-flight to it, its registrations) is settled once, when it goes, and never revived.
+time its link to NATS comes back. An epoch declared gone (silent, said goodbye, nobody at its
+subject, replaced by a newer one) never comes back: a heartbeat of it (or of an epoch older than
+the one we know) is answered with :class:`StaleEpoch`, telling that host to join again under a
+new epoch. So everything tied to an epoch (calls in flight to it, its registrations) is settled
+once, when it goes, and never revived. When *our* epoch ends (our link dropped, or we rejoin),
+every peer's session with us ends too, but their epochs are not retired: they did nothing wrong,
+and the same epochs are welcome when we are back.
 
 **A peer's life**, written once in :data:`PEER_TRANSITIONS`::
 
     (unknown) --heartbeat--> ALIVE --silent for suspect_after--> SUSPECT
     SUSPECT --heartbeat--> ALIVE
     ALIVE | SUSPECT --silent for dead_after | goodbye | probe found no one | newer epoch
-                      | our own link lost--> GONE (forgotten; its epoch retired)
+                      --> GONE (forgotten; its epoch retired)
+    ALIVE | SUSPECT --our link lost | we rejoined--> GONE (forgotten; its epoch not retired)
 
 A peer becoming SUSPECT yields :class:`ProbeHost`: the driver asks the host directly (a NATS
 request to its own subject). An answer counts as a heartbeat; "no responders" means its process
@@ -70,6 +74,14 @@ class GoneReason(enum.Enum):
     """A heartbeat of a newer epoch of the same host: the old one restarted or rejoined."""
     LINK_LOST = "link lost"
     """Our own link to NATS is down: no peer can be reached."""
+    REJOINED = "rejoined"
+    """We started a new epoch (told that ours was declared gone): what we shared with each peer
+    under the old one is void."""
+
+
+_OUR_DOING = frozenset({GoneReason.LINK_LOST, GoneReason.REJOINED})
+"""Reasons that end a peer's session with us, not the peer's epoch: it is not retired, and the
+same epoch is welcome again once we are back."""
 
 
 PEER_TRANSITIONS: dict[PeerState | None, frozenset[PeerState | None]] = {
@@ -292,12 +304,15 @@ class Membership:
         self._beat()
 
     def rejoin(self, epoch: int, now: float) -> None:
-        """Start a new epoch while linked (after :class:`StaleEpoch` told us ours was declared gone).
-        Peers stay as they are; they see our new epoch with our next heartbeat, sent at once."""
+        """Start a new epoch while linked (after :class:`StaleEpoch` told us ours was declared
+        gone). Every peer's session with our old epoch ends (REJOINED: our calls to them are void,
+        as theirs to us already are); peers are learned afresh, our first heartbeat is due at once."""
         if self._epoch is None:
             raise ValueError("rejoin while the link is down: wait for link_restored")
         if epoch <= self._highest_epoch:
             raise ValueError(f"epoch {epoch} must be larger than {self._highest_epoch}, the last one")
+        for host in list(self._peers):
+            self._end(host, GoneReason.REJOINED)
         self._epoch = self._highest_epoch = epoch
         self._next_beat = now + self.heartbeat_interval
         self._beat()
@@ -311,7 +326,8 @@ class Membership:
     def _end(self, host: str, reason: GoneReason) -> None:
         peer = self._peers.pop(host)
         self._deadlines.discard(host)
-        self._retired[host] = max(peer.epoch, self._retired.get(host, -1))
+        if reason not in _OUR_DOING:
+            self._retired[host] = max(peer.epoch, self._retired.get(host, -1))
         self._events.append(HostGone(host, peer.epoch, reason))
 
     @staticmethod
