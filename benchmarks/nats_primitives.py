@@ -31,18 +31,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+BENCH_DIR = Path(__file__).resolve().parent
+for path in (BENCH_DIR, BENCH_DIR.parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 import nats  # noqa: E402
-from autogen_core import (  # noqa: E402
-    AgentId,
-    MessageContext,
-    RoutedAgent,
-    message_handler,
-    try_get_known_serializers_for_type,
-)
+from _agents import ECHO_ID, ECHO_TYPE, EchoAgent, Payload, payload_serializers  # noqa: E402
 from nats.aio.msg import Msg  # noqa: E402
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime  # noqa: E402
@@ -250,33 +245,18 @@ async def nats_publish(url: str, count: int, subscribers: int) -> float:
 # ------------------------------------------------------------------ one host of ours
 
 
-@dataclass
-class Text:
-    text: str
-
-
-class Echo(RoutedAgent):
-    def __init__(self) -> None:
-        super().__init__("echo")
-
-    @message_handler
-    async def on_text(self, message: Text, ctx: MessageContext) -> Text:
-        return message
-
-
 async def host_call(count: int) -> Latency:
     server = HttpAgentServer(port=0)
     server.start()
     address = f"{LOOPBACK}:{server.port}"
     callee, caller = HttpWorkerAgentRuntime(address), HttpWorkerAgentRuntime(address)
     for rt in (callee, caller):
-        rt.add_message_serializer(try_get_known_serializers_for_type(Text))
+        rt.add_message_serializer(payload_serializers())
         await rt.start()
-    await Echo.register(callee, "echo", Echo)
-    target = AgentId("echo", "k")
-    message = Text("x" * 90)
+    await EchoAgent.register(callee, ECHO_TYPE, EchoAgent)
+    message = Payload("x" * 90)
     try:
-        return await _timed(lambda _: caller.send_message(message, target), count)
+        return await _timed(lambda _: caller.send_message(message, ECHO_ID), count)
     finally:
         await caller.stop()
         await callee.stop()
