@@ -65,7 +65,7 @@ def _environment(peer: str) -> dict[str, Any]:
         "packages": versions,
         "module_origin": peer_module_origin(peer),
     }
-    wscore = sys.modules.get("io_backends._wscore")
+    wscore = sys.modules.get("io_backends.sansio._masking")
     if wscore is not None:
         env["frame_masking"] = getattr(wscore, "MASK_IMPLEMENTATION", None)
     return env

@@ -136,8 +136,8 @@ def _rss_kib(pid: int) -> int:
 
 
 async def _open_workers(port: int, count: int) -> list[Any]:
-    from io_backends._address import CHANNEL_PATH, parse_host_address
-    from io_backends._asyncio_channel import open_asyncio_channel
+    from io_backends.sansio import CHANNEL_PATH, parse_host_address
+    from io_backends.worker._connect import open_asyncio_channel
 
     address = parse_host_address(f"127.0.0.1:{port}")
     channels = []

@@ -170,7 +170,7 @@ class FakeTransport(asyncio.Transport):
 
 async def run_connection_asyncio(chunks: Sequence[bytes], *, timeout: float = 5.0) -> FakeTransport:
     """Like :func:`run_connection`, through the asyncio driver: chunks go to ``data_received``."""
-    from io_backends._asyncio_host import HostProtocol
+    from io_backends.host._asyncio import AsyncioDriver
 
     loop = asyncio.get_running_loop()
     service = HttpAgentService(max_message_size=64 * 1024, keepalive_interval=None)
@@ -178,8 +178,8 @@ async def run_connection_asyncio(chunks: Sequence[bytes], *, timeout: float = 5.
     crashes = _Crashes()
     logger = logging.getLogger("io_backends")
     logger.addHandler(crashes)
-    registry: set[HostProtocol] = set()
-    protocol = HostProtocol(service, registry)
+    driver = AsyncioDriver(service)
+    protocol = driver.protocol()
     transport = FakeTransport(protocol)
 
     async def feed() -> None:
@@ -198,14 +198,13 @@ async def run_connection_asyncio(chunks: Sequence[bytes], *, timeout: float = 5.
         while not transport.lost:
             await asyncio.sleep(0.001)
 
-    timers = loop.create_task(service.run_timers())
     try:
         await asyncio.wait_for(feed(), timeout)
     finally:
-        timers.cancel()
+        driver.close()
         logger.removeHandler(crashes)
     assert not crashes.records, [r.getMessage() for r in crashes.records]
-    assert service.connection_count == 0 and not registry
+    assert service.connection_count == 0 and not driver.protocols
     engine = service.engine
     assert list(engine.clients()) == [], "a connection outlived its socket"
     assert engine.agent_types() == {} and engine.subscriptions() == [] and engine.pending_calls() == []

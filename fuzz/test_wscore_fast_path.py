@@ -1,6 +1,6 @@
 """The WebSocket core's own frame parser must behave exactly like wsproto alone.
 
-:class:`io_backends._wscore.WebSocketCore` parses common frames itself and hands anything else
+:class:`io_backends.sansio.WebSocketCore` parses common frames itself and hands anything else
 to wsproto. Differential test: the same frames, in the same random chunks, through a core with
 the fast path and through one forced onto wsproto from the start; the messages, the close
 code, the state and (on the server side, where frames are not masked) every byte queued for
@@ -18,7 +18,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 
-from io_backends._wscore import WebSocketCore, _mask, _xor
+from io_backends.sansio import WebSocketCore
+from io_backends.sansio._masking import mask as _mask
+from io_backends.sansio._masking import xor as _xor
 from sansio_runtime import CloseCode
 
 _LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"

@@ -1,21 +1,24 @@
-"""io_backends: thin anyio backends (h11 + wsproto over raw sockets) that drive ``sansio_runtime``.
+"""io_backends: the HTTP/WebSocket agent runtime's host and worker, around the ``sansio_runtime`` engine.
 
-* :class:`HttpAgentServer` / :class:`HttpAgentService`: the host; :class:`HttpWorkerAgentRuntimeHost`
-  is the host under the gRPC runtime's name and parameters.
+* :class:`HttpAgentServer` / :class:`HttpAgentService`: the host (:mod:`io_backends.host`);
+  :class:`HttpWorkerAgentRuntimeHost` is the host under the gRPC runtime's name and parameters.
 * :class:`HttpWorkerAgentRuntime`: autogen-core's ``AgentRuntime`` for worker processes, a drop-in
-  for ``GrpcWorkerAgentRuntime``.
+  for ``GrpcWorkerAgentRuntime`` (:mod:`io_backends.worker`).
+* :mod:`io_backends.sansio`: the protocol layers both use, with no I/O (HTTP, WebSocket, endpoints).
 """
 
-from ._errors import (
+from .host import Authenticator, HostBindError, HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntimeHost
+from .sansio._grpc_options import GrpcOptionIgnoredWarning
+from .worker import (
     AgentNotFoundError,
     AgentTypeAlreadyRegisteredError,
     AgentTypeNotFoundError,
     CallDeadlineExceededError,
     ForbiddenError,
-    HostBindError,
     HostConnectionError,
     HostRejectedError,
     HostTlsError,
+    HttpWorkerAgentRuntime,
     PayloadTooLargeError,
     RemoteCallError,
     RemoteHandlerError,
@@ -23,9 +26,6 @@ from ._errors import (
     TargetDisconnectedError,
     UnreadablePayloadError,
 )
-from ._grpc_compat import GrpcOptionIgnoredWarning
-from ._runtime import HttpWorkerAgentRuntime
-from ._server import Authenticator, HttpAgentServer, HttpAgentService, HttpWorkerAgentRuntimeHost
 
 __all__ = [
     "AgentNotFoundError",

@@ -19,6 +19,7 @@ from ._calls import CallEnding as CallEnding
 from ._calls import PendingCall as PendingCall
 from ._clients import CLIENT_TRANSITIONS as CLIENT_TRANSITIONS
 from ._clients import ClientKind, ClientNameInUse, ClientState
+from ._deadlines import DeadlineHeap as DeadlineHeap
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import (
     NONE_PAYLOAD,

@@ -31,6 +31,10 @@ class DeadlineHeap(Generic[K]):
         self._deadlines[key] = deadline
         heapq.heappush(self._heap, (deadline, next(self._seq), key))
 
+    def get(self, key: K) -> float | None:
+        """The deadline set for ``key``, or None."""
+        return self._deadlines.get(key)
+
     def discard(self, key: K) -> None:
         self._deadlines.pop(key, None)
         if not self._deadlines:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from io_backends import __main__ as cli
+from io_backends.host import _cli as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sansio_runtime", "io_backends", "autogen_http_runtime")

@@ -46,8 +46,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from io_backends._serialization import MessageSerializers
 from io_backends.agentchat import MessageFactorySerializer
+from io_backends.worker._serialization import MessageSerializers
 
 from ._scenarios import Plan, Verdict
 

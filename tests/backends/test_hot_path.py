@@ -14,8 +14,8 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WSRequest
 
-from io_backends._asyncio_channel import AsyncioChannel
-from io_backends._tasks import EAGER, HandlerTasks
+from io_backends.worker._channel import AsyncioChannel
+from io_backends.worker._tasks import EAGER, HandlerTasks
 
 pytestmark = pytest.mark.anyio
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from io_backends._admission import Admission, refusal_response
-from io_backends._http_front import ABORT, CLOSE, NEED_DATA, Action, Authorize, HttpFront, RpcAnswer, RpcCall, Send
+from io_backends.sansio._admission import Admission, refusal_response
+from io_backends.sansio._endpoints import RpcAnswer
+from io_backends.sansio._http import ABORT, CLOSE, NEED_DATA, Action, Authorize, HttpFront, RpcCall, Send
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -14,7 +14,7 @@ from autogen_core._serialization import SerializationRegistry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from io_backends._serialization import MessageSerializers
+from io_backends.worker._serialization import MessageSerializers
 
 
 @dataclass

@@ -27,8 +27,8 @@ from io_backends import (
     HttpWorkerAgentRuntime,
     HttpWorkerAgentRuntimeHost,
     PayloadTooLargeError,
-    _grpc_compat,
 )
+from io_backends.sansio import _grpc_options as _grpc_compat
 
 from ._common import Ask, EchoAgent, all_serializers
 
@@ -85,8 +85,9 @@ def test_grpc_options_are_translated_and_the_rest_warned_about_once(fresh_warnin
     ]
     assert caught[0].filename == __file__  # the warning points at the user's line
     assert runtime._max_message_size == 1000
-    assert runtime._max_receive_size == 8 * 1024 * 1024 + 65536
-    assert (runtime._keepalive_interval, runtime._keepalive_timeout) == (2.5, 0.75)
+    settings = runtime._link.settings
+    assert settings.max_receive_size == 8 * 1024 * 1024 + 65536
+    assert (settings.keepalive_interval, settings.keepalive_timeout) == (2.5, 0.75)
     unlimited = HttpWorkerAgentRuntime("127.0.0.1:9", extra_grpc_config=[("grpc.max_send_message_length", -1)])
     assert unlimited._max_message_size == 2**31 - 1  # no limit of its own; the host's applies when it connects
     explicit = HttpWorkerAgentRuntime("127.0.0.1:9", None, options, max_message_size=5000)
@@ -154,7 +155,7 @@ async def grpc_style_worker() -> AsyncIterator[WorkerMaker]:
 
     yield make
     for runtime in made:
-        if runtime._running:
+        if runtime._link.running:
             await runtime.stop()
 
 

@@ -15,7 +15,7 @@ import sniffio
 from autogen_core import AgentId, TopicId, TypeSubscription
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
-from io_backends._asyncio_channel import AsyncioChannel
+from io_backends.sansio import Phase
 
 from ._common import Answer, Ask, EchoAgent, Note, all_serializers, http_call, wait_until
 from .conftest import WorkerFactory
@@ -169,8 +169,9 @@ async def test_serve_on_asyncio_uses_the_asyncio_driver_and_stops_either_way() -
                     await worker.register_factory("echo", EchoAgent)
                     assert await worker.send_message(Ask("io"), AgentId("echo", "k")) == Answer("k:oi")
                     assert server.service.connection_count == 1
-                    channels = list(server.service._channels.values())
-                    assert len(channels) == 1 and isinstance(channels[0], AsyncioChannel)
+                    # the asyncio driver serves it (a protocol per socket, no task per connection)
+                    phases = [conn.phase for conn in server.service.hub.connections()]
+                    assert phases == [Phase.CHANNEL]
                     await check_plain_http_endpoints(port)
                 finally:
                     await worker.stop()

@@ -194,7 +194,7 @@ async def test_a_close_for_an_oversized_message_surfaces_as_payload_too_large() 
     """A host that does not announce its limit (an older or foreign one) closes with 1009: the
     calls pending on that connection fail with PayloadTooLargeError naming max_message_size=."""
     service = HttpAgentService(max_message_size=64 * 1024)
-    service.accept_channel_response = lambda ws: ws.send(AcceptConnection())  # type: ignore[method-assign]
+    service.hub.channel_accept = lambda ws: ws.send(AcceptConnection())  # type: ignore[method-assign]
     async with echo_pair(service) as caller:
         with pytest.raises(PayloadTooLargeError) as caught:
             await caller.send_message(Text("x" * 100_000), AgentId("echo", "k"))

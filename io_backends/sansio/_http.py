@@ -1,8 +1,8 @@
-"""The host's HTTP front without any I/O: h11 request handling, routing and error answers.
+"""The host's HTTP/1.1 front without any I/O: h11 framing, keep-alive, timeouts and error answers.
 
-Both host drivers (the anyio one in :mod:`._server` and the asyncio protocol in
-:mod:`._asyncio_host`) feed received bytes in and carry out the actions that come out, so the
-HTTP behaviour (docs/PROTOCOL.md sections 2 and 6) is defined here, once.
+One :class:`HttpFront` per accepted connection reads request heads and bodies and writes
+responses; what each request means and may do is :mod:`._endpoints`' (the same policy an ASGI
+server in front of the engine uses). :class:`~._connection.HostConnection` drives it.
 
 The driver loop::
 
@@ -29,39 +29,42 @@ The deadlines are the request head's, the body's and the idle keep-alive connect
 from __future__ import annotations
 
 import enum
-import http
 from collections import deque
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Final, Union
 
 import h11
-import msgspec
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request as WSRequest
 
-from sansio_runtime import CloseCode
+from ._endpoints import (
+    UNAUTHORIZED,
+    Endpoint,
+    HttpError,
+    RpcAnswer,
+    body_too_large,
+    channel_refusal,
+    error_body,
+    has_body,
+    raw_response,
+    route,
+    rpc_body_refusal,
+    rpc_method_refusal,
+    rpc_response,
+)
+from ._limits import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_REQUEST_HEAD_TIMEOUT,
+    SMALL_BODY_LIMIT,
+)
 
-from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH
-
-CHANNEL_PATH_BYTES, RPC_PATH_BYTES, HEALTH_PATH_BYTES = (p.encode() for p in (CHANNEL_PATH, RPC_PATH, HEALTH_PATH))
-SMALL_BODY_LIMIT = 65536  # bodies of requests that should have none (a GET of /healthz)
 FEED_SIZE = 65536
-DEFAULT_REQUEST_HEAD_TIMEOUT = 20.0
-DEFAULT_REQUEST_BODY_TIMEOUT = 60.0
-DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class BodyTooLarge(Exception):
     """The request body exceeds the limit; answer 413."""
-
-
-def header(request: h11.Request, name: bytes) -> bytes | None:
-    """The first value of header ``name`` (lower-case), or None."""
-    for key, value in request.headers:
-        if key == name:
-            return bytes(value)
-    return None
 
 
 class _Marker:
@@ -103,12 +106,6 @@ class RpcCall:
 
 
 @dataclass(frozen=True, slots=True)
-class RpcAnswer:
-    close_code: CloseCode = CloseCode.NORMAL
-    body: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class OpenChannel:
     """An authorized, well-formed WebSocket upgrade: reply None once ``ws`` is accepted, or an HttpError."""
 
@@ -116,53 +113,8 @@ class OpenChannel:
     ws: WSConnection
 
 
-@dataclass(frozen=True, slots=True)
-class HttpError:
-    """Answer with this error and close."""
-
-    status: int
-    message: str
-
-
 Action = Union[_Marker, Send, Authorize, RpcCall, OpenChannel]
 Reply = Union[None, bool, RpcAnswer, HttpError]
-
-
-_HTTP_STATUS_FOR_CLOSE = {
-    CloseCode.NORMAL: 200,
-    CloseCode.GOING_AWAY: 503,
-    CloseCode.MESSAGE_TOO_BIG: 413,
-    CloseCode.INVALID_PAYLOAD: 400,
-    CloseCode.PROTOCOL_ERROR: 400,
-    CloseCode.UNSUPPORTED_DATA: 415,
-    CloseCode.POLICY_VIOLATION: 403,
-    CloseCode.INTERNAL_ERROR: 500,
-    CloseCode.SLOW_CONSUMER: 503,
-    CloseCode.DUPLICATE_CLIENT: 409,
-}
-
-
-def http_status_for(code: CloseCode) -> int:
-    """The HTTP status that answers a ``POST /v1/rpc`` request the engine closed with ``code``."""
-    return _HTTP_STATUS_FOR_CLOSE.get(code, 500)
-
-
-def error_body(status: int, message: str) -> bytes:
-    return msgspec.json.encode({"error": {"status": status, "message": message}})
-
-
-def raw_response(status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> bytes:
-    """A complete error response with ``Connection: close``, outside any request cycle (h11 can only
-    answer a request it has read): for a connection refused at once, or a request cut off midway."""
-    body = error_body(status, message)
-    lines = [
-        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}".encode(),
-        b"content-type: application/json",
-        b"content-length: " + str(len(body)).encode(),
-        b"connection: close",
-        *(name + b": " + value for name, value in headers or ()),
-    ]
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 class _Wait(enum.Enum):
@@ -332,25 +284,14 @@ class HttpFront:
                 request = yield from self._read_request()
                 if request is None:
                     return
-                path = request.target.split(b"?", 1)[0]
-                if header(request, b"transfer-encoding") is not None and header(request, b"content-length") is not None:
-                    # RFC 9112 section 6.1: the framing is ambiguous (request smuggling); never read on.
-                    yield self._error(
-                        400, "a request cannot have both Transfer-Encoding and Content-Length", close=True
-                    )
-                    return
-                if request.method == b"HEAD" and path != HEALTH_PATH_BYTES:
-                    # A HEAD response has no body; the only endpoint that answers HEAD is /healthz.
-                    yield from self._refuse(request, 405, None, [(b"allow", b"GET, POST")])
-                elif path == CHANNEL_PATH_BYTES:
+                endpoint = route(request)
+                if isinstance(endpoint, HttpError):
+                    yield from self._refuse(request, endpoint)
+                elif endpoint is Endpoint.CHANNEL:
                     yield from self._channel(request)
                     return
-                elif path == RPC_PATH_BYTES:
+                elif endpoint is Endpoint.RPC:
                     yield from self._rpc(request)
-                elif path != HEALTH_PATH_BYTES:
-                    yield from self._refuse(request, 404, "no such endpoint: use /v1/channel, /v1/rpc or /healthz")
-                elif request.method not in (b"GET", b"HEAD"):
-                    yield from self._refuse(request, 405, "use GET", [(b"allow", b"GET")])
                 else:
                     yield from self._read_body(SMALL_BODY_LIMIT)
                     body = self._health()
@@ -367,7 +308,7 @@ class HttpFront:
                     return
                 yield error
         except BodyTooLarge:
-            yield self._error(413, f"body exceeds {self._max_message_size} bytes", close=True)
+            yield self._send_error(body_too_large(self._max_message_size))
 
     def _read_request(self) -> Generator[Action, Reply, h11.Request | None]:
         """The next request head, or None when the peer closed the connection between requests.
@@ -439,61 +380,49 @@ class HttpFront:
     ) -> Send:
         return self._response(status, error_body(status, message), headers=headers, close=close)
 
-    def _unauthorized(self) -> Send:
-        return self._error(401, "missing or wrong credentials", close=True, headers=[(b"www-authenticate", b"Bearer")])
+    def _send_error(self, error: HttpError) -> Send:
+        if not error.message:
+            return self._response(error.status, headers=error.headers, close=error.close)
+        return self._error(error.status, error.message, headers=error.headers, close=error.close)
 
     # ------------------------------------------------------------------ endpoints
 
-    def _refuse(
-        self, request: h11.Request, status: int, message: str | None, headers: list[tuple[bytes, bytes]] | None = None
-    ) -> Generator[Action, Reply, None]:
-        """Answer ``status`` without reading the request's body: if it has one, the connection is
+    def _refuse(self, request: h11.Request, refusal: HttpError) -> Generator[Action, Reply, None]:
+        """Answer ``refusal`` without reading the request's body: if it has one, the connection is
         closed after the answer (reading it would only buffer what nobody needs)."""
-        has_body = (
-            header(request, b"transfer-encoding") is not None or (header(request, b"content-length") or b"0") != b"0"
-        )
-        if not has_body:
+        with_body = has_body(request)
+        if not with_body:
             yield from self._read_body(0)  # h11's end of the message
-        if message is None:
-            yield self._response(status, headers=headers, close=has_body)
-        else:
-            yield self._error(status, message, headers=headers, close=has_body)
+        yield self._send_error(HttpError(refusal.status, refusal.message, refusal.headers, refusal.close or with_body))
 
     def _rpc(self, request: h11.Request) -> Generator[Action, Reply, None]:
-        if request.method != b"POST":
-            yield from self._refuse(request, 405, "use POST", [(b"allow", b"POST")])
+        refusal = rpc_method_refusal(request)
+        if refusal is not None:
+            yield from self._refuse(request, refusal)
             return
         if not (yield Authorize(request)):
-            yield self._unauthorized()
+            yield self._send_error(UNAUTHORIZED)
             return
-        content_type = (header(request, b"content-type") or b"").split(b";", 1)[0].strip().lower()
-        if content_type != b"application/json":
-            yield from self._refuse(request, 415, "Content-Type must be application/json")
-            return
-        length = header(request, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self._max_message_size:
-            yield self._error(413, f"body exceeds {self._max_message_size} bytes", close=True)
+        refusal = rpc_body_refusal(request, self._max_message_size)
+        if refusal is not None:
+            if refusal.close:  # announced too large: never read
+                yield self._send_error(refusal)
+            else:
+                yield from self._refuse(request, refusal)
             return
         body = yield from self._read_body(self._max_message_size)
         answer = yield RpcCall(request, body)
         assert isinstance(answer, RpcAnswer)
-        if answer.close_code is not CloseCode.NORMAL:
-            status = http_status_for(answer.close_code)
-            yield self._error(status, f"closed with {answer.close_code.name}")
-        elif answer.body is None:
-            yield self._response(204)
-        else:
-            yield self._response(200, answer.body)
+        status, payload = rpc_response(answer)
+        yield self._response(status, payload)
 
     def _channel(self, request: h11.Request) -> Generator[Action, Reply, None]:
-        upgrade = (header(request, b"upgrade") or b"").lower()
-        if request.method != b"GET" or upgrade != b"websocket":
-            yield self._error(
-                426, "/v1/channel needs a WebSocket upgrade", close=True, headers=[(b"upgrade", b"websocket")]
-            )
+        refusal = channel_refusal(request)
+        if refusal is not None:
+            yield self._send_error(refusal)
             return
         if not (yield Authorize(request)):
-            yield self._unauthorized()
+            yield self._send_error(UNAUTHORIZED)
             return
         ws = WSConnection(ConnectionType.SERVER)
         ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
@@ -501,28 +430,20 @@ class HttpFront:
         if not isinstance(handshake, WSRequest):
             yield self._error(400, "invalid WebSocket handshake", close=True)
             return
-        refusal = yield OpenChannel(request, ws)
-        if isinstance(refusal, HttpError):
-            yield self._error(refusal.status, refusal.message, close=True)
+        upgraded = yield OpenChannel(request, ws)
+        if isinstance(upgraded, HttpError):
+            yield self._send_error(upgraded)
 
 
 __all__ = [
     "ABORT",
     "CLOSE",
-    "DEFAULT_IDLE_TIMEOUT",
-    "DEFAULT_REQUEST_BODY_TIMEOUT",
-    "DEFAULT_REQUEST_HEAD_TIMEOUT",
     "NEED_DATA",
     "Action",
     "Authorize",
-    "HttpError",
     "HttpFront",
     "OpenChannel",
     "Reply",
-    "RpcAnswer",
     "RpcCall",
     "Send",
-    "error_body",
-    "header",
-    "raw_response",
 ]

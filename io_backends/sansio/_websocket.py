@@ -1,8 +1,7 @@
 """One WebSocket's state without any I/O: wsproto, message assembly, limits and the outbound queue.
 
-The drivers (:mod:`._websocket` over anyio streams, :mod:`._asyncio_channel` over an asyncio
-protocol) feed it received bytes and write what it has queued; everything they have in common
-lives here, once.
+The host's connections (:mod:`._connection`) and the worker's channel feed it received bytes and
+write what it has queued; everything about WebSocket framing lives here, once.
 
 The frames of the hot path (whole text and binary messages, pings and pongs) are parsed and
 built here directly, which costs a fraction of wsproto's general machinery. Anything else (a
@@ -14,7 +13,6 @@ wsproto still decides every unusual case. No extension is ever negotiated by eit
 from __future__ import annotations
 
 import codecs
-import os
 from collections.abc import Callable
 
 from wsproto import WSConnection
@@ -23,77 +21,12 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from sansio_runtime import CloseCode
 
+from ._masking import MaskPool, rotated
+from ._masking import mask as apply_mask
+
 ABNORMAL_CLOSURE = 1006
 _TEXT, _BINARY, _PING, _PONG = 0x1, 0x2, 0x9, 0xA
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
-
-
-class _MaskPool:
-    """Masking keys for one client connection's frames: os.urandom (as wsproto uses), 4 KiB at a time."""
-
-    __slots__ = ("_pool", "_pos")
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
-
-    def take(self) -> bytes:
-        pos = self._pos
-        if pos + 4 > len(self._pool):
-            self._pool = os.urandom(4096)
-            pos = 0
-        self._pos = pos + 4
-        return self._pool[pos : pos + 4]
-
-
-_XOR_PIECE = 8192  # a multiple of 4, so the mask lines up at every piece
-
-
-def _xor(data: bytes | memoryview, mask: bytes) -> bytes:
-    """``data`` masked (or unmasked) with the 4-byte ``mask`` (RFC 6455 section 5.3).
-
-    XOR through Python ints. Long payloads go in cache-sized pieces: converting one
-    megabyte-sized int is about three times slower per byte than converting 8 KiB ones.
-    """
-    n = len(data)
-    if n <= _XOR_PIECE:
-        if not n:
-            return b""
-        key = int.from_bytes((mask * (n // 4 + 1))[:n], "little")
-        return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
-    piece_key = int.from_bytes(mask * (_XOR_PIECE // 4), "little")
-    from_bytes = int.from_bytes
-    view = memoryview(data)
-    whole = n - n % _XOR_PIECE
-    out = [
-        (from_bytes(view[i : i + _XOR_PIECE], "little") ^ piece_key).to_bytes(_XOR_PIECE, "little")
-        for i in range(0, whole, _XOR_PIECE)
-    ]
-    if whole < n:
-        out.append(_xor(view[whole:], mask))
-    return b"".join(out)
-
-
-def _optional_c_mask() -> tuple[Callable[[bytes, bytes], bytes] | None, str]:
-    """websockets' C masking function, if that package is installed (the ``speedups`` extra)."""
-    if os.environ.get("AUTOGEN_HTTP_PURE_PYTHON"):
-        return None, "python (AUTOGEN_HTTP_PURE_PYTHON is set)"
-    try:
-        from websockets.speedups import apply_mask  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None, "python"
-    return apply_mask, "websockets.speedups"
-
-
-_c_mask, MASK_IMPLEMENTATION = _optional_c_mask()
-_mask: Callable[[bytes, bytes], bytes] = _c_mask or _xor
-"""Masks (or unmasks) a payload: 25-30x faster in C than :func:`_xor`, which it equals."""
-
-
-def _rotated(mask: bytes, offset: int) -> bytes:
-    """The mask that applies to payload bytes starting ``offset`` bytes into the frame."""
-    k = offset % 4
-    return mask[k:] + mask[:k] if k else mask
 
 
 class _PartialFrame:
@@ -170,7 +103,7 @@ class WebSocketCore:
         self._client = ws.client
         self._fast = True  # parsing frames here; False once wsproto has taken over the input
         self._buffer = b""  # the start of an incomplete frame (fast path)
-        self._masks = _MaskPool()
+        self._masks = MaskPool()
         self._seen_open = False  # ws.state was OPEN when last looked at (saves asking wsproto)
         self._partial: _PartialFrame | None = None  # a hot-path frame still arriving
 
@@ -222,7 +155,7 @@ class WebSocketCore:
             head = bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
         if self._client:
             mask = self._masks.take()
-            return head + mask + _mask(payload, mask)
+            return head + mask + apply_mask(payload, mask)
         return head + payload
 
     def _pong(self, frame: bytes) -> None:
@@ -317,7 +250,7 @@ class WebSocketCore:
                 return self._continue_frame(buf[pos + head :], messages) if size > pos + head else b""
             payload = buf[pos + head : end]
             if expect_mask:
-                payload = _mask(payload, buf[pos + head - 4 : pos + head])
+                payload = apply_mask(payload, buf[pos + head - 4 : pos + head])
             if opcode == _TEXT:
                 try:
                     text = payload.decode("utf-8")
@@ -345,7 +278,7 @@ class WebSocketCore:
         frame.raw.append(chunk)
         frame.left -= take
         if frame.mask is not None:
-            chunk = _mask(chunk, _rotated(frame.mask, frame.received))
+            chunk = apply_mask(chunk, rotated(frame.mask, frame.received))
         frame.received += take
         if frame.decoder is not None:
             try:  # wsproto rejects bad UTF-8 as soon as it arrives: so must we

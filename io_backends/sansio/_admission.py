@@ -6,10 +6,8 @@ refused one.
 
 from __future__ import annotations
 
-from ._http_front import HttpError, raw_response
-
-DEFAULT_MAX_CONNECTIONS = 10_000
-DEFAULT_MAX_CONNECTIONS_PER_ADDRESS = 1_000
+from ._endpoints import HttpError, raw_response
+from ._limits import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
 
 
 class Admission:
@@ -63,4 +61,4 @@ def refusal_response(refusal: HttpError) -> bytes:
     return raw_response(refusal.status, refusal.message, [(b"retry-after", b"1")])
 
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_CONNECTIONS_PER_ADDRESS", "Admission", "refusal_response"]
+__all__ = ["Admission", "refusal_response"]

@@ -1,31 +1,32 @@
-"""The asyncio WebSocket driver: a :class:`WebSocketCore` inside an ``asyncio.Protocol``.
+"""The worker's WebSocket to its host: a :class:`~io_backends.sansio.WebSocketCore` inside an
+``asyncio.Protocol`` (autogen-core's runtimes run on asyncio), and its keepalive.
 
-Shared by the worker runtime (asyncio-only, as autogen-core is) and the host when it runs on
-asyncio. The hot path skips the task switches a stream-based driver needs: received bytes
-become messages, and messages become engine events, inside ``data_received``; a message to
-send is written at once when the socket is idle, and otherwise coalesced with whatever else is
-queued in the same loop iteration.
+The hot path skips the task switches a stream-based driver needs: received bytes become
+messages, and messages become engine events, inside ``data_received``; a message to send is
+written at once when the socket is idle, and otherwise coalesced with whatever else is queued in
+the same loop iteration. :mod:`._connect` opens it (the client's side of the upgrade).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import socket
-import ssl
 import struct
 import weakref
 from collections.abc import Callable, Sized
 from typing import cast
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, RejectConnection, RejectData
-from wsproto.events import Request as WSRequest
+import anyio
+from wsproto import WSConnection
 
-from ._address import HostAddress
-from ._errors import HostRejectedError
-from ._websocket import CLOSE_TIMEOUT, MessageHandler
-from ._wscore import WebSocketCore
+from .._compat import ready_callbacks
+from ..sansio import WebSocketCore
+from ..sansio._limits import CLOSE_TIMEOUT
+
+MessageHandler = Callable[["str | bytes"], None]
+logger = logging.getLogger("io_backends.worker")
 
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
@@ -62,7 +63,7 @@ class _Flusher:
         self.dirty: list[AsyncioChannel] = []
         self.scheduled = False
         # The loop's queue of callbacks ready to run (asyncio's own loops; None on others).
-        self._ready: Sized | None = getattr(loop, "_ready", None)
+        self._ready: Sized | None = ready_callbacks(loop)
 
     def others_ready(self) -> bool:
         """Whether other callbacks (typically other tasks' steps) run before the loop next polls.
@@ -360,150 +361,26 @@ class AsyncioChannel(asyncio.Protocol):
             transport.close()
 
 
-_MAX_RESPONSE_HEAD = 64 * 1024
-WORKER_MAX_BATCH = 16
-"""Messages a worker delivers per loop turn (each may start handler tasks); see ``_drain_backlog``."""
-
-
-class HandshakeNotAnswered(ConnectionError):
-    """The host ended a plain connection without an HTTP answer to the upgrade: with nothing at all
-    (``tls_record`` False), or with a TLS record. Either way it most likely serves TLS."""
-
-    def __init__(self, *, tls_record: bool) -> None:
-        super().__init__("the host answered with TLS" if tls_record else "the host closed the connection unanswered")
-        self.tls_record = tls_record
-
-
-def _looks_like_tls(data: bytes) -> bool:
-    """Whether ``data`` starts like a TLS record (an alert or a handshake, version 3.x): RFC 8446 5.1."""
-    return len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03
-
-
-class ClientChannel(AsyncioChannel):
-    """The worker's side: sends the upgrade request and waits for the host's answer first."""
-
-    def __init__(self, ws: WSConnection, request: bytes, *, max_message_size: int, max_outbound_bytes: int) -> None:
-        super().__init__(
-            ws, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes, max_batch=WORKER_MAX_BATCH
-        )
-        self._request = request
-        self._accepted: asyncio.Future[None] = self._loop.create_future()
-        self._rejection: RejectConnection | None = None
-        self._rejection_body = b""
-        self._head = b""  # the start of the host's handshake response
-        self._answered = False  # whether any byte of an answer came
-        self.response_headers: list[tuple[bytes, bytes]] = []
-        """The headers of the host's ``101`` answer (wsproto's own removed)."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        assert self._transport is not None
-        self._transport.write(self._request)
-
-    def data_received(self, data: bytes) -> None:
-        if not self._accepted.done():
-            self.last_received = self._loop.time()
-            if not self._answered and _looks_like_tls(data):
-                self._fail_handshake(HandshakeNotAnswered(tls_record=True))
-                return
-            self._answered = self._answered or bool(data)
-            try:
-                self._handshake(data)
-            except Exception as exc:  # not HTTP: h11 / wsproto refuse the answer
-                self._fail_handshake(ConnectionError(f"the host's answer to the WebSocket upgrade is not HTTP: {exc}"))
-            return
-        super().data_received(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self._accepted.done():
-            if self._answered:
-                error = ConnectionError("the host closed the connection during the WebSocket handshake")
-            else:
-                error = HandshakeNotAnswered(tls_record=False)
-            self._accepted.set_exception(error)
-        super().connection_lost(exc)
-
-    def _fail_handshake(self, error: Exception) -> None:
-        self._accepted.set_exception(error)
-        if self._transport is not None:
-            self._transport.abort()
-
-    def _handshake(self, data: bytes) -> None:
-        ws = self._core.ws
-        if self._rejection is None:
-            # Give wsproto the response head only: the frames after it are the core's to parse.
-            head = self._head + data
-            end = head.find(b"\r\n\r\n")
-            if end < 0:
-                self._head = head
-                if len(head) > _MAX_RESPONSE_HEAD and self._transport is not None:
-                    self._accepted.set_exception(ConnectionError("the host's handshake response is too large"))
-                    self._transport.abort()
-                return
-            self._head = b""
-            ws.receive_data(head[: end + 4])
-            data = head[end + 4 :]
-            if self._handshake_events(data):
-                return
-        ws.receive_data(data)
-        self._handshake_events(b"")
-
-    def _handshake_events(self, after_head: bytes) -> bool:
-        """Handle the handshake's events; True once it is accepted or rejected."""
-        for event in self._core.ws.events():
-            if isinstance(event, AcceptConnection):
-                self.response_headers = list(event.extra_headers)
-                self._accepted.set_result(None)
-                self._early.extend(self._core.receive_data(after_head))  # frames that came with the 101
-                return True
-            if isinstance(event, RejectConnection):
-                self._rejection = event
-                if not event.has_body:
-                    self._reject()
-                    return True
-            elif isinstance(event, RejectData):
-                self._rejection_body += bytes(event.data)
-                if event.body_finished:
-                    self._reject()
-                    return True
+def keepalive_check(channel: AsyncioChannel, now: float, interval: float, timeout: float) -> bool:
+    """One keepalive step: ping a host silent for ``interval``, give the connection up after
+    ``timeout`` more. Returns True when it pinged. Finds a host that is gone without closing its
+    socket (a frozen process, a dead link)."""
+    silent_for = now - channel.last_received
+    if silent_for >= interval + timeout:
+        logger.warning("host silent for %.1fs: giving up on the connection", silent_for)
+        channel.abort()
         return False
-
-    def _reject(self) -> None:
-        assert self._rejection is not None
-        body = self._rejection_body.decode("utf-8", "replace")
-        self._accepted.set_exception(HostRejectedError(self._rejection.status_code, body))
-        if self._transport is not None:
-            self._transport.close()
+    if silent_for >= interval:
+        channel.send_ping()
+        return True
+    return False
 
 
-async def open_asyncio_channel(
-    address: HostAddress,
-    *,
-    target: str,
-    headers: list[tuple[bytes, bytes]],
-    ssl_context: ssl.SSLContext | None,
-    max_message_size: int,
-    max_outbound_bytes: int,
-    connect_timeout: float,
-) -> ClientChannel:
-    """Connect, upgrade to a WebSocket and return the open channel."""
-    ws = WSConnection(ConnectionType.CLIENT)
-    request = ws.send(WSRequest(host=address.authority, target=target, extra_headers=headers))
-    loop = asyncio.get_running_loop()
-    context = (ssl_context or ssl.create_default_context()) if address.tls else None
-
-    def factory() -> ClientChannel:
-        return ClientChannel(ws, request, max_message_size=max_message_size, max_outbound_bytes=max_outbound_bytes)
-
-    async def connect() -> ClientChannel:
-        transport, channel = await loop.create_connection(
-            factory, address.host, address.port, ssl=context, server_hostname=address.host if context else None
-        )
-        try:
-            await channel._accepted
-        except BaseException:
-            transport.abort()
-            raise
-        return channel
-
-    return await asyncio.wait_for(connect(), connect_timeout)
+async def keep_alive(channel: AsyncioChannel, interval: float, timeout: float) -> None:
+    """Run :func:`keepalive_check` for the channel, for as long as it is open."""
+    while channel.is_open:
+        now = anyio.current_time()
+        if keepalive_check(channel, now, interval, timeout):
+            await anyio.sleep(min(interval, timeout))
+        elif channel.is_open:
+            await anyio.sleep(max(0.0, interval - (now - channel.last_received)))

@@ -42,17 +42,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from autogen_core import JSON_DATA_CONTENT_TYPE, MessageSerializer
-from autogen_core._serialization import (
-    DataclassJsonMessageSerializer,
-    PydanticJsonMessageSerializer,
-    SerializationRegistry,
-)
+from autogen_core import JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE, MessageSerializer
 
-from sansio_runtime import Payload, media_type, reader_content_types
+from sansio_runtime import NONE_PAYLOAD, Payload, media_type, reader_content_types
 
-NONE_TYPE_NAME = "NoneType"
-"""``data_type`` of the answer of a handler that returned None (its data is JSON ``null``)."""
+from .._compat import DataclassJsonMessageSerializer, PydanticJsonMessageSerializer, SerializationRegistry
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -94,6 +88,28 @@ class MessageSerializers(SerializationRegistry):
             else:
                 self._dataclass_json.pop(one.type_name, None)
 
+    def payload_of(self, message: Any, data_type: str, preferred_format: str) -> Payload:
+        """``message`` serialized as the ``preferred_format`` (``payload_serialization_format=``) if
+        ``data_type`` has a serializer for it here, else as one it has.
+
+        gRPC's runtime sends every RPC payload as JSON whatever the format, so a protobuf-format
+        worker must still be able to exchange dataclasses (and a JSON one protobuf messages).
+        """
+        content_type = preferred_format
+        for candidate in (preferred_format, JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE):
+            if self.is_registered(data_type, candidate):
+                content_type = candidate
+                break
+        return Payload(
+            data_type, content_type, self.serialize(message, type_name=data_type, data_content_type=content_type)
+        )
+
+    def result_payload(self, result: Any, preferred_format: str) -> Payload:
+        """A handler's result as its answer's payload (``None`` is :data:`~sansio_runtime.NONE_PAYLOAD`)."""
+        if result is None:
+            return NONE_PAYLOAD
+        return self.payload_of(result, self.type_name(result), preferred_format)
+
     def content_types(self, type_name: str) -> set[str]:
         """The media types ``type_name`` has serializers for here."""
         return self._content_types.get(type_name, set())
@@ -120,7 +136,7 @@ class MessageSerializers(SerializationRegistry):
         type, or when that serializer fails on the bytes.
         """
         type_name = payload.data_type
-        if type_name == NONE_TYPE_NAME and payload.data == b"null":
+        if payload.is_none:
             return None
         for content_type in reader_content_types(payload.data_content_type):
             if self.is_registered(type_name, content_type):

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import builtins
 import ssl
+from typing import TypeVar
 
 from autogen_core import exceptions as autogen_exceptions
 
-from sansio_runtime import ErrorCode, RpcError, decode_error_data
+from sansio_runtime import ErrorCode, HandlerErrorData, RpcError, decode_error_data
 
 
 class HostRejectedError(ConnectionError):
@@ -24,12 +25,7 @@ class HostRejectedError(ConnectionError):
         self.body = body
 
 
-class HostBindError(OSError):
-    """The host cannot listen on its address: the port is in use, needs privileges, or the address
-    is not one of this machine's. ``errno`` is the operating system's."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
+_E = TypeVar("_E", bound="RemoteCallError")
 
 
 class RemoteCallError(Exception):
@@ -40,6 +36,11 @@ class RemoteCallError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+    @classmethod
+    def local(cls: type[_E], message: str) -> _E:
+        """This error raised by the worker itself, with the code the protocol gives it (section 5)."""
+        return cls(_CODE_OF[cls], message)
 
 
 class AgentTypeNotFoundError(RemoteCallError, LookupError):
@@ -128,6 +129,13 @@ _BY_CODE: dict[int, type[RemoteCallError]] = {
     ErrorCode.UNREADABLE_PAYLOAD: UnreadablePayloadError,
 }
 
+_CODE_OF: dict[type[RemoteCallError], int] = {
+    HostConnectionError: ErrorCode.CONNECTION_LOST,
+    HostTlsError: ErrorCode.CONNECTION_LOST,
+    PayloadTooLargeError: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+"""The codes of the errors a worker raises itself (all local: docs/PROTOCOL.md section 5)."""
+
 _handler_error_classes: dict[str, type[RemoteHandlerError]] = {}
 
 
@@ -146,15 +154,13 @@ def _handler_error_class(exception_type: str) -> type[RemoteHandlerError]:
     return cls
 
 
-def error_from_rpc(error: RpcError) -> RemoteCallError:
-    """The exception that represents a JSON-RPC error object."""
+def error_from_rpc(error: RpcError, handler: HandlerErrorData | None = None) -> RemoteCallError:
+    """The exception that represents a JSON-RPC error object (``handler``: what a remote handler
+    raised, as the engine read it from a HANDLER_ERROR's data)."""
     data = decode_error_data(error)
     if error.code == ErrorCode.HANDLER_ERROR:
-        exception_type = "Exception"
-        message = error.message
-        if isinstance(data, dict):
-            exception_type = str(data.get("exception_type", exception_type))
-            message = str(data.get("message", message))
+        exception_type = "Exception" if handler is None else handler.exception_type
+        message = error.message if handler is None else handler.message
         exc = _handler_error_class(exception_type)(error.code, message, data)
         exc.exception_type = exception_type
         exc.args = (f"{exception_type}: {message}",)
@@ -163,7 +169,6 @@ def error_from_rpc(error: RpcError) -> RemoteCallError:
 
 
 for _public in (
-    HostBindError,
     RemoteCallError,
     AgentTypeNotFoundError,
     AgentNotFoundError,

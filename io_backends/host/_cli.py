@@ -1,0 +1,209 @@
+"""``autogen-http-host`` / ``python -m io_backends``: run a host until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import ssl
+import sys
+from typing import NoReturn
+
+import anyio
+
+from sansio_runtime import (
+    DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+    DEFAULT_MAX_BATCH_LENGTH,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+)
+
+from ..sansio._limits import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_OUTBOUND_BYTES,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_REQUEST_HEAD_TIMEOUT,
+)
+from ._errors import HostBindError
+from ._server import HttpAgentServer
+from ._service import HttpAgentService
+
+
+def _timeout(text: str) -> float | None:
+    seconds = float(text)
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("a timeout cannot be negative (0 turns it off)")
+    return seconds or None
+
+
+_PROG = "autogen-http-host"
+_EPILOG = """\
+examples:
+  autogen-http-host --port 9000
+  autogen-http-host --host 0.0.0.0 --port 9000 --auth-token s3cret --certfile host.pem --keyfile host.key
+  autogen-http-host --backend trio        (needs: pip install 'autogen-http-runtime-ng[trio]')
+
+Workers connect with HttpWorkerAgentRuntime("HOST:PORT") (or http://, ws://, https://, wss:// URLs).
+"""
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    """One line on stderr and a non-zero exit: what went wrong and what to do about it."""
+    print(f"{_PROG}: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Run an AutoGen HTTP/WebSocket agent host (the router workers connect to).",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=9000, help="port to bind (default 9000; 0 picks one)")
+    parser.add_argument("--auth-token", default=None, help="require 'Authorization: Bearer TOKEN' from clients")
+    parser.add_argument("--certfile", default=None, help="TLS certificate (PEM); serves https/wss when given")
+    parser.add_argument("--keyfile", default=None, help="TLS private key (PEM)")
+    parser.add_argument(
+        "--keepalive-interval",
+        type=float,
+        default=DEFAULT_KEEPALIVE_INTERVAL,
+        help="ping a worker after this many seconds of silence (default 10; 0 turns keepalive off)",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=DEFAULT_KEEPALIVE_TIMEOUT,
+        help="drop a worker silent this many seconds after the ping (default 10)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help="event loop to run on (default asyncio); trio needs the trio extra: "
+        "pip install 'autogen-http-runtime-ng[trio]'",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
+    limits.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        metavar="BYTES",
+        help="largest message in bytes (default 4 MiB); workers learn it when they connect",
+    )
+    limits.add_argument(
+        "--max-outbound-bytes",
+        type=int,
+        default=DEFAULT_MAX_OUTBOUND_BYTES,
+        metavar="BYTES",
+        help="unsent bytes buffered for one WebSocket before it is closed with 4008 (default 64 MiB)",
+    )
+    limits.add_argument(
+        "--max-batch-length",
+        type=int,
+        default=DEFAULT_MAX_BATCH_LENGTH,
+        metavar="N",
+        help="entries in one batch (default 1000)",
+    )
+    limits.add_argument(
+        "--max-agent-types-per-connection",
+        type=int,
+        default=DEFAULT_MAX_AGENT_TYPES_PER_CONNECTION,
+        metavar="N",
+        help="(default 10000)",
+    )
+    limits.add_argument(
+        "--max-subscriptions-per-connection",
+        type=int,
+        default=DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+        metavar="N",
+        help="(default 50000)",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        metavar="N",
+        help="served at once (default 10000)",
+    )
+    limits.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help="served at once from one client IP address (default 1000)",
+    )
+    limits.add_argument(
+        "--request-head-timeout",
+        type=_timeout,
+        default=DEFAULT_REQUEST_HEAD_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for a request head, from its first byte (default 20; 0: none)",
+    )
+    limits.add_argument(
+        "--request-body-timeout",
+        type=_timeout,
+        default=DEFAULT_REQUEST_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds for a request body, after its head (default 60; 0: none)",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=_timeout,
+        default=DEFAULT_IDLE_TIMEOUT,
+        metavar="SECONDS",
+        help="seconds a keep-alive connection may sit idle, or an answer wait to be read (default 60; 0: none)",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
+    ssl_context = None
+    if args.certfile:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            _fail(f"cannot load the TLS certificate {args.certfile!r} / key {args.keyfile!r}: {exc}")
+    try:
+        service = HttpAgentService(
+            max_message_size=args.max_message_size,
+            max_outbound_bytes=args.max_outbound_bytes,
+            max_batch_length=args.max_batch_length,
+            max_agent_types_per_connection=args.max_agent_types_per_connection,
+            max_subscriptions_per_connection=args.max_subscriptions_per_connection,
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
+            request_head_timeout=args.request_head_timeout,
+            request_body_timeout=args.request_body_timeout,
+            idle_timeout=args.idle_timeout,
+            auth_token=args.auth_token,
+            keepalive_interval=args.keepalive_interval or None,
+            keepalive_timeout=args.keepalive_timeout,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    server = HttpAgentServer(args.host, args.port, service=service, ssl_context=ssl_context)
+
+    async def run() -> None:
+        port = server.bind()  # before any task group: a bind error stays one plain OSError
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.serve)
+            print(f"autogen-http-host listening on {args.host}:{port}", flush=True)
+            await server.stop_when_signal()
+
+    try:
+        anyio.run(run, backend=args.backend)
+    except HostBindError as exc:  # the port is in use, needs privileges, or the address is not this machine's
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    main()

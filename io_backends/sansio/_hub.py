@@ -1,0 +1,301 @@
+"""The host without any I/O: the engine, every accepted connection, and the deadlines of both.
+
+:class:`HostHub` is what a host driver drives (see :mod:`._connection` for the loop). It admits
+connections, hands each channel's messages to the :class:`~sansio_runtime.HostEngine`, and
+carries the engine's instructions to the connections they are for: a message to a channel's
+WebSocket, the answer of a ``/v1/rpc`` body to the connection waiting on it, a close. Whatever
+changed is listed by :meth:`HostHub.take_dirty` for the driver to write and act on; the driver
+keeps one timer, for :meth:`HostHub.next_deadline`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import h11
+from wsproto import WSConnection
+from wsproto.events import AcceptConnection
+
+from sansio_runtime import ClientId, ClientKind, ClientNameInUse, Close, CloseCode, DeadlineHeap, HostEngine
+
+from ._admission import Admission, refusal_response
+from ._connection import HostConnection, Phase
+from ._endpoints import DUPLICATE_CLIENT, HttpError, RpcAnswer, bearer_token_matches, channel_accept_headers
+from ._endpoints import client_name as requested_client_name
+from ._http import HttpFront
+from ._limits import (
+    CLOSE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_KEEPALIVE_INTERVAL,
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+    DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_OUTBOUND_BYTES,
+    DEFAULT_REQUEST_BODY_TIMEOUT,
+    DEFAULT_REQUEST_HEAD_TIMEOUT,
+    LINGER_TIMEOUT,
+)
+
+Authenticator = Callable[[h11.Request], "bool | Awaitable[bool]"]
+"""Decides whether a request to /v1/channel or /v1/rpc may proceed (True) or gets 401 (False)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """The host's limits and timeouts outside the engine (defaults: :mod:`._limits`; None: no timeout)."""
+
+    max_outbound_bytes: int = DEFAULT_MAX_OUTBOUND_BYTES
+    max_header_size: int = DEFAULT_MAX_HEADER_SIZE
+    request_head_timeout: float | None = DEFAULT_REQUEST_HEAD_TIMEOUT
+    request_body_timeout: float | None = DEFAULT_REQUEST_BODY_TIMEOUT
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS
+    keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    auth_token: bytes | None = None
+    authenticator: Authenticator | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("request_head_timeout", "request_body_timeout", "idle_timeout"):
+            timeout = getattr(self, name)
+            if timeout is not None and timeout <= 0:
+                raise ValueError(f"{name} must be positive (or None for no timeout)")
+
+
+class HostHub:
+    """The engine and the connections around it, bytes in and out (see the module docs)."""
+
+    def __init__(self, engine: HostEngine, settings: HubSettings, health: Callable[[], bytes]) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.max_outbound_bytes = settings.max_outbound_bytes
+        self.keepalive = (settings.keepalive_interval, settings.keepalive_timeout)
+        self._health = health
+        self._admission = Admission(
+            max_connections=settings.max_connections, max_connections_per_address=settings.max_connections_per_address
+        )
+        self._connections: set[HostConnection] = set()
+        self._by_client: dict[ClientId, HostConnection] = {}
+        self._one_shot_bodies: dict[ClientId, bytes] = {}
+        self._deadlines: DeadlineHeap[HostConnection] = DeadlineHeap()
+        self._dirty: dict[HostConnection, None] = {}
+        self._ready: deque[HostConnection] = deque()
+        self._depth = 0
+        self.refused = 0
+        """Connections refused by the caps since the host started."""
+
+    # ------------------------------------------------------------------ for drivers
+
+    @property
+    def connection_count(self) -> int:
+        """Accepted connections not gone yet (refused ones included while they are answered)."""
+        return len(self._connections)
+
+    def connections(self) -> list[HostConnection]:
+        """The accepted connections not gone yet."""
+        return list(self._connections)
+
+    def accept(self, now: float, address: str | None, *, can_half_close: bool = True) -> HostConnection:
+        """A socket was accepted at ``now`` from ``address`` (None: unknown). ``can_half_close``: the
+        driver can shut the socket's sending side and go on reading (TLS cannot)."""
+        conn = HostConnection(self, self._new_front(now), now, address, can_half_close)
+        self._connections.add(conn)
+        refusal = self._admission.admit(address)
+        if refusal is not None:
+            self.refused += 1
+            conn.admitted = False
+            conn.refuse(refusal_response(refusal), now)
+        self._touched(conn)
+        return conn
+
+    def take_dirty(self) -> list[HostConnection]:
+        """The connections something happened to since the last call: write and act on each."""
+        dirty = list(self._dirty)
+        self._dirty.clear()
+        return dirty
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timer` next has work (the engine's calls or a connection's), or None."""
+        ours = self._deadlines.next_deadline()
+        engine = self.engine.next_deadline()
+        if ours is None:
+            return engine
+        return ours if engine is None or ours < engine else engine
+
+    def handle_timer(self, now: float) -> None:
+        """The clock is at ``now``: calls past their deadline fail, connections time out."""
+        self._depth += 1
+        try:
+            self.engine.handle_timer(now)
+            self._apply(now)
+            for conn in self._deadlines.expire(now):
+                conn.handle_timer(now)
+                self._touched(conn)
+        finally:
+            self._depth -= 1
+        self._settle(now)
+
+    def close_all(self, now: float, code: CloseCode = CloseCode.GOING_AWAY, reason: str = "host shutting down") -> None:
+        """Close every channel and answer every ``/v1/rpc`` body (a host shutdown)."""
+        self._depth += 1
+        try:
+            self.engine.close_all(code, reason)
+            self._apply(now)
+        finally:
+            self._depth -= 1
+        self._settle(now)
+
+    # ------------------------------------------------------------------ for connections
+
+    def enter(self, conn: HostConnection, now: float) -> None:
+        self._depth += 1
+
+    def leave(self, conn: HostConnection, now: float) -> None:
+        self._depth -= 1
+        self._touched(conn)
+        self._settle(now)
+
+    def ready(self, conn: HostConnection) -> None:
+        """``conn`` can go on (its ``/v1/rpc`` answer came): it does once the current input is handled."""
+        self._ready.append(conn)
+
+    def forget(self, conn: HostConnection) -> None:
+        """``conn``'s socket is gone."""
+        if conn in self._connections:
+            self._connections.discard(conn)
+            self._deadlines.discard(conn)
+            self._dirty.pop(conn, None)
+            if conn.admitted:
+                self._admission.release(conn.address)
+
+    def give_up_after(self, conn: HostConnection) -> float:
+        """How long a closed connection may take to take its last bytes before it is reset."""
+        if conn.phase is Phase.CHANNEL or conn.client is not None:
+            return CLOSE_TIMEOUT
+        idle = self.settings.idle_timeout
+        return LINGER_TIMEOUT if idle is None else idle
+
+    def authorize(self, request: h11.Request) -> bool | Awaitable[bool]:
+        """The verdict on a request's credentials (awaitable when the authenticator is async)."""
+        token = self.settings.auth_token
+        if token is not None and not bearer_token_matches(request, token):
+            return False
+        authenticator = self.settings.authenticator
+        return True if authenticator is None else authenticator(request)
+
+    def start_one_shot(self, conn: HostConnection, body: bytes, now: float) -> None:
+        """Run a ``/v1/rpc`` body for ``conn``; ``conn.answered`` follows, at once or when its calls end."""
+        client = self.engine.connect(ClientKind.ONE_SHOT)
+        conn.client = client
+        self._by_client[client] = conn
+        self.engine.receive(client, body, now)
+        self._apply(now)
+
+    def open_channel(self, conn: HostConnection, request: h11.Request, now: float) -> HttpError | None:
+        """Make ``conn``'s upgrade a client of the engine; the refusal if its X-Client-Id is in use."""
+        try:
+            client = self.engine.connect(ClientKind.CHANNEL, requested_client_name(request))
+        except ClientNameInUse:
+            return DUPLICATE_CLIENT
+        conn.client = client
+        self._by_client[client] = conn
+        return None
+
+    def channel_accept(self, ws: WSConnection) -> bytes:
+        """The ``101`` that opens a channel; it announces the host's message size limit to the worker."""
+        return ws.send(AcceptConnection(extra_headers=channel_accept_headers(self.engine.max_message_size)))
+
+    def channel_message(self, conn: HostConnection, message: str | bytes, now: float) -> None:
+        """One WebSocket message from ``conn``'s client, for the engine."""
+        assert conn.client is not None
+        self.engine.receive(conn.client, message, now)
+        self._apply(now)
+
+    def release_client(self, conn: HostConnection, now: float) -> None:
+        """``conn``'s client is gone for the engine (its calls end, what it owned is released)."""
+        client = conn.client
+        if client is None:
+            return
+        conn.client = None
+        self._by_client.pop(client, None)
+        self._one_shot_bodies.pop(client, None)
+        self.engine.disconnect(client, now)
+        self._apply(now)
+
+    # ------------------------------------------------------------------ internals
+
+    def _new_front(self, now: float) -> HttpFront:
+        s = self.settings
+        return HttpFront(
+            max_header_size=s.max_header_size,
+            max_message_size=self.engine.max_message_size,
+            health=self._health,
+            now=now,
+            head_timeout=s.request_head_timeout,
+            body_timeout=s.request_body_timeout,
+            idle_timeout=s.idle_timeout,
+        )
+
+    def _apply(self, now: float) -> None:
+        """Carry out what the engine queued (and what that queued in turn)."""
+        engine = self.engine
+        by_client = self._by_client
+        outputs = engine.data_to_send()
+        while outputs:
+            for out in outputs:
+                conn = by_client.get(out.client)
+                if conn is None:
+                    continue
+                if isinstance(out, Close):
+                    if conn.phase is Phase.CHANNEL:
+                        conn.close_channel(out.code, out.reason, now)
+                    else:
+                        body = self._one_shot_bodies.pop(out.client, None)
+                        self._answer(conn, out.client, RpcAnswer(out.code, body), now)
+                elif conn.phase is Phase.CHANNEL:
+                    conn.send_message(out.data, now)
+                else:
+                    self._one_shot_bodies[out.client] = out.data
+                self._dirty[conn] = None
+            outputs = engine.data_to_send()
+
+    def _answer(self, conn: HostConnection, client: ClientId, answer: RpcAnswer, now: float) -> None:
+        """The engine ended a ``/v1/rpc`` body: forget its client and hand ``conn`` the answer."""
+        self._by_client.pop(client, None)
+        self.engine.disconnect(client, now)  # it is closing: this only forgets it
+        conn.client = None
+        conn.answered(answer)
+
+    def _touched(self, conn: HostConnection) -> None:
+        """Something happened to ``conn``: the driver must look at it, and its deadline may be earlier."""
+        if conn not in self._connections:
+            return
+        self._dirty[conn] = None
+        deadline = conn.next_deadline()
+        if deadline is None:
+            self._deadlines.discard(conn)
+            return
+        scheduled = self._deadlines.get(conn)
+        if scheduled is None or deadline < scheduled:  # a later one is found when the earlier fires
+            self._deadlines.set(conn, deadline)
+
+    def _settle(self, now: float) -> None:
+        """Once the outermost input is handled: let connections whose answers came go on."""
+        if self._depth:
+            return
+        ready = self._ready
+        while ready:
+            conn = ready.popleft()
+            self._depth += 1
+            try:
+                conn.resume(now)
+            finally:
+                self._depth -= 1
+            self._touched(conn)
+
+
+__all__ = ["Authenticator", "HostHub", "HubSettings"]
