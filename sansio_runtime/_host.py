@@ -27,6 +27,7 @@ from . import _wire as wire
 from ._answers import fit_answer, ok
 from ._calls import CALL_ENDINGS, CallEnd, CallTable, PendingCall
 from ._clients import Client, ClientKind, ClientNameInUse, ClientState
+from ._cluster import AgentTypeReleased, ClaimAgentType, ClusterOutput, SubscriptionAdded, SubscriptionRemoved
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import ClientId, Close, HostOutput, Send
 from ._limits import (
@@ -83,6 +84,13 @@ class HostEngine:
         self._calls = CallTable()
         self._registry = Registry()
         self._out: list[HostOutput] = []
+        # Clustered hosts only (docs/CLUSTER.md section 4): see enable_cluster().
+        self._clustered = False
+        self._cluster_link_up = True
+        self._cluster_out: list[ClusterOutput] = []
+        self._claims: dict[int, tuple[ClientId, RequestId | None, str]] = {}  # claim -> (worker, its request, type)
+        self._claim_ids = itertools.count(1)
+        self._peer_names: dict[ClientId, str] = {}
         self._methods: dict[str, _Handler] = {
             wire.AGENT_CALL: self._agent_call,
             wire.AGENT_PUBLISH: self._agent_publish,
@@ -269,6 +277,8 @@ class HostEngine:
             return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}")
         if c.kind is ClientKind.ONE_SHOT and m.method in _CHANNEL_ONLY_METHODS:
             return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} needs a /v1/channel connection")
+        if c.kind is ClientKind.PEER and m.method in _CHANNEL_ONLY_METHODS:
+            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} is not for a peer host")
         try:
             return handler(c, msg_id, m.params, now)
         except Rejection as rej:
@@ -306,13 +316,11 @@ class HostEngine:
         calls = self._calls
         if calls.host_id_of(c.id, msg_id) is not None:
             raise Rejection(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
-        if calls.count_made_by(c.id) >= self.max_pending_calls:
+        if c.kind is not ClientKind.PEER and calls.count_made_by(c.id) >= self.max_pending_calls:
             raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
         target = self._registry.owner_of(call.target.type)
-        if target is None:
-            raise Rejection(
-                ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
-            )
+        if target is None or (c.kind is ClientKind.PEER and target in self._peer_names):
+            raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
         pending = calls.open(c.id, msg_id, target, deadline)
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
@@ -328,10 +336,19 @@ class HostEngine:
         self.stats.events_published += 1
         clients = self._clients
         out = self._out
+        from_peer = c.kind is ClientKind.PEER
         for client_id, recipients in self._registry.routes_for(event.type):
-            if clients[client_id].state is ClientState.OPEN:
-                out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
-                self.stats.event_deliveries += 1
+            target = clients[client_id]
+            if target.state is not ClientState.OPEN:
+                continue
+            if target.kind is ClientKind.PEER:
+                # Once per host, as published; that host routes it to its own workers. A peer's
+                # events are never relayed to another peer.
+                if not from_peer:
+                    out.append(Send(client_id, wire.notification(wire.AGENT_PUBLISH, params)))
+                continue
+            out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
+            self.stats.event_deliveries += 1
         return ok(msg_id)
 
     def _cancel_request(
@@ -346,26 +363,40 @@ class HostEngine:
     def _register_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.register_agent(self._registry, c.id, params, max_types=self.max_agent_types_per_connection)
+        agent_type = registration.register_agent(
+            self._registry, c.id, params, max_types=self.max_agent_types_per_connection
+        )
+        if self._clustered:
+            # Held (routed here) until the claim settles; the worker is answered then.
+            claim = next(self._claim_ids)
+            self._claims[claim] = (c.id, None if isinstance(msg_id, UnsetType) else msg_id, agent_type)
+            self._cluster_out.append(ClaimAgentType(claim, agent_type))
+            return None
         return ok(msg_id)
 
     def _unregister_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.unregister_agent(self._registry, c.id, params)
+        agent_type = registration.unregister_agent(self._registry, c.id, params)
+        if self._clustered:
+            self._cluster_out.append(AgentTypeReleased(agent_type))
         return ok(msg_id)
 
     def _add_subscription(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
         limit = self.max_subscriptions_per_connection
-        registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
+        spec = registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
+        if self._clustered:
+            self._cluster_out.append(SubscriptionAdded(spec))
         return ok(msg_id)
 
     def _remove_subscription(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.remove_subscription(self._registry, c.id, params)
+        subscription_id = registration.remove_subscription(self._registry, c.id, params)
+        if self._clustered:
+            self._cluster_out.append(SubscriptionRemoved(subscription_id))
         return ok(msg_id)
 
     def _get_subscriptions(
@@ -394,6 +425,8 @@ class HostEngine:
 
         ``c`` is closing or already forgotten, so it hears nothing of its own calls' ends.
         """
+        if self._clustered:
+            self._release_cluster_records(c)
         self._registry.release(c.id)
         for host_id in self._calls.made_by(c.id):
             self._end_call(host_id, CallEnd.CALLER_GONE)
@@ -404,6 +437,120 @@ class HostEngine:
         c.move_to(ClientState.CLOSING)
         self._release(c)
         self._out.append(Close(c.id, code, reason))
+
+    # ------------------------------------------------------------------ the cluster (docs/CLUSTER.md 4)
+
+    def enable_cluster(self) -> None:
+        """This host is part of a cluster: from now on, what its workers register and subscribe is
+        also asked of the driver (:meth:`cluster_to_send`), and a registration is answered once its
+        claim settles (:meth:`claim_settled`). Call it before any worker connects."""
+        self._clustered = True
+
+    def cluster_to_send(self) -> list[ClusterOutput]:
+        """Take every request for the cluster driver queued so far, oldest first."""
+        out, self._cluster_out = self._cluster_out, []
+        return out
+
+    def set_cluster_link(self, up: bool) -> None:
+        """Whether the driver's link to the cluster is up (only the wording of errors depends on it)."""
+        self._cluster_link_up = up
+
+    def add_peer(self, name: str) -> ClientId:
+        """Another host (``name``: its name and epoch, for error messages) joined: it is a client now."""
+        peer = self.connect(ClientKind.PEER)
+        self._peer_names[peer] = name
+        return peer
+
+    def remove_peer(self, peer: ClientId, now: float) -> None:
+        """The host ``peer`` is gone: calls pending at it fail with TARGET_DISCONNECTED, calls it
+        made are cancelled at their targets, its agent types and subscriptions are forgotten."""
+        self.disconnect(peer, now)
+        self._peer_names.pop(peer, None)
+
+    def peer_registered(self, peer: ClientId, agent_type: str) -> bool:
+        """The host ``peer`` hosts ``agent_type`` (by the cluster's registry). False (and nothing
+        changes) if a client here holds the type already: the cluster's claim decides between them."""
+        self._check_peer(peer)
+        owner = self._registry.owner_of(agent_type)
+        if owner is not None:
+            return owner == peer
+        self._registry.register_type(peer, agent_type)
+        return True
+
+    def peer_unregistered(self, peer: ClientId, agent_type: str) -> None:
+        """The host ``peer`` no longer hosts ``agent_type`` (nothing happens if it did not)."""
+        self._check_peer(peer)
+        if self._registry.owner_of(agent_type) == peer:
+            self._registry.unregister_type(agent_type)
+
+    def peer_subscribed(self, peer: ClientId, spec: SubscriptionSpec) -> bool:
+        """The host ``peer`` holds subscription ``spec``; False if a subscription with its id exists."""
+        self._check_peer(peer)
+        if self._registry.subscription_owner(spec.id) is not None:
+            return self._registry.subscription_owner(spec.id) == peer
+        self._registry.add_subscription(peer, spec)
+        return True
+
+    def peer_unsubscribed(self, peer: ClientId, subscription_id: str) -> None:
+        """The host ``peer`` no longer holds subscription ``subscription_id``."""
+        self._check_peer(peer)
+        if self._registry.subscription_owner(subscription_id) == peer:
+            self._registry.remove_subscription(subscription_id)
+
+    def claim_settled(self, claim: int, won: bool, holder: str = "another host") -> None:
+        """The cluster decided the :class:`ClaimAgentType` ``claim``: ``won``, or held by ``holder``.
+
+        A won claim answers the worker's registration; a lost one takes the type back from the
+        worker and answers AGENT_TYPE_ALREADY_REGISTERED. A claim whose worker has left, or has
+        unregistered the type meanwhile, is only forgotten (the driver was told of the release).
+        """
+        pending = self._claims.pop(claim, None)
+        if pending is None:
+            return
+        client_id, request_id, agent_type = pending
+        c = self._clients.get(client_id)
+        if c is None or c.state is not ClientState.OPEN or self._registry.owner_of(agent_type) != client_id:
+            return
+        if won:
+            if request_id is not None:
+                self._out.append(Send(client_id, wire.response(request_id, None)))
+            return
+        self._registry.unregister_type(agent_type)
+        if request_id is not None:
+            message = f"Agent type {agent_type} already registered by {holder} of the cluster"
+            error = self._error(request_id, ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, message)
+            self._out.append(Send(client_id, error))
+
+    def pending_claims(self) -> list[int]:
+        """The claims not settled yet."""
+        return list(self._claims)
+
+    def is_peer(self, client: ClientId) -> bool:
+        return client in self._peer_names
+
+    def _check_peer(self, peer: ClientId) -> None:
+        if peer not in self._peer_names or peer not in self._clients:
+            raise LocalProtocolError(f"client {peer} is not a connected peer host")
+
+    def _not_found(self, agent_type: str, caller: Client) -> str:
+        if caller.kind is ClientKind.PEER:
+            return f"agent type {agent_type!r} is not hosted by a worker of this host"
+        if self._clustered and not self._cluster_link_up:
+            return (
+                f"no worker of this host hosts agent type {agent_type!r}, and the cluster link is down: "
+                "types on other hosts are unreachable until it is back"
+            )
+        if self._clustered:
+            return f"no connected worker on any host of the cluster hosts agent type {agent_type!r}"
+        return f"no connected worker hosts agent type {agent_type!r}"
+
+    def _release_cluster_records(self, c: Client) -> None:
+        """Tell the driver what the leaving (local) client held cluster-wide."""
+        if c.id in self._peer_names:
+            return
+        out = self._cluster_out
+        out.extend(AgentTypeReleased(t) for t in self._registry.types_of(c.id))
+        out.extend(SubscriptionRemoved(s) for s in self._registry.subscriptions_of(c.id))
 
     # ------------------------------------------------------------------ answers
 
@@ -416,7 +563,7 @@ class HostEngine:
         within ``max_message_size`` for the whole HTTP answer)."""
         if caller.state is ClientState.CLOSING:
             return
-        if caller.kind is ClientKind.CHANNEL:
+        if caller.kind is not ClientKind.ONE_SHOT:
             self._out.append(Send(caller.id, frame))
             return
         caller.gather(self._fit(frame, request_id, caller.reply_bytes))

@@ -17,7 +17,7 @@ from ._params import Rejection, check_name_lengths, decode_params
 from ._registry import Registry
 
 
-def register_agent(registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_types: int) -> None:
+def register_agent(registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_types: int) -> str:
     agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
     if not agent_type:
         raise Rejection(ErrorCode.INVALID_PARAMS, "type must be a non-empty string")
@@ -36,9 +36,10 @@ def register_agent(registry: Registry, client: ClientId, params: Raw | UnsetType
             "register: unregister some, or raise the host's max_agent_types_per_connection",
         )
     registry.register_type(client, agent_type)
+    return agent_type
 
 
-def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> None:
+def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str:
     agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
     owner = registry.owner_of(agent_type)
     if owner is None:
@@ -46,9 +47,12 @@ def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetTy
     if owner != client:
         raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} belongs to another worker")
     registry.unregister_type(agent_type)
+    return agent_type
 
 
-def add_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_subscriptions: int) -> None:
+def add_subscription(
+    registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_subscriptions: int
+) -> wire.SubscriptionSpec:
     spec = decode_params(wire.ADD_SUBSCRIPTION_DECODER, params).subscription
     if not spec.id or not spec.agent_type:
         raise Rejection(ErrorCode.INVALID_PARAMS, "subscription id and agent_type must be non-empty")
@@ -65,9 +69,10 @@ def add_subscription(registry: Registry, client: ClientId, params: Raw | UnsetTy
             "add: remove some, or raise the host's max_subscriptions_per_connection",
         )
     registry.add_subscription(client, spec)
+    return spec
 
 
-def remove_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType) -> None:
+def remove_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str:
     subscription_id = decode_params(wire.REMOVE_SUBSCRIPTION_DECODER, params).id
     owner = registry.subscription_owner(subscription_id)
     if owner is None:
@@ -75,6 +80,7 @@ def remove_subscription(registry: Registry, client: ClientId, params: Raw | Unse
     if owner != client:
         raise Rejection(ErrorCode.FORBIDDEN, f"subscription {subscription_id!r} belongs to another worker")
     registry.remove_subscription(subscription_id)
+    return subscription_id
 
 
 __all__ = ["add_subscription", "register_agent", "remove_subscription", "unregister_agent"]

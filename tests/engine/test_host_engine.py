@@ -1047,6 +1047,8 @@ def test_client_transitions_table() -> None:
         (ClientKind.ONE_SHOT, O_): frozenset({A, C}),
         (ClientKind.ONE_SHOT, A): frozenset({C}),
         (ClientKind.ONE_SHOT, C): frozenset(),
+        (ClientKind.PEER, O_): frozenset({C}),
+        (ClientKind.PEER, C): frozenset(),
     }
 
 
