@@ -88,6 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         help="event loop to run on (default asyncio); trio needs the trio extra: "
         "pip install 'autogen-http-runtime-ng[trio]'",
     )
+    cluster = parser.add_argument_group("cluster (docs/CLUSTER.md; needs the cluster extra)")
+    cluster.add_argument(
+        "--cluster",
+        default=None,
+        metavar="NATS_URL",
+        help="join the hosts on this NATS server (nats://127.0.0.1:4222; several: comma-separated)",
+    )
+    cluster.add_argument("--cluster-name", default="agrt", help="hosts meet only within one name (default agrt)")
+    cluster.add_argument("--host-name", default=None, help="this host's name in the cluster (default HOSTNAME-PORT)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
     limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
     limits.add_argument(
@@ -190,19 +199,52 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
-    server = HttpAgentServer(args.host, args.port, service=service, ssl_context=ssl_context)
+    if args.cluster is not None and args.backend != "asyncio":
+        _fail("--cluster runs on --backend asyncio only (nats-py is asyncio-only)", 2)
+    try:
+        server = HttpAgentServer(
+            args.host,
+            args.port,
+            service=service,
+            ssl_context=ssl_context,
+            cluster=args.cluster,
+            cluster_name=args.cluster_name,
+            host_name=args.host_name,
+        )
+    except (ImportError, ValueError) as exc:
+        _fail(str(exc), 2)
 
     async def run() -> None:
         port = server.bind()  # before any task group: a bind error stays one plain OSError
-        async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
-            print(f"autogen-http-host listening on {args.host}:{port}", flush=True)
-            await server.stop_when_signal()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(server.serve)
+                joined = (
+                    "" if server.cluster_link is None else f" (cluster {args.cluster}, host {server.cluster_link.host})"
+                )
+                print(f"autogen-http-host listening on {args.host}:{port}{joined}", flush=True)
+                await server.stop_when_signal()
+        except BaseException as exc:
+            unreachable = _find_connection_error(exc)
+            if unreachable is not None:
+                _fail(str(unreachable))
+            raise
 
     try:
         anyio.run(run, backend=args.backend)
     except HostBindError as exc:  # the port is in use, needs privileges, or the address is not this machine's
         _fail(str(exc))
+
+
+def _find_connection_error(exc: BaseException) -> ConnectionError | None:
+    """The ConnectionError (the cluster's NATS is unreachable) in ``exc`` or its group, if any."""
+    if isinstance(exc, ConnectionError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find_connection_error(inner)
+        if found is not None:
+            return found
+    return None
 
 
 if __name__ == "__main__":
