@@ -363,6 +363,8 @@ class HostEngine:
     def _register_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
+        if self._peer_names:
+            self._refuse_a_peers_type(params)
         agent_type = registration.register_agent(
             self._registry, c.id, params, max_types=self.max_agent_types_per_connection
         )
@@ -543,6 +545,16 @@ class HostEngine:
         if self._clustered:
             return f"no connected worker on any host of the cluster hosts agent type {agent_type!r}"
         return f"no connected worker hosts agent type {agent_type!r}"
+
+    def _refuse_a_peers_type(self, params: Raw | UnsetType) -> None:
+        """A registration of a type another host holds is refused, naming that host."""
+        agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
+        owner = self._registry.owner_of(agent_type)
+        if owner is not None and owner in self._peer_names:
+            raise Rejection(
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED,
+                f"Agent type {agent_type} already registered by {self._peer_names[owner]} of the cluster",
+            )
 
     def _release_cluster_records(self, c: Client) -> None:
         """Tell the driver what the leaving (local) client held cluster-wide."""

@@ -375,6 +375,11 @@ class ClusterLink:
                 won, holder = True, ""
             now = self._loop.time()
             self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
+            known = self._types.get(op.agent_type)
+            if not won and known is not None:  # the winner's entry, held back while our claim was open
+                peer = self._peers.get((known[0].host, known[0].epoch))
+                if peer is not None:
+                    self.hub.drive(now, lambda engine: engine.peer_registered(peer, op.agent_type))
             self._flush()
         elif isinstance(op, AgentTypeReleased):
             revision = self._owned_types.pop(op.agent_type, None)
