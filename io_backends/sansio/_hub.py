@@ -259,7 +259,7 @@ class HostHub:
         if self._peers.pop(peer, None) is not None:
             self.drive(now, lambda engine: engine.remove_peer(peer, now))
 
-    def drive(self, now: float, action: Callable[[HostEngine], None]) -> None:
+    def drive(self, now: float, action: Callable[[HostEngine], object]) -> None:
         """Give the engine one input (``action``), then carry out what it queued."""
         self._depth += 1
         try:

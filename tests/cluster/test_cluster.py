@@ -101,7 +101,7 @@ async def test_a_type_is_unique_across_the_cluster_and_two_hosts_racing_for_it_g
                 # Both hosts route to the one winner (the loser's host at once, the other as soon
                 # as the registry's watch delivers the entry: milliseconds).
                 for runtime in (wa, wb):
-                    assert await eventually(lambda r=runtime: ask(r, name)) == "k:ih"
+                    assert await eventually(lambda r=runtime, t=name: ask(r, t)) == "k:ih"
 
 
 async def test_a_publish_reaches_each_subscriber_on_every_host_once_in_order(nats_server: NatsServer) -> None:
