@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,9 +22,17 @@ from io_backends import AgentTypeNotFoundError, HttpWorkerAgentRuntime, TargetDi
 from io_backends.cluster import NatsServer
 from tests.e2e._common import Answer, Ask, Block, BlockingAgent, EchoAgent, Note, Probe, all_serializers, wait_until
 
-from ._hosts import hosts
+from ._hosts import HostProcess, hosts
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def three_hosts() -> Iterator[list[HostProcess]]:
+    """nats-server and hosts a, b, c, shared by the tests that leave them as they found them (each
+    uses its own agent types; a test's workers leave at its end, and their types with them)."""
+    with NatsServer() as server, hosts(server.url, "a", "b", "c") as cluster:
+        yield cluster
 
 
 @asynccontextmanager
@@ -56,86 +64,84 @@ async def eventually(attempt: Any, timeout: float = 5.0) -> Any:
             await asyncio.sleep(0.02)
 
 
-async def test_a_worker_on_one_host_calls_an_agent_on_another(nats_server: NatsServer) -> None:
-    with hosts(nats_server.url, "a", "b") as (a, b):
-        async with worker(b.address) as callee, worker(a.address) as caller, worker(a.address) as local:
-            await EchoAgent.register(callee, "echo", EchoAgent)
-            await EchoAgent.register(local, "echo_here", EchoAgent)
-            assert await ask(caller, "echo", "abc") == "k:cba"  # a's worker -> host a -> NATS -> host b -> worker
-            # and back the other way, through an agent on host b that calls one on host a
-            assert await ask(callee, "echo_here", "xyz") == "k:zyx"
-            # Cost, against the same call between two workers of one host (printed; no bound asserted).
-            rounds = 200
-            for target in ("echo", "echo_here"):
-                await ask(caller, target)
-            start = time.perf_counter()
-            for _ in range(rounds):
-                await ask(caller, "echo_here")
-            same = time.perf_counter() - start
-            start = time.perf_counter()
-            for _ in range(rounds):
-                await ask(caller, "echo")
-            cross = time.perf_counter() - start
-            print(f"\ncross-host call / same-host call latency: {cross / same:.2f}x ({rounds} sequential calls each)")
+async def test_a_worker_on_one_host_calls_an_agent_on_another(three_hosts: list[HostProcess]) -> None:
+    a, b, _ = three_hosts
+    async with worker(b.address) as callee, worker(a.address) as caller, worker(a.address) as local:
+        await EchoAgent.register(callee, "echo", EchoAgent)
+        await EchoAgent.register(local, "echo_here", EchoAgent)
+        assert await ask(caller, "echo", "abc") == "k:cba"  # a's worker -> host a -> NATS -> host b -> worker
+        # and back the other way, through an agent on host b that calls one on host a
+        assert await ask(callee, "echo_here", "xyz") == "k:zyx"
+        # Cost, against the same call between two workers of one host (printed; no bound asserted).
+        rounds = 200
+        for target in ("echo", "echo_here"):
+            await ask(caller, target)
+        start = time.perf_counter()
+        for _ in range(rounds):
+            await ask(caller, "echo_here")
+        same = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(rounds):
+            await ask(caller, "echo")
+        cross = time.perf_counter() - start
+        print(f"\ncross-host call / same-host call latency: {cross / same:.2f}x ({rounds} sequential calls each)")
 
 
 async def test_a_type_is_unique_across_the_cluster_and_two_hosts_racing_for_it_get_one_winner(
-    nats_server: NatsServer,
+    three_hosts: list[HostProcess],
 ) -> None:
-    with hosts(nats_server.url, "a", "b") as (a, b):
-        async with worker(a.address) as wa, worker(b.address) as wb:
-            await EchoAgent.register(wa, "taken", EchoAgent)
-            with pytest.raises(Exception, match="Agent type taken already registered by host a"):
-                await EchoAgent.register(wb, "taken", EchoAgent)
-            for n in range(5):
-                name = f"raced{n}"
-                results = await asyncio.gather(
-                    EchoAgent.register(wa, name, EchoAgent),
-                    EchoAgent.register(wb, name, EchoAgent),
-                    return_exceptions=True,
-                )
-                losers = [r for r in results if isinstance(r, Exception)]
-                assert len(losers) == 1, results
-                assert "already registered" in str(losers[0])
-                # Both hosts route to the one winner.
-                # Both hosts route to the one winner (the loser's host at once, the other as soon
-                # as the registry's watch delivers the entry: milliseconds).
-                for runtime in (wa, wb):
-                    assert await eventually(lambda r=runtime, t=name: ask(r, t)) == "k:ih"
-
-
-async def test_a_publish_reaches_each_subscriber_on_every_host_once_in_order(nats_server: NatsServer) -> None:
-    count = 30
-    with hosts(nats_server.url, "a", "b", "c") as cluster:
-        async with (
-            worker(cluster[0].address) as publisher,
-            worker(cluster[0].address) as s0,
-            worker(cluster[1].address) as s1,
-            worker(cluster[2].address) as s2,
-        ):
-            agents: dict[str, EchoAgent] = {}
-
-            def factory(name: str) -> Any:
-                def make() -> EchoAgent:
-                    agents[name] = EchoAgent()
-                    return agents[name]
-
-                return make
-
-            subscribers = {"sub0": s0, "sub1": s1, "sub2": s2}
-            for name, runtime in subscribers.items():
-                await EchoAgent.register(runtime, name, factory(name))
-                await runtime.add_subscription(TypeSubscription("news", name))
-            # Every host must have heard of every subscription (replicated through the registry).
-            await asyncio.sleep(0.3)
-            for i in range(count):
-                await publisher.publish_message(Note("n", seq=i), TopicId("news", "src"))
-            assert await wait_until(
-                lambda: all(len(agents.get(n, EchoAgent()).notes) >= count for n in subscribers), 10
+    a, b, _ = three_hosts
+    async with worker(a.address) as wa, worker(b.address) as wb:
+        await EchoAgent.register(wa, "taken", EchoAgent)
+        with pytest.raises(Exception, match="Agent type taken already registered by host a"):
+            await EchoAgent.register(wb, "taken", EchoAgent)
+        for n in range(5):
+            name = f"raced{n}"
+            results = await asyncio.gather(
+                EchoAgent.register(wa, name, EchoAgent),
+                EchoAgent.register(wb, name, EchoAgent),
+                return_exceptions=True,
             )
-            await asyncio.sleep(0.3)  # nothing more arrives (no duplicates)
-            for name in subscribers:
-                assert [n.seq for n in agents[name].notes] == list(range(count)), name
+            losers = [r for r in results if isinstance(r, Exception)]
+            assert len(losers) == 1, results
+            assert "already registered" in str(losers[0])
+            # Both hosts route to the one winner.
+            # Both hosts route to the one winner (the loser's host at once, the other as soon
+            # as the registry's watch delivers the entry: milliseconds).
+            for runtime in (wa, wb):
+                assert await eventually(lambda r=runtime, t=name: ask(r, t)) == "k:ih"
+
+
+async def test_a_publish_reaches_each_subscriber_on_every_host_once_in_order(three_hosts: list[HostProcess]) -> None:
+    count = 30
+    cluster = three_hosts
+    async with (
+        worker(cluster[0].address) as publisher,
+        worker(cluster[0].address) as s0,
+        worker(cluster[1].address) as s1,
+        worker(cluster[2].address) as s2,
+    ):
+        agents: dict[str, EchoAgent] = {}
+
+        def factory(name: str) -> Any:
+            def make() -> EchoAgent:
+                agents[name] = EchoAgent()
+                return agents[name]
+
+            return make
+
+        subscribers = {"sub0": s0, "sub1": s1, "sub2": s2}
+        for name, runtime in subscribers.items():
+            await EchoAgent.register(runtime, name, factory(name))
+            await runtime.add_subscription(TypeSubscription("news", name))
+        # Every host must have heard of every subscription (replicated through the registry).
+        await asyncio.sleep(0.3)
+        for i in range(count):
+            await publisher.publish_message(Note("n", seq=i), TopicId("news", "src"))
+        assert await wait_until(lambda: all(len(agents.get(n, EchoAgent()).notes) >= count for n in subscribers), 10)
+        await asyncio.sleep(0.3)  # nothing more arrives (no duplicates)
+        for name in subscribers:
+            assert [n.seq for n in agents[name].notes] == list(range(count)), name
 
 
 async def test_a_killed_host_fails_the_calls_in_flight_through_it_fast(nats_server: NatsServer) -> None:

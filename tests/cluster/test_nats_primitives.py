@@ -521,6 +521,7 @@ async def test_a_watcher_is_dead_after_a_server_restart_and_a_new_one_resyncs(
 # A NATS cluster
 
 
+@pytest.mark.slow
 async def test_cluster_member_loss_fails_clients_over_and_kv_stays_exclusive() -> None:
     """Three routed servers, a KV bucket with 3 replicas: when the server a client is connected
     to stops, the client moves to another member, the data is there, and create-if-absent still
@@ -556,6 +557,8 @@ async def test_cluster_member_loss_fails_clients_over_and_kv_stays_exclusive() -
             for i in range(20):
                 key = f"k{i}"
                 results = await asyncio.gather(kv.create(key, b"A"), kv_b.create(key, b"B"), return_exceptions=True)
+                if any(isinstance(r, nats.js.errors.NoStreamResponseError) for r in results):
+                    continue  # a stream leader election again (a loaded machine): no verdict on this key
                 wins = [r for r in results if isinstance(r, int)]
                 # The loser's create() re-reads the key to tell "deleted" from "there"; in a cluster
                 # that read may not see the winner's write yet, and then the loser gets
