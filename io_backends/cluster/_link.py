@@ -169,6 +169,7 @@ class ClusterLink:
         self._subscriptions: list[Any] = []
         self._watchers: list[Any] = []
         self._closing = False
+        self._leaving = False
         self.linked = False
 
     # ------------------------------------------------------------------ names
@@ -223,13 +224,12 @@ class ClusterLink:
         ]
         self._pump()
 
-    async def stop(self) -> None:
-        """Leave: our records out of the registry (after the host closed its workers), a goodbye."""
-        if self._closing:
+    async def leave(self) -> None:
+        """Say goodbye (the host is shutting down): the other hosts end us at once, so calls they
+        have pending here fail now rather than when we fall silent. No more heartbeats."""
+        if self._leaving:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._drained(), 2.0)
-        self._closing = True
+        self._leaving = True
         nc = self._nc
         if nc is not None and nc.is_connected:
             with contextlib.suppress(Exception):
@@ -237,6 +237,17 @@ class ClusterLink:
                     f"{self.settings.name}.presence", msgspec.json.encode(Presence(self.host, self.epoch, True))
                 )
                 await nc.flush(timeout=1)
+
+    async def stop(self) -> None:
+        """Leave (if not done yet), take our records out of the registry (after the host closed its
+        workers: their releases are queued), and close the NATS connection."""
+        if self._closing:
+            return
+        await self.leave()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drained(), 2.0)
+        self._closing = True
+        nc = self._nc
         for task in [*self._tasks, *self._background]:
             task.cancel()
         for task in [*self._tasks, *self._background]:
@@ -368,6 +379,8 @@ class ClusterLink:
         assert types_kv is not None and subs_kv is not None
         if isinstance(op, ClaimAgentType):
             try:
+                if not self.linked:
+                    raise ConnectionError("the link to NATS is down")
                 won, holder = await self._claim(op.agent_type)
             except Exception as exc:
                 # NATS unreachable: serve the type locally; it is claimed when the link is back.
@@ -627,7 +640,7 @@ class ClusterLink:
 
     async def _beat(self, epoch: int) -> None:
         nc = self._nc
-        if nc is None or self._closing:
+        if nc is None or self._leaving:
             return
         with contextlib.suppress(Exception):
             await nc.publish(f"{self.settings.name}.presence", msgspec.json.encode(Presence(self.host, epoch)))

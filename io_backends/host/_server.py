@@ -257,6 +257,8 @@ class HttpAgentServer:
                     server.close()
                 else:
                     sock.close()
+                if link is not None:
+                    await link.leave()  # the other hosts end us now: their calls here fail at once
                 service.hub.close_all(loop.time())
                 driver.flush()
                 with anyio.move_on_after(self._grace):
