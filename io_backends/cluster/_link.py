@@ -192,28 +192,23 @@ class ClusterLink:
         self.engine.enable_cluster()
         self.hub.set_cluster_sink(self._take_cluster_outputs)
         try:
-            self._nc = await nats.connect(
-                servers=[u.strip() for u in s.url.split(",") if u.strip()],
-                name=f"autogen-http-host {self.host}",
-                connect_timeout=s.connect_timeout,
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.05,
-                ping_interval=1,
-                max_outstanding_pings=2,
-                pending_size=0,  # while disconnected, fail at once instead of sending ghosts later
-                disconnected_cb=self._link_lost,
-                reconnected_cb=self._on_reconnected,
-                error_cb=self._on_error,
-            )
+            # (bounded: with reconnects on for good, nats-py would retry a first connect forever)
+            self._nc = await asyncio.wait_for(self._connect(), s.connect_timeout)
         except Exception as exc:
+            why = "no answer" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
             raise ConnectionError(
-                f"cannot reach the cluster's NATS server at {s.url} ({exc}): start nats-server "
-                "(the 'cluster' extra installs it as nats-server) or check --cluster"
+                f"cannot reach the cluster's NATS server at {s.url} within {s.connect_timeout:g}s ({why}): "
+                "start nats-server with JetStream (nats-server -js; the 'cluster' extra installs it) or check --cluster"
             ) from exc
         js = self._nc.jetstream()
-        self._types_kv = await self._bucket(js, f"{s.name}_types")
-        self._subs_kv = await self._bucket(js, f"{s.name}_subs")
+        try:
+            self._types_kv = await self._bucket(js, f"{s.name}_types")
+            self._subs_kv = await self._bucket(js, f"{s.name}_subs")
+        except Exception as exc:
+            await self._nc.close()
+            raise ConnectionError(
+                f"the NATS server at {s.url} has no JetStream key-value store ({exc!r}): start it with -js"
+            ) from exc
         await self._listen()
         self.linked = True
         self.engine.set_cluster_link(True)
@@ -223,6 +218,23 @@ class ClusterLink:
             self._loop.create_task(self._timer()),
         ]
         self._pump()
+
+    async def _connect(self) -> Nats:
+        s = self.settings
+        return await nats.connect(
+            servers=[u.strip() for u in s.url.split(",") if u.strip()],
+            name=f"autogen-http-host {self.host}",
+            connect_timeout=s.connect_timeout,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.05,
+            ping_interval=1,
+            max_outstanding_pings=2,
+            pending_size=0,  # while disconnected, fail at once instead of sending ghosts later
+            disconnected_cb=self._link_lost,
+            reconnected_cb=self._on_reconnected,
+            error_cb=self._on_error,
+        )
 
     async def leave(self) -> None:
         """Say goodbye (the host is shutting down): the other hosts end us at once, so calls they
