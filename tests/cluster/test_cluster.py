@@ -217,3 +217,20 @@ async def test_with_nats_stopped_hosts_serve_local_traffic_and_resync_when_it_re
                 await asyncio.sleep(0.05)
             print(f"\nNATS back -> cross-host calls work again after {time.monotonic() - back:.2f}s")
             assert await ask(wb, "here") == "k:ih"  # both ways
+
+
+async def test_a_host_stopped_cleanly_fails_the_calls_in_flight_through_it_at_once(nats_server: NatsServer) -> None:
+    with hosts(nats_server.url, "a", "b") as (a, b):
+        probes: dict[str, Probe] = {}
+        async with worker(b.address, reconnect=False) as held, worker(a.address) as caller:
+            await BlockingAgent.register(held, "blocker2", lambda: BlockingAgent(probes))
+            call = asyncio.ensure_future(caller.send_message(Block("t", limit=30), AgentId("blocker2", "k")))
+            assert await wait_until(lambda: "t" in probes and probes["t"].started.is_set(), 10)
+            stopped = time.monotonic()
+            assert b.proc is not None
+            b.proc.terminate()  # SIGTERM: the host says goodbye first
+            with pytest.raises(TargetDisconnectedError):
+                await asyncio.wait_for(call, 10)
+            took = time.monotonic() - stopped
+            print(f"\nhost stopped (SIGTERM) -> its caller on another host fails after {took:.2f}s")
+            assert took < 1.5
