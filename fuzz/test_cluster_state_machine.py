@@ -129,7 +129,8 @@ class ClusterMachine(RuleBasedStateMachine):
     def _cluster_outputs(self, host: str) -> None:
         for out in self.engines[host].cluster_to_send():
             if isinstance(out, ClaimAgentType):
-                (w,) = [w for w in self.workers if w.host == host and self._pending_registration(w, out.agent_type)]
+                owner = self.engines[host].agent_types()[out.agent_type]  # the worker it is held for
+                (w,) = [w for w in self.workers if w.host == host and w.client == owner]
                 rid = self._pending_registration(w, out.agent_type)
                 assert rid is not None
                 self.claims.append(Claim(host, out.claim, out.agent_type, w, rid))
