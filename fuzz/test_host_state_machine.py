@@ -26,11 +26,20 @@ What is checked, at every step:
   ``clients()``/``client_state()`` and ``subscribers(topic)`` equal the model; no pending call
   involves a gone or closing client, so after a disconnect nothing of that client remains;
 * ``next_deadline()`` equals the earliest deadline of a pending call (never later, never stale).
+
+Shared agent types (``"shared": true``): clients join and leave a type's pool (registering,
+unregistering, disconnecting, being closed); the model places each ``AgentId(type, key)`` of a call,
+and each recipient of an event (key = the event's source), from the definition (rendezvous: the
+live member whose name scores highest by BLAKE2b, never moved while its holder lives), so a call
+or event sent to any other member than that one fails the step. After every step, every placed
+key is on a live pool member and on one only (``holder()`` agrees with the model for every key),
+and ``shared_agent_types()`` gives the model's members and their key counts.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +102,7 @@ class BadParams:
 @dataclass(frozen=True)
 class Register:
     agent_type: str
+    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,7 @@ class Call:
     target_type: str
     payload: str  # "data", "b64", "both", "none"
     timeout_ms: int | None
+    key: str = "k"
 
 
 @dataclass(frozen=True)
@@ -130,6 +141,7 @@ class Publish:
     topic: str
     specversion: str
     payload: str  # "data", "b64", "both", "none"
+    source: str = "src"
 
 
 @dataclass(frozen=True)
@@ -250,10 +262,14 @@ def b64(raw: bytes) -> bytes:
     return jdump(base64.b64encode(raw).decode())
 
 
+KEYS = ["k", "", "k/2", "q", "r7"]
+SOURCES = ["src", "k", "q"]
+
+
 @st.composite
-def call_params(draw: st.DrawFn, target_type: str, payload: str, timeout_ms: int | None) -> bytes:
+def call_params(draw: st.DrawFn, target_type: str, payload: str, timeout_ms: int | None, key: str = "k") -> bytes:
     parts = [
-        b'"target":{"type":' + jdump(target_type) + b',"key":' + jdump(draw(st.sampled_from(["k", "", "k/2"]))) + b"}",
+        b'"target":{"type":' + jdump(target_type) + b',"key":' + jdump(key) + b"}",
         b'"data_type":"T"',
     ]
     json_payload = payload == "data" or (payload in ("both", "none") and draw(st.booleans()))
@@ -282,11 +298,11 @@ def call_params(draw: st.DrawFn, target_type: str, payload: str, timeout_ms: int
 
 
 @st.composite
-def event_params(draw: st.DrawFn, topic: str, specversion: str, payload: str) -> bytes:
+def event_params(draw: st.DrawFn, topic: str, specversion: str, payload: str, source: str = "src") -> bytes:
     parts = [
         b'"specversion":' + jdump(specversion),
         b'"id":' + jdump(draw(st.sampled_from(["e1", "e2"]))),
-        b'"source":' + jdump(draw(st.sampled_from(["src", "k"]))),
+        b'"source":' + jdump(source),
         b'"type":' + jdump(topic),
         b'"datacontenttype":"application/json"',
     ]
@@ -304,7 +320,7 @@ request_ids = st.sampled_from(REQUEST_IDS)
 maybe_ids = st.one_of(st.just(NOTIF), request_ids)  # a request or a notification
 
 BAD_PARAMS: dict[str, list[bytes | None]] = {
-    "runtime.register_agent": [None, b"{}", b'{"type":5}', b"[]", b'"a"'],
+    "runtime.register_agent": [None, b"{}", b'{"type":5}', b"[]", b'"a"', b'{"type":"a","shared":null}'],
     "runtime.unregister_agent": [None, b"{}", b'{"type":null}'],
     "runtime.add_subscription": [
         None,
@@ -348,9 +364,17 @@ def bad_params_req() -> st.SearchStrategy[Req]:
 
 
 def register_req() -> st.SearchStrategy[Req]:
+    """A register, unshared (no ``shared`` member, or ``false``) or shared (``"shared":true``)."""
+    spellings = {"absent": b"", "false": b',"shared":false', "true": b',"shared":true'}
+
+    def build(t: str, shared: str, i: Any) -> Req:
+        params = b'{"type":' + jdump(t) + spellings[shared] + b"}"
+        return Req("runtime.register_agent", params, Register(t, shared == "true"), i)
+
     return st.builds(
-        lambda t, i: Req("runtime.register_agent", b'{"type":' + jdump(t) + b"}", Register(t), i),
+        build,
         st.sampled_from([*AGENT_TYPES, "", LONG_NAME]),
+        st.sampled_from(["absent", "absent", "false", "true", "true"]),
         maybe_ids,
     )
 
@@ -425,7 +449,9 @@ def call_req(draw: st.DrawFn, registered: tuple[str, ...] = (), in_flight: tuple
     fresh = [i for i in REQUEST_IDS if i not in in_flight]
     prefer_fresh = draw(st.booleans())
     rid = draw(st.sampled_from(fresh) if fresh and in_flight and prefer_fresh else request_ids)
-    return Req("agent.call", draw(call_params(target, payload, timeout)), Call(target, payload, timeout), rid)
+    key = draw(st.sampled_from([*KEYS, LONG_NAME] if draw(st.integers(0, 19)) == 0 else KEYS))
+    params = draw(call_params(target, payload, timeout, key))
+    return Req("agent.call", params, Call(target, payload, timeout, key), rid)
 
 
 @st.composite
@@ -438,7 +464,9 @@ def publish_req(draw: st.DrawFn, subscribed: tuple[str, ...] = ()) -> Req:
         topic = draw(st.sampled_from([*TOPICS, "abcd", "x:"]))
     sv = draw(st.sampled_from(["1.0", "1.0", "1.0", "0.3"]))
     payload = draw(st.sampled_from(["data", "data", "b64", "both", "none"]))
-    return Req("agent.publish", draw(event_params(topic, sv, payload)), Publish(topic, sv, payload), draw(maybe_ids))
+    source = draw(st.sampled_from([*SOURCES, LONG_NAME] if draw(st.integers(0, 19)) == 0 else SOURCES))
+    params = draw(event_params(topic, sv, payload, source))
+    return Req("agent.publish", params, Publish(topic, sv, payload, source), draw(maybe_ids))
 
 
 @st.composite
@@ -580,6 +608,8 @@ class HostModel:
         self.events_unreadable = 0  # workers' id-null -32015 reports of events they could not read
         self.clients: dict[ClientId, MClient] = {}
         self.types: dict[str, ClientId] = {}
+        self.pools: dict[str, list[ClientId]] = {}  # shared type -> its members, in join order
+        self.placed: dict[tuple[str, str], ClientId] = {}  # (shared type, key) -> its holder
         self.subs: dict[str, tuple[TypeSubscriptionSpec | TypePrefixSubscriptionSpec, ClientId]] = {}
         self.pending: dict[int, MPending] = {}
         self.next_host_id = 1
@@ -589,7 +619,7 @@ class HostModel:
 
     # -------------------------------------------------------------- queries
 
-    def routes(self, topic: str) -> dict[ClientId, list[str]]:
+    def matched(self, topic: str) -> set[str]:
         matched = set()
         for spec, _ in self.subs.values():
             if isinstance(spec, TypePrefixSubscriptionSpec):
@@ -597,12 +627,41 @@ class HostModel:
                     matched.add(spec.agent_type)
             elif topic == spec.topic_type:
                 matched.add(spec.agent_type)
+        return matched
+
+    def routes(self, topic: str) -> dict[ClientId, list[str]]:
+        """The clients a publish reaches for the types they host alone (shared ones: :meth:`place`)."""
         by_client: dict[ClientId, list[str]] = {}
-        for agent_type in sorted(matched):
+        for agent_type in sorted(self.matched(topic)):
             owner = self.types.get(agent_type)
             if owner is not None:
                 by_client.setdefault(owner, []).append(agent_type)
         return by_client
+
+    def member_name(self, client: ClientId) -> str:
+        name = self.clients[client].name
+        return name if name is not None else f"\0{client}"
+
+    def place(self, agent_type: str, key: str) -> ClientId:
+        """The holder of a shared type's instance: as placed, or by the rendezvous definition."""
+        holder = self.placed.get((agent_type, key))
+        if holder is None:
+            holder = max(self.pools[agent_type], key=lambda m: rendezvous(self.member_name(m), key))
+            self.placed[(agent_type, key)] = holder
+        return holder
+
+    def leave_pool(self, agent_type: str, client: ClientId) -> None:
+        members = self.pools[agent_type]
+        members.remove(client)
+        if not members:
+            del self.pools[agent_type]
+        for placed in [p for p, holder in self.placed.items() if p[0] == agent_type and holder == client]:
+            del self.placed[placed]
+
+    def types_of(self, client: ClientId) -> int:
+        return sum(owner == client for owner in self.types.values()) + sum(
+            client in members for members in self.pools.values()
+        )
 
     def next_deadline(self) -> float | None:
         deadlines = [p.deadline for p in self.pending.values() if p.deadline is not None]
@@ -661,6 +720,8 @@ class HostModel:
         c = self.clients[client]
         for agent_type in [t for t, owner in self.types.items() if owner == client]:
             del self.types[agent_type]
+        for agent_type in [t for t, members in self.pools.items() if client in members]:
+            self.leave_pool(agent_type, client)
         for sub_id in [s for s, (_, owner) in self.subs.items() if owner == client]:
             del self.subs[sub_id]
         for host_id in list(c.outgoing.values()):
@@ -839,6 +900,10 @@ class HostModel:
         if len(c.outgoing) >= MAX_PENDING_CALLS:
             raise _Rejected(ErrorCode.TOO_MANY_PENDING_CALLS)
         target = self.types.get(call.target_type)
+        if target is None and call.target_type in self.pools:
+            if len(call.key) > MAX_NAME_LENGTH:
+                raise _Rejected(ErrorCode.INVALID_PARAMS)
+            target = self.place(call.target_type, call.key)
         if target is None:
             raise _Rejected(ErrorCode.AGENT_TYPE_NOT_FOUND)
         host_id = self.next_host_id
@@ -858,7 +923,15 @@ class HostModel:
         if pub.specversion != "1.0" or pub.payload not in ("data", "b64"):
             raise _Rejected(ErrorCode.INVALID_PARAMS)
         assert req.params is not None
-        for owner, recipients in self.routes(pub.topic).items():
+        routes = self.routes(pub.topic)
+        shared = sorted(t for t in self.matched(pub.topic) if t in self.pools)
+        if shared and len(pub.source) > MAX_NAME_LENGTH:
+            raise _Rejected(ErrorCode.INVALID_PARAMS)
+        for agent_type in shared:  # one instance each: AgentId(type, source), on its holder only
+            routes.setdefault(self.place(agent_type, pub.source), []).append(agent_type)
+        for recipients in routes.values():
+            recipients.sort()
+        for owner, recipients in routes.items():
             if self.clients[owner].state is ClientState.OPEN:
                 self.send(owner, ("event", tuple(recipients), req.params))
         return self.done(req)
@@ -881,17 +954,28 @@ class HostModel:
         assert isinstance(reg, Register)
         if not reg.agent_type or len(reg.agent_type) > MAX_NAME_LENGTH:
             raise _Rejected(ErrorCode.INVALID_PARAMS)
-        if reg.agent_type in self.types:
+        if reg.agent_type in self.types:  # hosted by one client: nobody else, shared or not
             raise _Rejected(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED)
-        if sum(owner == client for owner in self.types.values()) >= MAX_TYPES_PER_CONNECTION:
+        members = self.pools.get(reg.agent_type, [])
+        if members and (client in members or not reg.shared):  # shared: only more members
+            raise _Rejected(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED)
+        if self.types_of(client) >= MAX_TYPES_PER_CONNECTION:
             raise _Rejected(ErrorCode.TOO_MANY_AGENT_TYPES)
-        self.types[reg.agent_type] = client
+        if reg.shared:
+            self.pools.setdefault(reg.agent_type, []).append(client)
+        else:
+            self.types[reg.agent_type] = client
         return self.done(req)
 
     def m_unregister(self, client: ClientId, req: Req) -> tuple[Any, ...] | None:
         self.params_ok(req)
         unreg = req.meaning
         assert isinstance(unreg, Unregister)
+        if unreg.agent_type in self.pools:
+            if client not in self.pools[unreg.agent_type]:
+                raise _Rejected(ErrorCode.FORBIDDEN)
+            self.leave_pool(unreg.agent_type, client)
+            return self.done(req)
         owner = self.types.get(unreg.agent_type)
         if owner is None:
             raise _Rejected(ErrorCode.AGENT_TYPE_NOT_FOUND)
@@ -913,8 +997,10 @@ class HostModel:
             spec = TypePrefixSubscriptionSpec(add.sub_id, add.topic, add.agent_type)
         else:
             spec = TypeSubscriptionSpec(add.sub_id, add.topic, add.agent_type)
-        same = [s for s, _ in self.subs.values() if type(s) is type(spec) and _content(s) == _content(spec)]
-        if add.sub_id in self.subs or same:
+        same = [o for s, o in self.subs.values() if type(s) is type(spec) and _content(s) == _content(spec)]
+        # A member of a shared type's pool keeps its own copy of an existing subscription (a twin).
+        twin = client in self.pools.get(add.agent_type, []) and client not in same
+        if add.sub_id in self.subs or (same and not twin):
             raise _Rejected(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS)
         if sum(owner == client for _, owner in self.subs.values()) >= MAX_SUBS_PER_CONNECTION:
             raise _Rejected(ErrorCode.TOO_MANY_SUBSCRIPTIONS)
@@ -936,6 +1022,12 @@ class HostModel:
     def m_get_subs(self, client: ClientId, req: Req) -> tuple[Any, ...] | None:
         listing = [_spec_json(spec) for spec, _ in self.subs.values()]
         return self.done(req, Canon(listing))
+
+
+def rendezvous(name: str, key: str) -> int:
+    """The placement score of docs/PROTOCOL.md 7.9: BLAKE2b-64 of the key, keyed with the member's name."""
+    h = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, key=name.encode()[:64])
+    return int.from_bytes(h.digest(), "big")
 
 
 def _content(spec: TypeSubscriptionSpec | TypePrefixSubscriptionSpec) -> tuple[str, str]:
@@ -1046,8 +1138,8 @@ class HostMachine(RuleBasedStateMachine):
 
     # -------------------------------------------------------------- connections
 
-    @initialize(one_shot=st.booleans(), setup=st.booleans())
-    def start(self, one_shot: bool, setup: bool) -> None:
+    @initialize(one_shot=st.booleans(), setup=st.booleans(), pool=st.booleans())
+    def start(self, one_shot: bool, setup: bool, pool: bool) -> None:
         """Two channel clients (and maybe a one-shot one) so that most rules apply from step one;
         usually with an agent type each and a subscription or two, so calls and events flow early."""
         self.connect(False, None)
@@ -1060,6 +1152,13 @@ class HostMachine(RuleBasedStateMachine):
             self.send_item(second, Req("runtime.register_agent", b'{"type":"b"}', Register("b"), 1), False)
             sub = b'{"subscription":{"kind":"type_prefix","id":"s1","topic_type_prefix":"a","agent_type":"b"}}'
             self.send_item(first, Req("runtime.add_subscription", sub, AddSub(True, "s1", "a", "b"), 2), False)
+        if pool:  # both channels share "c", each with its own copy of one subscription for it
+            first, second = sorted(self.model.clients)[:2]
+            for client, sub_id in ((first, "s3"), (second, "s4")):
+                reg = Req("runtime.register_agent", b'{"type":"c","shared":true}', Register("c", True), 3)
+                self.send_item(client, reg, False)
+                sub = jdump({"subscription": {"kind": "type", "id": sub_id, "topic_type": "c", "agent_type": "c"}})
+                self.send_item(client, Req("runtime.add_subscription", sub, AddSub(False, sub_id, "c", "c"), 4), False)
 
     @rule(one_shot=st.booleans(), name=st.one_of(st.none(), st.sampled_from(NAMES)))
     def connect(self, one_shot: bool, name: str | None) -> None:
@@ -1125,7 +1224,7 @@ class HostMachine(RuleBasedStateMachine):
         self.send_item(self.live(data, sendable=True), req, False)
 
     def registered(self) -> tuple[str, ...]:
-        return tuple(sorted(self.model.types))
+        return tuple(sorted({*self.model.types, *self.model.pools}))
 
     def subscribed(self) -> tuple[str, ...]:
         """Topics some subscription matches (a prefix subscription's prefix, plus one more character)."""
@@ -1404,6 +1503,26 @@ class HostMachine(RuleBasedStateMachine):
         for owner in self.host.agent_types().values():
             m = self.model.clients.get(owner)
             assert m is not None and m.kind is ClientKind.CHANNEL and m.state is ClientState.OPEN
+
+    @invariant()
+    def pools_agree(self) -> None:
+        """Every placed key is on a live member of its type's pool, on one only, as the model says."""
+        expected = {
+            t: {m: sum(holder == m for (pt, _), holder in self.model.placed.items() if pt == t) for m in members}
+            for t, members in self.model.pools.items()
+        }
+        actual = self.host.shared_agent_types()
+        assert actual == expected
+        assert {t: list(c) for t, c in actual.items()} == self.model.pools  # members in join order
+        for agent_type in AGENT_TYPES:
+            for key in [*KEYS, *SOURCES]:
+                holder = self.host.holder(agent_type, key)
+                assert holder == self.model.placed.get((agent_type, key)), (agent_type, key)
+                if holder is not None:
+                    m = self.model.clients[holder]
+                    assert m.kind is ClientKind.CHANNEL and m.state is ClientState.OPEN
+                    assert holder in self.model.pools[agent_type]
+        assert not set(actual) & set(self.host.agent_types()), "a type both shared and owned"
 
     @invariant()
     def routes_agree(self) -> None:

@@ -159,3 +159,10 @@ def test_the_choice_depends_on_names_not_on_join_order() -> None:
     for member, name in [(3, "z"), (1, "x"), (2, "y")]:
         two.join(member, name)
     assert all(one.choose(f"k{i}") == two.choose(f"k{i}") for i in range(100))
+    # The same names on other members (another process's ids): the same names are chosen.
+    three: Placement[int] = Placement()
+    for member, name in [(30, "z"), (10, "x"), (20, "y")]:
+        three.join(member, name)
+    assert all(three.choose(f"k{i}") == 10 * one.choose(f"k{i}") for i in range(100))
+    # And it does depend on the names: each member gets some of the keys.
+    assert {one.choose(f"k{i}") for i in range(100)} == {1, 2, 3}

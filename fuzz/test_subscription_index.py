@@ -4,7 +4,9 @@ Under any sequence of adds and removes (ids, topics, prefixes and agent types fr
 so that equal prefixes, prefixes of prefixes, equal topics and duplicates all happen), after every
 step: ``match(topic)`` equals ``{s.agent_type for s in subs if matches(s, topic)}`` for every topic
 (the alphabet's topics, every prefix of them, and a random one), and ``len``, iteration order,
-``get``, ``in`` and ``find_equal`` agree with a plain dict of the subscriptions.
+``get``, ``in``, ``find_equal`` and ``equal_ids`` agree with a plain dict of the subscriptions.
+Twins (equal subscriptions under other ids, as members of a shared type's pool add them) come and
+go in any order too: the index matches them as one, and ``find_equal`` names the oldest left.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ specs = st.one_of(
 @dataclass(frozen=True)
 class Add:
     spec: Spec
+    twin: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,13 @@ class Remove:
 
 
 ops = st.lists(
-    st.one_of(st.builds(Add, specs), st.builds(Add, specs), st.builds(Remove, st.sampled_from(IDS))), max_size=60
+    st.one_of(
+        st.builds(Add, specs),
+        st.builds(Add, specs),
+        st.builds(Add, specs, st.just(True)),
+        st.builds(Remove, st.sampled_from(IDS)),
+    ),
+    max_size=60,
 )
 TOPICS = sorted({t[:i] for t in [*TOPIC_PARTS, "abcd", "a:bc", "bab", "éé"] for i in range(len(t) + 1)})
 
@@ -70,7 +79,18 @@ def test_match_equals_brute_force(operations: list[Add | Remove], extra_topic: s
             same = next((i for i, s in model.items() if content(s) == content(op.spec)), None)
             duplicate = op.spec.id if op.spec.id in model else same
             assert index.find_equal(op.spec) == duplicate
-            if duplicate is not None:
+            if op.twin:
+                if same is not None and op.spec.id not in model:
+                    index.add(op.spec, twin=True)
+                    model[op.spec.id] = op.spec
+                else:
+                    try:
+                        index.add(op.spec, twin=True)
+                    except KeyError:
+                        pass
+                    else:
+                        raise AssertionError(f"added a twin of nothing, or under a taken id: {op.spec}")
+            elif duplicate is not None:
                 try:
                     index.add(op.spec)
                 except KeyError:
@@ -98,6 +118,8 @@ def check(index: SubscriptionIndex, model: dict[str, Spec], extra_topic: str) ->
     for sub_id in IDS:
         assert (sub_id in index) == (sub_id in model)
         assert index.get(sub_id) == model.get(sub_id)
+    for spec in model.values():
+        assert index.equal_ids(spec) == [i for i, s in model.items() if content(s) == content(spec)]
     for topic in [*TOPICS, extra_topic]:
         expected = {s.agent_type for s in model.values() if matches(s, topic)}
         assert index.match(topic) == expected, (topic, list(model.values()))

@@ -41,8 +41,13 @@ class DeadlineHeap(Generic[K]):
             self._heap.clear()
 
     def next_deadline(self) -> float | None:
-        self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        heap = self._heap
+        if not heap:  # the common case on the hot path: nothing has a deadline
+            return None
+        deadlines = self._deadlines
+        while heap and deadlines.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
     def expire(self, now: float) -> list[K]:
         expired: list[K] = []
@@ -52,8 +57,3 @@ class DeadlineHeap(Generic[K]):
                 del self._deadlines[key]
                 expired.append(key)
         return expired
-
-    def _drop_stale(self) -> None:
-        heap = self._heap
-        while heap and self._deadlines.get(heap[0][2]) != heap[0][0]:
-            heapq.heappop(heap)

@@ -5,7 +5,8 @@ passed; the engine queues :class:`Send` and :class:`Close` instructions, which t
 with :meth:`HostEngine.data_to_send` and carries out in order. It keeps:
 
 * the clients and where each is in its life (:mod:`._clients`);
-* who hosts which agent type and who listens to which topic (:mod:`._registry`);
+* who hosts which agent type and who listens to which topic (:mod:`._registry`), and for a shared
+  agent type, its pool of clients and which of them holds each agent instance (:mod:`._pools`);
 * the calls in flight under ids the host assigns itself, so two callers that both number their
   requests from 1 can never receive each other's replies, and how each call ends (:mod:`._calls`);
 * per-call deadlines, driven by :meth:`HostEngine.handle_timer`.
@@ -27,7 +28,7 @@ from . import _wire as wire
 from ._answers import fit_answer, ok
 from ._calls import CALL_ENDINGS, CallEnd, CallTable, PendingCall
 from ._clients import Client, ClientKind, ClientNameInUse, ClientState
-from ._cluster import AgentTypeReleased, ClaimAgentType, ClusterOutput, SubscriptionAdded, SubscriptionRemoved
+from ._cluster import AgentTypeReleased, SubscriptionAdded, SubscriptionRemoved
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import ClientId, Close, HostOutput, Send
 from ._limits import (
@@ -36,8 +37,11 @@ from ._limits import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    MAX_NAME_LENGTH,
 )
 from ._params import Rejection, decode_params, read_call, read_publish
+from ._peers import PeerHosts
+from ._pools import with_holders
 from ._registry import Registry
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
@@ -50,7 +54,7 @@ _CHANNEL_ONLY_METHODS = frozenset(
 _Handler = Callable[[Client, "RequestId | UnsetType", "Raw | UnsetType", float], "bytes | None"]
 
 
-class HostEngine:
+class HostEngine(PeerHosts):
     """The host's protocol engine. One instance serves every connection of one host.
 
     Drive it with :meth:`connect`, :meth:`receive`, :meth:`disconnect` and :meth:`handle_timer`;
@@ -77,20 +81,14 @@ class HostEngine:
         self.max_batch_length = max_batch_length
         self.max_agent_types_per_connection = max_agent_types_per_connection
         self.max_subscriptions_per_connection = max_subscriptions_per_connection
-        self.stats = HostStats()
         self._clients: dict[ClientId, Client] = {}
         self._names: dict[str, ClientId] = {}
         self._client_ids = itertools.count(1)
         self._calls = CallTable()
         self._registry = Registry()
+        self.stats = HostStats(shared=self._registry.shared)
         self._out: list[HostOutput] = []
-        # Clustered hosts only (docs/CLUSTER.md section 4): see enable_cluster().
-        self._clustered = False
-        self._cluster_link_up = True
-        self._cluster_out: list[ClusterOutput] = []
-        self._claims: dict[int, tuple[ClientId, RequestId | None, str]] = {}  # claim -> (worker, its request, type)
-        self._claim_ids = itertools.count(1)
-        self._peer_names: dict[ClientId, str] = {}
+        self._init_peers()  # clustered hosts only (docs/CLUSTER.md section 4): see enable_cluster()
         self._methods: dict[str, _Handler] = {
             wire.AGENT_CALL: self._agent_call,
             wire.AGENT_PUBLISH: self._agent_publish,
@@ -237,8 +235,18 @@ class HostEngine:
         return None if c is None else c.state
 
     def agent_types(self) -> dict[str, ClientId]:
-        """Every registered agent type and the client hosting it."""
+        """Every agent type registered by one client (not shared), and that client."""
         return self._registry.agent_types()
+
+    def shared_agent_types(self) -> dict[str, dict[ClientId, int]]:
+        """Every shared agent type, its pool's members (in the order they joined) and how many
+        agent instances each holds."""
+        return self._registry.shared.keys_per_member()
+
+    def holder(self, agent_type: str, key: str) -> ClientId | None:
+        """The pool member ``AgentId(agent_type, key)`` of a shared type is placed on, or None if it
+        is not placed (or the type is not shared). Places nothing."""
+        return self._registry.shared.holder(agent_type, key)
 
     def subscriptions(self) -> list[SubscriptionSpec]:
         return list(self._registry.subscriptions())
@@ -275,10 +283,9 @@ class HostEngine:
         handler = self._methods.get(m.method)
         if handler is None:
             return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}")
-        if c.kind is ClientKind.ONE_SHOT and m.method in _CHANNEL_ONLY_METHODS:
-            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} needs a /v1/channel connection")
-        if c.kind is ClientKind.PEER and m.method in _CHANNEL_ONLY_METHODS:
-            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} is not for a peer host")
+        if c.kind is not ClientKind.CHANNEL and m.method in _CHANNEL_ONLY_METHODS:
+            why = "needs a /v1/channel connection" if c.kind is ClientKind.ONE_SHOT else "is not for a peer host"
+            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} {why}")
         try:
             return handler(c, msg_id, m.params, now)
         except Rejection as rej:
@@ -319,7 +326,11 @@ class HostEngine:
         if c.kind is not ClientKind.PEER and calls.count_made_by(c.id) >= self.max_pending_calls:
             raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
         target = self._registry.owner_of(call.target.type)
-        if target is None or (c.kind is ClientKind.PEER and target in self._peer_names):
+        if target is None:
+            target = self._place(call.target.type, call.target.key)
+            if target is None:
+                raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
+        if c.kind is ClientKind.PEER and target in self._peer_names:  # a peer never relays
             raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
         pending = calls.open(c.id, msg_id, target, deadline)
         assert not isinstance(params, UnsetType)
@@ -333,23 +344,36 @@ class HostEngine:
     ) -> bytes | None:
         event = read_publish(params)
         assert not isinstance(params, UnsetType)
+        routes = self._registry.routes_for(event.type)
+        if self._registry.shared.active:
+            shared = self._registry.shared_for(event.type)
+            if shared:
+                routes = with_holders(routes, shared, event.source, self._place)
         self.stats.events_published += 1
         clients = self._clients
         out = self._out
-        from_peer = c.kind is ClientKind.PEER
-        for client_id, recipients in self._registry.routes_for(event.type):
+        for client_id, recipients in routes:
             target = clients[client_id]
-            if target.state is not ClientState.OPEN:
-                continue
-            if target.kind is ClientKind.PEER:
-                # Once per host, as published; that host routes it to its own workers. A peer's
-                # events are never relayed to another peer.
-                if not from_peer:
-                    out.append(Send(client_id, wire.notification(wire.AGENT_PUBLISH, params)))
-                continue
-            out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
-            self.stats.event_deliveries += 1
+            if target.state is ClientState.OPEN:
+                if target.kind is ClientKind.PEER:
+                    self._forward_event(c, target, params)
+                    continue
+                out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
+                self.stats.event_deliveries += 1
         return ok(msg_id)
+
+    def _place(self, agent_type: str, key: str) -> ClientId | None:
+        """The pool member holding ``AgentId(agent_type, key)`` (placed now if it is not), or None
+        if the type is not shared."""
+        shared = self._registry.shared
+        if agent_type not in shared:
+            return None
+        if len(key) > MAX_NAME_LENGTH:  # the host keeps every placed key
+            raise Rejection(
+                ErrorCode.INVALID_PARAMS,
+                f"keys of shared agent type {agent_type!r} are at most {MAX_NAME_LENGTH} characters, not {len(key)}",
+            )
+        return shared.place(agent_type, key)
 
     def _cancel_request(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
@@ -363,25 +387,19 @@ class HostEngine:
     def _register_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        if self._peer_names:
-            self._refuse_a_peers_type(params)
-        agent_type = registration.register_agent(
-            self._registry, c.id, params, max_types=self.max_agent_types_per_connection
-        )
-        if self._clustered:
-            # Held (routed here) until the claim settles; the worker is answered then.
-            claim = next(self._claim_ids)
-            self._claims[claim] = (c.id, None if isinstance(msg_id, UnsetType) else msg_id, agent_type)
-            self._cluster_out.append(ClaimAgentType(claim, agent_type))
-            return None
+        self._refuse_a_peers_type(params)
+        limit = self.max_agent_types_per_connection
+        agent_type = registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
+        if self._clustered and agent_type is not None:
+            return self._hold_for_claim(c, msg_id, agent_type)
         return ok(msg_id)
 
     def _unregister_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
         agent_type = registration.unregister_agent(self._registry, c.id, params)
-        if self._clustered:
-            self._cluster_out.append(AgentTypeReleased(agent_type))
+        if agent_type is not None:
+            self._tell_cluster(AgentTypeReleased(agent_type))
         return ok(msg_id)
 
     def _add_subscription(
@@ -389,16 +407,14 @@ class HostEngine:
     ) -> bytes | None:
         limit = self.max_subscriptions_per_connection
         spec = registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
-        if self._clustered:
-            self._cluster_out.append(SubscriptionAdded(spec))
+        self._tell_cluster(SubscriptionAdded(spec))
         return ok(msg_id)
 
     def _remove_subscription(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
         subscription_id = registration.remove_subscription(self._registry, c.id, params)
-        if self._clustered:
-            self._cluster_out.append(SubscriptionRemoved(subscription_id))
+        self._tell_cluster(SubscriptionRemoved(subscription_id))
         return ok(msg_id)
 
     def _get_subscriptions(
@@ -427,8 +443,7 @@ class HostEngine:
 
         ``c`` is closing or already forgotten, so it hears nothing of its own calls' ends.
         """
-        if self._clustered:
-            self._release_cluster_records(c)
+        self._release_cluster_records(c)
         self._registry.release(c.id)
         for host_id in self._calls.made_by(c.id):
             self._end_call(host_id, CallEnd.CALLER_GONE)
@@ -439,130 +454,6 @@ class HostEngine:
         c.move_to(ClientState.CLOSING)
         self._release(c)
         self._out.append(Close(c.id, code, reason))
-
-    # ------------------------------------------------------------------ the cluster (docs/CLUSTER.md 4)
-
-    def enable_cluster(self) -> None:
-        """This host is part of a cluster: from now on, what its workers register and subscribe is
-        also asked of the driver (:meth:`cluster_to_send`), and a registration is answered once its
-        claim settles (:meth:`claim_settled`). Call it before any worker connects."""
-        self._clustered = True
-
-    def cluster_to_send(self) -> list[ClusterOutput]:
-        """Take every request for the cluster driver queued so far, oldest first."""
-        out, self._cluster_out = self._cluster_out, []
-        return out
-
-    def set_cluster_link(self, up: bool) -> None:
-        """Whether the driver's link to the cluster is up (only the wording of errors depends on it)."""
-        self._cluster_link_up = up
-
-    def add_peer(self, name: str) -> ClientId:
-        """Another host (``name``: its name and epoch, for error messages) joined: it is a client now."""
-        peer = self.connect(ClientKind.PEER)
-        self._peer_names[peer] = name
-        return peer
-
-    def remove_peer(self, peer: ClientId, now: float) -> None:
-        """The host ``peer`` is gone: calls pending at it fail with TARGET_DISCONNECTED, calls it
-        made are cancelled at their targets, its agent types and subscriptions are forgotten."""
-        self.disconnect(peer, now)
-        self._peer_names.pop(peer, None)
-
-    def peer_registered(self, peer: ClientId, agent_type: str) -> bool:
-        """The host ``peer`` hosts ``agent_type`` (by the cluster's registry). False (and nothing
-        changes) if a client here holds the type already: the cluster's claim decides between them."""
-        self._check_peer(peer)
-        owner = self._registry.owner_of(agent_type)
-        if owner is not None:
-            return owner == peer
-        self._registry.register_type(peer, agent_type)
-        return True
-
-    def peer_unregistered(self, peer: ClientId, agent_type: str) -> None:
-        """The host ``peer`` no longer hosts ``agent_type`` (nothing happens if it did not)."""
-        self._check_peer(peer)
-        if self._registry.owner_of(agent_type) == peer:
-            self._registry.unregister_type(agent_type)
-
-    def peer_subscribed(self, peer: ClientId, spec: SubscriptionSpec) -> bool:
-        """The host ``peer`` holds subscription ``spec``; False if a subscription with its id exists."""
-        self._check_peer(peer)
-        if self._registry.subscription_owner(spec.id) is not None:
-            return self._registry.subscription_owner(spec.id) == peer
-        self._registry.add_subscription(peer, spec)
-        return True
-
-    def peer_unsubscribed(self, peer: ClientId, subscription_id: str) -> None:
-        """The host ``peer`` no longer holds subscription ``subscription_id``."""
-        self._check_peer(peer)
-        if self._registry.subscription_owner(subscription_id) == peer:
-            self._registry.remove_subscription(subscription_id)
-
-    def claim_settled(self, claim: int, won: bool, holder: str = "another host") -> None:
-        """The cluster decided the :class:`ClaimAgentType` ``claim``: ``won``, or held by ``holder``.
-
-        A won claim answers the worker's registration; a lost one takes the type back from the
-        worker and answers AGENT_TYPE_ALREADY_REGISTERED. A claim whose worker has left, or has
-        unregistered the type meanwhile, is only forgotten (the driver was told of the release).
-        """
-        pending = self._claims.pop(claim, None)
-        if pending is None:
-            return
-        client_id, request_id, agent_type = pending
-        c = self._clients.get(client_id)
-        if c is None or c.state is not ClientState.OPEN or self._registry.owner_of(agent_type) != client_id:
-            return
-        if won:
-            if request_id is not None:
-                self._out.append(Send(client_id, wire.response(request_id, None)))
-            return
-        self._registry.unregister_type(agent_type)
-        if request_id is not None:
-            message = f"Agent type {agent_type} already registered by {holder} of the cluster"
-            error = self._error(request_id, ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, message)
-            self._out.append(Send(client_id, error))
-
-    def pending_claims(self) -> list[int]:
-        """The claims not settled yet."""
-        return list(self._claims)
-
-    def is_peer(self, client: ClientId) -> bool:
-        return client in self._peer_names
-
-    def _check_peer(self, peer: ClientId) -> None:
-        if peer not in self._peer_names or peer not in self._clients:
-            raise LocalProtocolError(f"client {peer} is not a connected peer host")
-
-    def _not_found(self, agent_type: str, caller: Client) -> str:
-        if caller.kind is ClientKind.PEER:
-            return f"agent type {agent_type!r} is not hosted by a worker of this host"
-        if self._clustered and not self._cluster_link_up:
-            return (
-                f"no worker of this host hosts agent type {agent_type!r}, and the cluster link is down: "
-                "types on other hosts are unreachable until it is back"
-            )
-        if self._clustered:
-            return f"no connected worker on any host of the cluster hosts agent type {agent_type!r}"
-        return f"no connected worker hosts agent type {agent_type!r}"
-
-    def _refuse_a_peers_type(self, params: Raw | UnsetType) -> None:
-        """A registration of a type another host holds is refused, naming that host."""
-        agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
-        owner = self._registry.owner_of(agent_type)
-        if owner is not None and owner in self._peer_names:
-            raise Rejection(
-                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED,
-                f"Agent type {agent_type} already registered by {self._peer_names[owner]} of the cluster",
-            )
-
-    def _release_cluster_records(self, c: Client) -> None:
-        """Tell the driver what the leaving (local) client held cluster-wide."""
-        if c.id in self._peer_names:
-            return
-        out = self._cluster_out
-        out.extend(AgentTypeReleased(t) for t in self._registry.types_of(c.id))
-        out.extend(SubscriptionRemoved(s) for s in self._registry.subscriptions_of(c.id))
 
     # ------------------------------------------------------------------ answers
 

@@ -17,17 +17,37 @@ from ._params import Rejection, check_name_lengths, decode_params
 from ._registry import Registry
 
 
-def register_agent(registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_types: int) -> str:
-    agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
+def register_agent(
+    registry: Registry, client: ClientId, name: str | None, params: Raw | UnsetType, *, max_types: int
+) -> str | None:
+    """Record ``client`` as the host of an agent type, alone or (``shared``) in the type's pool.
+
+    Returns the type when ``client`` hosts it alone (None when it joined a shared type's pool)."""
+    request = decode_params(wire.REGISTER_AGENT_DECODER, params)
+    agent_type = request.type
     if not agent_type:
         raise Rejection(ErrorCode.INVALID_PARAMS, "type must be a non-empty string")
     check_name_lengths(agent_type)
     owner = registry.owner_of(agent_type)
     if owner is not None:
         whose = "this connection" if owner == client else "another worker"
+        advice = "" if owner == client or not request.shared else _NOT_SHARED_ADVICE
         raise Rejection(  # (the gRPC host's wording: code and tests match "Agent type X already registered")
-            ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"Agent type {agent_type} already registered by {whose}"
+            ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, f"Agent type {agent_type} already registered by {whose}{advice}"
         )
+    shared = registry.shared
+    if agent_type in shared:
+        if shared.is_member(agent_type, client):
+            raise Rejection(
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED,
+                f"Agent type {agent_type} already registered by this connection (shared)",
+            )
+        if not request.shared:
+            raise Rejection(
+                ErrorCode.AGENT_TYPE_ALREADY_REGISTERED,
+                f"Agent type {agent_type} already registered by other workers, shared: pass "
+                "shared_agent_types=True to this worker too, or register another type name",
+            )
     held = registry.count_types_of(client)
     if held >= max_types:
         raise Rejection(
@@ -35,12 +55,27 @@ def register_agent(registry: Registry, client: ClientId, params: Raw | UnsetType
             f"this connection already has {held} agent types, the most one connection may "
             "register: unregister some, or raise the host's max_agent_types_per_connection",
         )
+    if request.shared:
+        registry.join_pool(client, agent_type, name)
+        return None
     registry.register_type(client, agent_type)
     return agent_type
 
 
-def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str:
+_NOT_SHARED_ADVICE = (
+    ", not shared: start every worker of the type with shared_agent_types=True, or register another type name"
+)
+
+
+def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str | None:
+    """Take back an agent type; returns it when ``client`` hosted it alone (None: it left a pool)."""
     agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
+    shared = registry.shared
+    if agent_type in shared:
+        if not shared.is_member(agent_type, client):
+            raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} is shared by other workers, not this one")
+        registry.leave_pool(client, agent_type)
+        return None
     owner = registry.owner_of(agent_type)
     if owner is None:
         raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, f"agent type {agent_type!r} is not registered")
@@ -59,7 +94,8 @@ def add_subscription(
     topic = spec.topic_type if isinstance(spec, wire.TypeSubscriptionSpec) else spec.topic_type_prefix
     check_name_lengths(spec.id, spec.agent_type, topic)
     existing = registry.find_equal_subscription(spec)
-    if existing is not None:
+    twin = existing is not None and _may_twin(registry, client, spec)
+    if existing is not None and not twin:
         raise Rejection(ErrorCode.SUBSCRIPTION_ALREADY_EXISTS, f"subscription {existing!r} already exists")
     held = registry.count_subscriptions_of(client)
     if held >= max_subscriptions:
@@ -68,8 +104,17 @@ def add_subscription(
             f"this connection already has {held} subscriptions, the most one connection may "
             "add: remove some, or raise the host's max_subscriptions_per_connection",
         )
-    registry.add_subscription(client, spec)
+    registry.add_subscription(client, spec, twin=twin)
     return spec
+
+
+def _may_twin(registry: Registry, client: ClientId, spec: wire.SubscriptionSpec) -> bool:
+    """Whether ``spec``, equal to subscriptions that exist, may be added beside them: each member of
+    a shared type's pool keeps its own copy of the type's subscriptions (under its own id), so that
+    they last as long as any member does."""
+    if registry.subscription_owner(spec.id) is not None or not registry.shared.is_member(spec.agent_type, client):
+        return False
+    return all(registry.subscription_owner(i) != client for i in registry.equal_subscription_ids(spec))
 
 
 def remove_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from ._events import ClientId
+from ._pools import SharedTypes
 
 
 @dataclass(slots=True)
 class HostStats:
-    """Counters for metrics and tests."""
+    """Counters for metrics and tests, and the pools of the shared agent types."""
 
     frames_received: int = 0
     calls_forwarded: int = 0
@@ -18,6 +21,23 @@ class HostStats:
     errors_sent: int = 0
     events_unreadable: int = 0
     """Event deliveries a worker reported it could not read (UNREADABLE_PAYLOAD with id null)."""
+    shared: SharedTypes = field(default_factory=SharedTypes, repr=False, compare=False)
+    """The host's shared agent types (the engine's own table, read through :attr:`shared_types`)."""
+
+    @property
+    def shared_types(self) -> dict[str, dict[str, int]]:
+        """Per shared agent type, its workers (by ``X-Client-Id``, in the order they joined) and
+        how many agent instances each holds now."""
+        shared = self.shared
+        return {
+            agent_type: {_label(shared, member): keys for member, keys in counts.items()}
+            for agent_type, counts in shared.keys_per_member().items()
+        }
+
+
+def _label(shared: SharedTypes, member: ClientId) -> str:
+    name = shared.name_of(member)
+    return f"connection {member}" if name is None else name
 
 
 @dataclass(slots=True)

@@ -5,6 +5,10 @@ Exact subscriptions sit in a dict keyed by topic type. Prefix subscriptions sit 
 the prefix, and the index remembers which prefix lengths are in use, so matching a topic costs one
 dict lookup per distinct prefix length (plus one for the exact match) rather than one test per
 subscription. Each change touches only its own entry; nothing is rebuilt.
+
+Two subscriptions with the same kind, topic and agent type are normally refused; the one exception
+is a *twin*: the same subscription added by another member of a shared agent type's pool, under its
+own id, so that it outlives any one member (:meth:`SubscriptionIndex.add` with ``twin=True``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from ._wire import SubscriptionSpec, TypePrefixSubscriptionSpec, TypeSubscriptio
 class SubscriptionIndex:
     """Subscriptions by id, with an exact-type index and a prefix index for matching topics."""
 
-    __slots__ = ("_by_content", "_by_id", "_exact", "_prefix", "_prefix_lengths")
+    __slots__ = ("_by_content", "_by_id", "_exact", "_prefix", "_prefix_lengths", "_twins")
 
     def __init__(self) -> None:
         self._by_id: dict[str, SubscriptionSpec] = {}
@@ -25,6 +29,7 @@ class SubscriptionIndex:
         self._exact: dict[str, dict[str, str]] = {}  # topic type -> {subscription id: agent type}
         self._prefix: dict[str, dict[str, str]] = {}  # prefix -> {subscription id: agent type}
         self._prefix_lengths: dict[int, int] = {}  # prefix length -> number of distinct prefixes
+        self._twins: dict[tuple[str, str, str], list[str]] = {}  # content -> ids of its twins
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -47,12 +52,25 @@ class SubscriptionIndex:
             return spec.id
         return self._by_content.get(_content_key(spec))
 
-    def add(self, spec: SubscriptionSpec) -> None:
-        """Add a subscription. Raises KeyError if :meth:`find_equal` finds one."""
-        if self.find_equal(spec) is not None:
+    def equal_ids(self, spec: SubscriptionSpec) -> list[str]:
+        """The ids of every subscription with the same kind, topic and agent type as ``spec``."""
+        key = _content_key(spec)
+        first = self._by_content.get(key)
+        return [] if first is None else [first, *self._twins.get(key, ())]
+
+    def add(self, spec: SubscriptionSpec, *, twin: bool = False) -> None:
+        """Add a subscription. Raises KeyError if :meth:`find_equal` finds one; with ``twin``, only
+        if its id is taken or there is no equal subscription to be the twin of."""
+        key = _content_key(spec)
+        if twin:
+            if spec.id in self._by_id or key not in self._by_content:
+                raise KeyError(spec.id)
+            self._twins.setdefault(key, []).append(spec.id)
+        elif self.find_equal(spec) is not None:
             raise KeyError(spec.id)
+        else:
+            self._by_content[key] = spec.id
         self._by_id[spec.id] = spec
-        self._by_content[_content_key(spec)] = spec.id
         if isinstance(spec, TypeSubscriptionSpec):
             self._exact.setdefault(spec.topic_type, {})[spec.id] = spec.agent_type
         else:
@@ -66,7 +84,17 @@ class SubscriptionIndex:
     def remove(self, subscription_id: str) -> SubscriptionSpec:
         """Remove a subscription and return it. Raises KeyError if there is none with that id."""
         spec = self._by_id.pop(subscription_id)
-        del self._by_content[_content_key(spec)]
+        key = _content_key(spec)
+        twins = self._twins.get(key)
+        if twins is None:
+            del self._by_content[key]
+        else:
+            if self._by_content[key] == subscription_id:
+                self._by_content[key] = twins.pop(0)
+            else:
+                twins.remove(subscription_id)
+            if not twins:
+                del self._twins[key]
         if isinstance(spec, TypeSubscriptionSpec):
             _discard(self._exact, spec.topic_type, spec.id)
         elif _discard(self._prefix, spec.topic_type_prefix, spec.id):

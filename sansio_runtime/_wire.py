@@ -120,8 +120,12 @@ SubscriptionSpec = Union[TypeSubscriptionSpec, TypePrefixSubscriptionSpec]
 # Params of each method
 
 
-class RegisterAgentParams(Struct, frozen=True):
+class RegisterAgentParams(Struct, frozen=True, omit_defaults=True):
+    """``runtime.register_agent`` params (``runtime.unregister_agent`` reads ``type`` only)."""
+
     type: str
+    shared: bool = False
+    """Host the type together with other connections that register it shared (docs/PROTOCOL.md 7.9)."""
 
 
 class AddSubscriptionParams(Struct, frozen=True):

@@ -83,8 +83,11 @@ class WorkerEngine:
     def has_data_to_send(self) -> bool:
         return bool(self._outbox)
 
-    def register_agent(self, agent_type: str) -> int:
-        return self._request(wire.REGISTER_AGENT, wire.RegisterAgentParams(agent_type), RequestKind.RUNTIME)
+    def register_agent(self, agent_type: str, *, shared: bool = False) -> int:
+        """Ask the host to send this connection the calls and events of ``agent_type``; ``shared``:
+        together with other connections that register it shared, each agent instance on one of them."""
+        params = wire.RegisterAgentParams(agent_type, shared)
+        return self._request(wire.REGISTER_AGENT, params, RequestKind.RUNTIME)
 
     def unregister_agent(self, agent_type: str) -> int:
         return self._request(wire.UNREGISTER_AGENT, wire.RegisterAgentParams(agent_type), RequestKind.RUNTIME)

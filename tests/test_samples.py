@@ -39,6 +39,7 @@ def test_host_command_line_serves_healthz_and_stops_on_sigterm() -> None:
                 "status": "ok",
                 "connections": 1,
                 "agent_types": 0,
+                "shared_agent_types": {},
                 "max_message_size": 4 * 1024 * 1024,
                 "events_unreadable": 0,
             }

@@ -16,15 +16,11 @@ only state machine, who is alive, is the pure :class:`~sansio_runtime._membershi
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import re
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -36,22 +32,14 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from sansio_runtime import (
-    AgentTypeReleased,
-    ClaimAgentType,
     ClientId,
     Close,
     CloseCode,
     ClusterOutput,
     HostEngine,
     Send,
-    SubscriptionAdded,
-    SubscriptionRemoved,
-    SubscriptionSpec,
 )
 from sansio_runtime._membership import (
-    DEFAULT_DEAD_AFTER,
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_SUSPECT_AFTER,
     GoneReason,
     HostGone,
     HostJoined,
@@ -63,74 +51,13 @@ from sansio_runtime._membership import (
 )
 
 from ..sansio import HostHub
+from ._records import NAME, PING, PONG, ClusterSettings, Presence, SubscriptionRecord, TypeRecord, default_host_name
+from ._registry_sync import RegistrySync
 
 logger = logging.getLogger("io_backends.cluster")
 
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_DELETED = ("DEL", "PURGE")
-_PING, _PONG = b"ping", b"pong"
 
-
-def default_host_name(port: int) -> str:
-    """``<hostname>-<port>``, cut to the characters a NATS subject token may hold."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:50] or "host"
-    return f"{base}-{port}"
-
-
-def _key(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
-
-
-def _unkey(key: str) -> str:
-    return base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)).decode()
-
-
-class TypeRecord(msgspec.Struct, frozen=True):
-    """The value of an agent type's key in ``<c>_types``: who hosts it."""
-
-    host: str
-    epoch: int
-
-
-class SubscriptionRecord(msgspec.Struct, frozen=True):
-    """The value of a key in ``<c>_subs``: one subscription of a worker of ``host``."""
-
-    host: str
-    epoch: int
-    subscription: SubscriptionSpec
-
-
-class Presence(msgspec.Struct, frozen=True):
-    """A heartbeat (or a goodbye) on ``<c>.presence``."""
-
-    host: str
-    epoch: int
-    goodbye: bool = False
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """How a host joins its cluster (defaults: docs/CLUSTER.md section 11)."""
-
-    url: str
-    """The NATS server(s): ``nats://host:4222``, several separated by commas."""
-    name: str = "agrt"
-    """The cluster's name: the prefix of every subject and bucket (hosts with other names do not meet)."""
-    host_name: str | None = None
-    """This host's name, unique in the cluster (default ``<hostname>-<port>``)."""
-    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
-    suspect_after: float = DEFAULT_SUSPECT_AFTER
-    dead_after: float = DEFAULT_DEAD_AFTER
-    connect_timeout: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not _NAME.fullmatch(self.name):
-            raise ValueError(f"cluster name {self.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
-        if self.host_name is not None and not _NAME.fullmatch(self.host_name):
-            raise ValueError(f"host name {self.host_name!r}: use 1-64 of A-Z a-z 0-9 _ -")
-
-
-class ClusterLink:
+class ClusterLink(RegistrySync):
     """One host's membership of a cluster (see the module docs). Runs on the host's asyncio loop."""
 
     def __init__(self, hub: HostHub, flush: Callable[[], None], settings: ClusterSettings, *, port: int) -> None:
@@ -370,94 +297,12 @@ class ClusterLink:
                 except Exception as exc:  # link down: the calls in it fail when the link loss is handled
                     logger.debug("cluster: frame to %s not sent: %r", subject, exc)
 
-    async def _kv_worker(self) -> None:
-        """The engine's requests for the registry, one at a time, in order."""
-        ops = self._ops
-        while True:
-            await self._ops_ready.wait()
-            self._ops_ready.clear()
-            while ops:
-                op = ops.popleft()
-                try:
-                    await self._carry_out(op)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    logger.warning("cluster: registry update %s failed: %r", op, exc)
-            self._ops_idle.set()
-
-    async def _carry_out(self, op: ClusterOutput) -> None:
-        types_kv, subs_kv = self._types_kv, self._subs_kv
-        assert types_kv is not None and subs_kv is not None
-        if isinstance(op, ClaimAgentType):
-            try:
-                if not self.linked:
-                    raise ConnectionError("the link to NATS is down")
-                won, holder = await self._claim(op.agent_type)
-            except Exception as exc:
-                # NATS unreachable: serve the type locally; it is claimed when the link is back.
-                logger.warning("cluster: cannot claim agent type %r now (%r); claimed on re-sync", op.agent_type, exc)
-                won, holder = True, ""
-            now = self._loop.time()
-            self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
-            known = self._types.get(op.agent_type)
-            if not won and known is not None:  # the winner's entry, held back while our claim was open
-                peer = self._peers.get((known[0].host, known[0].epoch))
-                if peer is not None:
-                    self.hub.drive(now, lambda engine: engine.peer_registered(peer, op.agent_type))
-            self._flush()
-        elif isinstance(op, AgentTypeReleased):
-            revision = self._owned_types.pop(op.agent_type, None)
-            if revision is not None:
-                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
-                    await types_kv.delete(_key(op.agent_type), last=revision)
-        elif isinstance(op, SubscriptionAdded):
-            key = f"{self.host}.{self.epoch}.{_key(op.subscription.id)}"
-            self._owned_subs[op.subscription.id] = key
-            await subs_kv.put(key, msgspec.json.encode(SubscriptionRecord(self.host, self.epoch, op.subscription)))
-        elif isinstance(op, SubscriptionRemoved):
-            sub_key = self._owned_subs.pop(op.subscription_id, None)
-            if sub_key is not None:
-                await subs_kv.delete(sub_key)
-
-    async def _claim(self, agent_type: str) -> tuple[bool, str]:
-        """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder)."""
-        kv = self._types_kv
-        assert kv is not None
-        key, value = _key(agent_type), msgspec.json.encode(TypeRecord(self.host, self.epoch))
-        for _ in range(5):
-            try:
-                self._owned_types[agent_type] = await kv.create(key, value)
-                return True, ""
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass
-            try:
-                entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                continue  # deleted meanwhile: create again
-            if entry.value:
-                record = msgspec.json.decode(entry.value, type=TypeRecord)
-                theirs = (record.host, record.epoch)
-                if theirs == (self.host, self.epoch):
-                    self._owned_types[agent_type] = entry.revision or 0
-                    return True, ""
-                if record.host != self.host and await self._alive(*theirs):
-                    return False, f"host {record.host}"
-            # Free: its owner is gone (or it is our own earlier epoch). Take it over unless someone
-            # else did first.
-            try:
-                self._owned_types[agent_type] = await kv.update(key, value, last=entry.revision)
-                return True, ""
-            except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-        return False, "another host (the claim lost five races in a row)"
-
     async def _alive(self, host: str, epoch: int) -> bool:
         """Whether ``host`` under ``epoch`` answers a probe now (a timeout counts as alive)."""
         nc = self._nc
         assert nc is not None
         try:
-            await nc.request(self.control_of(host, epoch), _PING, timeout=self.settings.dead_after)
+            await nc.request(self.control_of(host, epoch), PING, timeout=self.settings.dead_after)
         except nats.errors.NoRespondersError:
             self.membership.probe_failed(host, epoch, self._loop.time())
             self._pump()
@@ -498,14 +343,14 @@ class ClusterLink:
         if not reply.startswith(prefix):
             return None
         host, _, epoch = reply[len(prefix) :].partition(".")
-        if not _NAME.fullmatch(host) or not epoch.isdigit():
+        if not NAME.fullmatch(host) or not epoch.isdigit():
             return None
         return host, int(epoch)
 
     async def _on_control(self, msg: Msg) -> None:
-        if msg.data == _PING and msg.reply:
+        if msg.data == PING and msg.reply:
             with contextlib.suppress(Exception):
-                await msg.respond(_PONG)
+                await msg.respond(PONG)
 
     async def _on_presence(self, msg: Msg) -> None:
         try:
@@ -518,49 +363,6 @@ class ClusterLink:
         else:
             self.membership.heartbeat(beat.host, beat.epoch, now)
         self._pump()
-
-    def _on_type_entry(self, entry: Any) -> None:
-        agent_type = _unkey(entry.key)
-        if entry.operation in _DELETED or not entry.value:
-            old = self._types.pop(agent_type, None)
-            if old is not None:
-                peer = self._peers.get((old[0].host, old[0].epoch))
-                if peer is not None:
-                    self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(peer, agent_type))
-            return
-        record = msgspec.json.decode(entry.value, type=TypeRecord)
-        self._types[agent_type] = (record, entry.revision or 0)
-        self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
-
-    def _on_sub_entry(self, entry: Any) -> None:
-        if entry.operation in _DELETED or not entry.value:
-            old = self._subs.pop(entry.key, None)
-            if old is not None:
-                peer = self._peers.get((old[0].host, old[0].epoch))
-                sid = old[0].subscription.id
-                if peer is not None:
-                    self.hub.drive(self._loop.time(), lambda e: e.peer_unsubscribed(peer, sid))
-            return
-        record = msgspec.json.decode(entry.value, type=SubscriptionRecord)
-        self._subs[entry.key] = (record, entry.revision or 0)
-        self._learn(record.host, record.epoch, lambda peer: self.engine.peer_subscribed(peer, record.subscription))
-
-    def _learn(self, host: str, epoch: int, apply: Callable[[ClientId], object]) -> None:
-        """Apply a registry entry of ``host``/``epoch`` now if it is a live peer (else when it joins)."""
-        if host == self.host:
-            return  # ours (or an earlier epoch of ours, taken over on re-claim)
-        peer = self._peers.get((host, epoch))
-        if peer is not None:
-            apply(peer)
-            return
-        if not self.linked:
-            return
-        # An entry is news of its owner: it joins now and is probed at once (a dead one is gone
-        # within a round trip; it applies its entries when it joins).
-        self.membership.heartbeat(host, epoch, self._loop.time())
-        self._pump()
-        if (host, epoch) in self._peers:
-            self._spawn(self._alive(host, epoch))
 
     async def _link_lost(self) -> None:
         if self._closing or not self.linked:
@@ -575,45 +377,6 @@ class ClusterLink:
         if self._closing:
             return
         self._spawn(self._resync())
-
-    async def _resync(self) -> None:
-        """The link is back: a new epoch, new subscriptions and watchers, our records claimed again."""
-        if self.linked:
-            return
-        self.epoch = max(time.time_ns(), self.epoch + 1)
-        self.membership.link_restored(self.epoch, self._loop.time())
-        try:
-            await self._listen()
-        except Exception as exc:
-            logger.error("cluster: re-sync after the link came back failed: %r", exc)
-            return
-        self.linked = True
-        self.engine.set_cluster_link(True)
-        # Everything this host's workers hold, under the new epoch (the old entries are taken over).
-        mine = [t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner)]
-        self._owned_types.clear()
-        old_subs = list(self._owned_subs.values())
-        self._owned_subs.clear()
-        subs_kv = self._subs_kv
-        assert subs_kv is not None
-        for key in old_subs:
-            with contextlib.suppress(Exception):
-                await subs_kv.delete(key)
-        for agent_type in mine:
-            won, holder = await self._claim(agent_type)
-            if not won:
-                logger.error(
-                    "cluster: agent type %r was taken over by %s while this host was cut off; "
-                    "restart the worker that hosts it here",
-                    agent_type,
-                    holder,
-                )
-        for spec in self.engine.subscriptions():
-            owner = self.engine.subscription_owner(spec.id)
-            if owner is not None and not self.engine.is_peer(owner):
-                self._take_cluster_outputs([SubscriptionAdded(spec)])
-        self._pump()
-        logger.warning("cluster: the link to NATS is back; re-synced as epoch %d", self.epoch)
 
     async def _on_error(self, exc: Exception) -> None:
         logger.debug("cluster: nats-py reports %r", exc)
@@ -681,18 +444,6 @@ class ClusterLink:
         # Its records are void already; the survivors delete them (the first one wins, the others
         # see a newer revision and stop).
         self._spawn(self._clean(host, epoch))
-
-    async def _clean(self, host: str, epoch: int) -> None:
-        types_kv, subs_kv = self._types_kv, self._subs_kv
-        assert types_kv is not None and subs_kv is not None
-        for agent_type, (record, revision) in list(self._types.items()):
-            if (record.host, record.epoch) == (host, epoch):
-                with contextlib.suppress(Exception):
-                    await types_kv.delete(_key(agent_type), last=revision)
-        for key, (sub, revision) in list(self._subs.items()):
-            if (sub.host, sub.epoch) == (host, epoch):
-                with contextlib.suppress(Exception):
-                    await subs_kv.delete(key, last=revision)
 
 
 __all__ = ["ClusterLink", "ClusterSettings", "default_host_name"]

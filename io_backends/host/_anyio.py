@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
-import struct
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -20,6 +18,7 @@ import anyio
 import anyio.abc
 from anyio.abc import SocketAttribute
 
+from .._sockets import reset_on_close
 from ..sansio import HostConnection, HostHub, Phase
 from ..sansio._address import remote_host
 
@@ -30,7 +29,6 @@ logger = logging.getLogger("io_backends.host")
 
 READ_SIZE = 65536
 STREAM_ERRORS = (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 class _Socket:
@@ -185,12 +183,7 @@ async def _close(stream: anyio.abc.ByteStream, *, reset: bool) -> None:
     """Close the stream; with ``reset`` (the peer does not read, or broke the rules), at once with a
     TCP reset, so what the kernel still holds for it is discarded rather than kept for minutes."""
     if reset:
-        raw = stream.extra(SocketAttribute.raw_socket, None)
-        if raw is not None:
-            try:
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-            except OSError:
-                pass
+        reset_on_close(stream.extra(SocketAttribute.raw_socket, None))
         await anyio.aclose_forcefully(stream)
         return
     try:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import struct
 from typing import TYPE_CHECKING, cast
 
+from .._sockets import reset_on_close, set_no_delay
 from ..sansio import HostConnection, HostHub, Phase
 from ..sansio._address import remote_host
 
@@ -22,18 +21,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("io_backends.host")
 
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
-
 
 def reset(transport: asyncio.BaseTransport) -> None:
     """Drop a connection at once with a TCP reset: what is unsent is discarded, not kept for a peer
     that does not read."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-        except OSError:
-            pass
+    reset_on_close(transport.get_extra_info("socket"))
     cast(asyncio.Transport, transport).abort()
 
 
@@ -102,9 +94,7 @@ class HostProtocol(asyncio.Protocol):
         # A stream transport (uvloop's implement the interface without subclassing asyncio.Transport).
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_no_delay(transport.get_extra_info("socket"))
         driver = self._driver
         # (A TLS transport cannot half-close: asyncio closes it on write_eof.)
         conn = driver.hub.accept(
@@ -170,6 +160,14 @@ class HostProtocol(asyncio.Protocol):
         if conn is None or transport is None or self._closed_as is Phase.RESET:
             return
         phase = conn.phase
+        if phase is Phase.CHANNEL:  # the hot path: an open channel (never closed yet) has messages to write
+            data = conn.data_to_send()
+            if data:
+                transport.write(data)
+                conn.unsent = transport.get_write_buffer_size()
+            if conn.reading == self._paused:
+                self._follow_reading(not self._paused)
+            return
         if phase is Phase.RESET:
             self._closed_as = phase
             reset(transport)

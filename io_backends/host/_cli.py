@@ -32,6 +32,8 @@ from ._errors import HostBindError
 from ._server import HttpAgentServer
 from ._service import HttpAgentService
 
+logger = logging.getLogger("io_backends.host")
+
 
 def _timeout(text: str) -> float | None:
     seconds = float(text)
@@ -57,7 +59,7 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Run an AutoGen HTTP/WebSocket agent host (the router workers connect to).",
@@ -98,7 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     cluster.add_argument("--cluster-name", default="agrt", help="hosts meet only within one name (default agrt)")
     cluster.add_argument("--host-name", default=None, help="this host's name in the cluster (default HOSTNAME-PORT)")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    limits = parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)")
+    parser.add_argument(
+        "--pool-log-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="log each shared agent type's workers and their keys this often, when they changed (default 10; 0: never)",
+    )
+    _add_limits(parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)"))
+    return parser
+
+
+def _add_limits(limits: argparse._ArgumentGroup) -> None:
     limits.add_argument(
         "--max-message-size",
         type=int,
@@ -169,20 +182,22 @@ def main(argv: list[str] | None = None) -> None:
         metavar="SECONDS",
         help="seconds a keep-alive connection may sit idle, or an answer wait to be read (default 60; 0: none)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
-        _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
-    ssl_context = None
-    if args.certfile:
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            ssl_context.load_cert_chain(args.certfile, args.keyfile)
-        except (OSError, ssl.SSLError) as exc:
-            _fail(f"cannot load the TLS certificate {args.certfile!r} / key {args.keyfile!r}: {exc}")
+
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if not args.certfile:
+        return None
+    ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        service = HttpAgentService(
+        ssl_context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        _fail(f"cannot load the TLS certificate {args.certfile!r} / key {args.keyfile!r}: {exc}")
+    return ssl_context
+
+
+def _service(args: argparse.Namespace, parser: argparse.ArgumentParser) -> HttpAgentService:
+    try:
+        return HttpAgentService(
             max_message_size=args.max_message_size,
             max_outbound_bytes=args.max_outbound_bytes,
             max_batch_length=args.max_batch_length,
@@ -199,6 +214,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.backend == "trio" and importlib.util.find_spec("trio") is None:
+        _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
+    service = _service(args, parser)
     if args.cluster is not None and args.backend != "asyncio":
         _fail("--cluster runs on --backend asyncio only (nats-py is asyncio-only)", 2)
     try:
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
             args.host,
             args.port,
             service=service,
-            ssl_context=ssl_context,
+            ssl_context=_ssl_context(args),
             cluster=args.cluster,
             cluster_name=args.cluster_name,
             host_name=args.host_name,
@@ -219,11 +243,13 @@ def main(argv: list[str] | None = None) -> None:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(server.serve)
-                joined = (
-                    "" if server.cluster_link is None else f" (cluster {args.cluster}, host {server.cluster_link.host})"
-                )
+                link = server.cluster_link
+                joined = "" if link is None else f" (cluster {args.cluster}, host {link.host})"
                 print(f"autogen-http-host listening on {args.host}:{port}{joined}", flush=True)
+                if args.pool_log_interval > 0:
+                    tg.start_soon(log_pools, service, args.pool_log_interval)
                 await server.stop_when_signal()
+                tg.cancel_scope.cancel()
         except BaseException as exc:
             unreachable = _find_connection_error(exc)
             if unreachable is not None:
@@ -234,6 +260,29 @@ def main(argv: list[str] | None = None) -> None:
         anyio.run(run, backend=args.backend)
     except HostBindError as exc:  # the port is in use, needs privileges, or the address is not this machine's
         _fail(str(exc))
+
+
+async def log_pools(service: HttpAgentService, interval: float) -> None:
+    """Every ``interval`` seconds, log the shared agent types' workers and keys if they changed."""
+    last: dict[str, dict[str, int]] = {}
+    while True:
+        await anyio.sleep(interval)
+        pools = service.engine.stats.shared_types
+        if pools != last:
+            for line in describe_pools(pools, last):
+                logger.info("%s", line)
+            last = pools
+
+
+def describe_pools(pools: dict[str, dict[str, int]], before: dict[str, dict[str, int]]) -> list[str]:
+    """One line per shared agent type that changed: its workers and how many keys each holds."""
+    lines = []
+    for agent_type, members in pools.items():
+        if members != before.get(agent_type):
+            held = ", ".join(f"{name}: {keys} keys" for name, keys in members.items())
+            lines.append(f"shared agent type {agent_type!r}: {len(members)} worker(s) ({held})")
+    lines += [f"shared agent type {t!r}: no workers left" for t in before if t not in pools]
+    return lines
 
 
 def _find_connection_error(exc: BaseException) -> ConnectionError | None:

@@ -28,6 +28,7 @@ from sansio_runtime import (
     DEFAULT_MAX_BATCH_LENGTH,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    HostStats,
 )
 
 from ..sansio import Authenticator
@@ -80,6 +81,16 @@ def _on_asyncio() -> bool:
         return asyncio.current_task() is not None
     except RuntimeError:  # no asyncio loop running in this thread
         return False
+
+
+def _cluster_settings(url: str, name: str, host_name: str | None) -> ClusterSettings:
+    try:
+        from ..cluster._link import ClusterSettings
+    except ImportError as exc:
+        raise ImportError(
+            "HttpAgentServer(cluster=...) needs the cluster extra: pip install 'autogen-http-runtime-ng[cluster]'"
+        ) from exc
+    return ClusterSettings(url=url, name=name, host_name=host_name)
 
 
 class HttpAgentServer:
@@ -146,18 +157,9 @@ class HttpAgentServer:
         )
         self._ssl_context = ssl_context
         self._backlog = backlog
-        self._cluster: ClusterSettings | None = None
+        self._cluster = None if cluster is None else _cluster_settings(cluster, cluster_name, host_name)
         self.cluster_link: ClusterLink | None = None
         """This host's link to its cluster, once serving (None without ``cluster=``)."""
-        if cluster is not None:
-            try:
-                from ..cluster._link import ClusterSettings
-            except ImportError as exc:
-                raise ImportError(
-                    "HttpAgentServer(cluster=...) needs the cluster extra: "
-                    "pip install 'autogen-http-runtime-ng[cluster]'"
-                ) from exc
-            self._cluster = ClusterSettings(url=cluster, name=cluster_name, host_name=host_name)
         self._socket: socket.socket | None = None
         self._port: int | None = None
         self._accept_scope: anyio.CancelScope | None = None
@@ -173,6 +175,11 @@ class HttpAgentServer:
         if self._port is None:
             raise RuntimeError("the server is not started")
         return self._port
+
+    @property
+    def stats(self) -> HostStats:
+        """The host's counters, and each shared agent type's workers and keys (``shared_types``)."""
+        return self.service.engine.stats
 
     def bind(self) -> int:
         """Bind the listening socket now (``start()`` and ``serve()`` do it if it was not done) and

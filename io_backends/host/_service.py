@@ -183,7 +183,8 @@ class HttpAgentService:
             {
                 "status": "ok",
                 "connections": self.hub.connection_count,
-                "agent_types": len(self.engine.agent_types()),
+                "agent_types": len(self.engine.agent_types()) + len(self.engine.shared_agent_types()),
+                "shared_agent_types": self.engine.stats.shared_types,
                 "max_message_size": self.max_message_size,
                 "events_unreadable": self.engine.stats.events_unreadable,
             }

@@ -185,6 +185,14 @@ def channel_refusal(request: h11.Request) -> HttpError | None:
     upgrade = (header(request, b"upgrade") or b"").lower()
     if request.method != b"GET" or upgrade != b"websocket":
         return HttpError(426, "/v1/channel needs a WebSocket upgrade", headers=[(b"upgrade", b"websocket")], close=True)
+    version = header(request, b"sec-websocket-version")
+    if version is not None and version.strip() != b"13":
+        return HttpError(  # RFC 6455 4.4: say which version we speak
+            426,
+            f"WebSocket version {version.decode('latin-1')!r} is not supported: use 13 (RFC 6455)",
+            headers=[(b"sec-websocket-version", b"13")],
+            close=True,
+        )
     return None
 
 

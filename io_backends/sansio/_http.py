@@ -37,6 +37,7 @@ from typing import Final, Union
 import h11
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request as WSRequest
+from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from ._endpoints import (
     UNAUTHORIZED,
@@ -425,7 +426,11 @@ class HttpFront:
             yield self._send_error(UNAUTHORIZED)
             return
         ws = WSConnection(ConnectionType.SERVER)
-        ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
+        try:
+            ws.initiate_upgrade_connection([(bytes(k), bytes(v)) for k, v in request.headers], request.target)
+        except WsRemoteProtocolError as exc:  # a header of the handshake is missing or wrong
+            yield self._error(400, f"invalid WebSocket handshake: {exc}", close=True)
+            return
         handshake = next(ws.events(), None)
         if not isinstance(handshake, WSRequest):
             yield self._error(400, "invalid WebSocket handshake", close=True)

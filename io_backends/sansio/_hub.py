@@ -306,7 +306,7 @@ class HostHub:
                     conn.send_message(out.data, now)
                 else:
                     self._one_shot_bodies[out.client] = out.data
-                self._dirty[conn] = None
+                self._touched(conn)  # (a close it started has a deadline now)
             outputs = engine.data_to_send()
         if self._cluster_sink is not None:
             requests = engine.cluster_to_send()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import socket
-import struct
 import weakref
 from collections.abc import Callable, Sized
 from typing import cast
@@ -22,13 +20,12 @@ import anyio
 from wsproto import WSConnection
 
 from .._compat import ready_callbacks
+from .._sockets import reset_on_close, set_no_delay
 from ..sansio import WebSocketCore
 from ..sansio._limits import CLOSE_TIMEOUT
 
 MessageHandler = Callable[["str | bytes"], None]
 logger = logging.getLogger("io_backends.worker")
-
-_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
 def reset(transport: asyncio.Transport) -> None:
@@ -37,12 +34,7 @@ def reset(transport: asyncio.Transport) -> None:
     What the kernel still holds unsent for the peer is discarded too: a plain abort would leave
     the kernel trying to deliver it, for minutes, to a peer that does not read.
     """
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-        except OSError:
-            pass
+    reset_on_close(transport.get_extra_info("socket"))
     transport.abort()
 
 
@@ -102,11 +94,10 @@ def _flusher_for(loop: asyncio.AbstractEventLoop) -> _Flusher:
 
 
 class AsyncioChannel(asyncio.Protocol):
-    """One open WebSocket on an asyncio transport (a :class:`~._websocket.Channel`).
+    """The worker's open WebSocket on an asyncio transport.
 
-    Used as is by the host (whose connection protocol hands it the transport and the bytes once
-    the upgrade is done, see :mod:`._asyncio_host`), and by the worker through
-    :class:`ClientChannel`, which first performs the client's opening handshake.
+    :class:`~._connect.ClientChannel` performs the client's opening handshake and then hands the
+    transport over (``transport=`` gives one directly, as the unit tests do with a fake).
     """
 
     def __init__(
@@ -144,9 +135,7 @@ class AsyncioChannel(asyncio.Protocol):
         # A stream transport (uvloop's implement the interface without subclassing asyncio.Transport).
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_no_delay(transport.get_extra_info("socket"))
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._loop.time()
@@ -172,7 +161,7 @@ class AsyncioChannel(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
-    # ------------------------------------------------------------------ Channel
+    # ------------------------------------------------------------------ the channel
 
     @property
     def is_open(self) -> bool:

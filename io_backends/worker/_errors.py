@@ -20,10 +20,17 @@ class HostRejectedError(ConnectionError):
     """The host refused the WebSocket upgrade with an HTTP status (401: wrong or missing token)."""
 
     def __init__(self, status_code: int, body: str) -> None:
-        super().__init__(f"the host refused the connection with HTTP {status_code}: {body}".rstrip(": "))
+        advice = _ADVICE.get(status_code, "")
+        super().__init__(f"the host refused the connection with HTTP {status_code}: {body}".rstrip(": ") + advice)
         self.status_code = status_code
         self.body = body
 
+
+_ADVICE = {
+    401: " (pass the host's token as auth_token=)",
+    403: " (the host's authenticator refused these credentials)",
+    409: " (another worker is connected with this client_id: give each worker its own)",
+}
 
 _E = TypeVar("_E", bound="RemoteCallError")
 

@@ -63,6 +63,8 @@ class LinkSettings:
     reconnect_wait: float
     keepalive_interval: float | None
     keepalive_timeout: float
+    shared_agent_types: bool = False
+    """Register every agent type shared, to be hosted with other workers that do the same."""
     fallbacks: tuple[HostAddress, ...] = ()
     """More hosts of the same cluster, tried in turn after ``address`` (docs/CLUSTER.md section 9)."""
 
@@ -194,7 +196,8 @@ class HostLink:
         """Tell the host about every agent type and subscription this worker has."""
         engine = self._engine
         agent_types, subscriptions = self._announcements()
-        waits = [self.request(engine.register_agent(t)) for t in agent_types]
+        shared = self._settings.shared_agent_types
+        waits = [self.request(engine.register_agent(t, shared=shared)) for t in agent_types]
         waits += [self.request(engine.add_subscription(s)) for s in subscriptions]
         self.flush()
         for wait in waits:
@@ -265,17 +268,23 @@ class HostLink:
         started = loop.time()
         delay = s.reconnect_initial_delay
         while True:
+            failure: HostRejectedError | OSError | asyncio.TimeoutError
             try:
                 return await self._open_any(None)
             except HostRejectedError as exc:
-                if exc.status_code != 503 or loop.time() + delay >= started + s.connect_timeout:
+                if exc.status_code != 503:
                     raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
+                failure = exc
             except HostTlsError:
                 raise  # an answer, not an absence: retrying cannot help
             except (OSError, asyncio.TimeoutError) as exc:
-                if loop.time() + delay >= started + s.connect_timeout:
-                    raise unreachable(s, exc, loop.time() - started) from None
-            await anyio.sleep(delay)
+                failure = exc
+            remaining = started + s.connect_timeout - loop.time()
+            if remaining <= 0:  # tried for the whole connect_timeout
+                if isinstance(failure, HostRejectedError):
+                    raise failure
+                raise unreachable(s, failure, loop.time() - started) from None
+            await anyio.sleep(min(delay, remaining))
             delay = min(delay * 2, s.reconnect_max_delay)
 
     async def _supervise(self, channel: AsyncioChannel) -> None:

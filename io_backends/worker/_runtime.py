@@ -105,6 +105,12 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             before it fails with :class:`HostConnectionError` (0: fail at once).
         keepalive_interval, keepalive_timeout: ping the host after ``keepalive_interval`` seconds
             of silence; give the connection up after ``keepalive_timeout`` more (None: never).
+        shared_agent_types: host the agent types registered here together with the other
+            workers that register them with ``shared_agent_types=True``: the host places each
+            agent instance (``AgentId(type, key)``) on one of them and keeps it there while that
+            worker lives. Registering a type that other workers host without this flag (or the
+            reverse) raises :class:`AgentTypeAlreadyRegisteredError`. An instance whose worker
+            is gone starts afresh on another: save what must last (``agent_save_state``).
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         reconnect_wait: float = 0.0,
         keepalive_interval: float | None = DEFAULT_KEEPALIVE_INTERVAL,
         keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        shared_agent_types: bool = False,
     ) -> None:
         if payload_serialization_format not in {JSON_DATA_CONTENT_TYPE, PROTOBUF_DATA_CONTENT_TYPE}:
             raise ValueError(f"Unsupported payload serialization format: {payload_serialization_format}")
@@ -161,6 +168,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
             reconnect_wait=reconnect_wait,
             keepalive_interval=keepalive_interval,
             keepalive_timeout=keepalive_timeout,
+            shared_agent_types=shared_agent_types,
         )
         self._link = HostLink(settings, self._engine, self._announcements, self._deliver, self._abandoned)
         self._dispatcher = Dispatcher(
@@ -370,7 +378,8 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if self._link.channel is None:
             return  # announced on start()
         try:
-            await self._link.runtime_call(self._engine.register_agent(agent_type))
+            shared = self._link.settings.shared_agent_types
+            await self._link.runtime_call(self._engine.register_agent(agent_type, shared=shared))
         except BaseException:
             self._agents.remove_type(agent_type)
             raise

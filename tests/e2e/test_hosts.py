@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +17,11 @@ import sniffio
 from autogen_core import AgentId, TopicId, TypeSubscription
 
 from io_backends import HttpAgentServer, HttpWorkerAgentRuntime
+from io_backends.host.selectors_host import SelectorsHost
 from io_backends.sansio import Phase
+from io_backends.worker import HostRejectedError
 
-from ._common import Answer, Ask, EchoAgent, Note, all_serializers, http_call, wait_until
+from ._common import Answer, Ask, Block, BlockingAgent, EchoAgent, Note, Probe, all_serializers, http_call, wait_until
 from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -181,3 +185,83 @@ async def test_serve_on_asyncio_uses_the_asyncio_driver_and_stops_either_way() -
                     tg.cancel_scope.cancel()
         assert server.service.connection_count == 0
         assert list(server.service.engine.clients()) == []
+
+
+@pytest.fixture
+def selectors_host() -> Iterator[SelectorsHost]:
+    """A :class:`SelectorsHost` serving from a thread of its own (a plain selectors loop, no asyncio)."""
+    host = SelectorsHost(auth_token="sel-token")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            host.serve_forever()
+        except BaseException as exc:  # reported at teardown
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="selectors-host", daemon=True)
+    thread.start()
+    try:
+        yield host
+    finally:
+        host.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the selectors host did not stop"
+        assert errors == []
+
+
+async def test_selectors_host_serves_ordinary_workers(selectors_host: SelectorsHost) -> None:
+    """Workers call (small and 1 MB messages, concurrently), publish, and lose a peer mid-call through
+    the selectors driver exactly as through HttpAgentServer; its plain-HTTP endpoints answer too."""
+    address = f"http://127.0.0.1:{selectors_host.port}"
+    workers: list[HttpWorkerAgentRuntime] = []
+    try:
+        with anyio.fail_after(30):
+            for _ in range(3):
+                worker = HttpWorkerAgentRuntime(address, auth_token="sel-token")
+                worker.add_message_serializer(all_serializers())
+                await worker.start()
+                workers.append(worker)
+            callee, caller, doomed = workers
+            await callee.register_factory("echo", EchoAgent)
+            await callee.add_subscription(TypeSubscription("sel-news", "echo"))
+            probes = {"t": Probe()}
+            await doomed.register_factory("blocker", lambda: BlockingAgent(probes))
+
+            calls = (caller.send_message(Ask(str(i)), AgentId("echo", "s")) for i in range(200))
+            answers = await asyncio.gather(*calls)
+            assert answers == [Answer(f"s:{str(i)[::-1]}") for i in range(200)]
+            big = "x" * 1_000_000 + "y"  # many partial sends each way
+            assert await caller.send_message(Ask(big), AgentId("echo", "b")) == Answer("b:" + big[::-1])
+
+            for i in range(50):
+                await caller.publish_message(Note("n", seq=i), TopicId("sel-news", "s"))
+            agent = await callee.try_get_underlying_agent_instance(AgentId("echo", "s"), EchoAgent)
+            assert await wait_until(lambda: len(agent.notes) == 50, 10), len(agent.notes)
+            assert [n.seq for n in agent.notes] == list(range(50))
+
+            blocked = asyncio.ensure_future(caller.send_message(Block("t"), AgentId("blocker", "k")))
+            await asyncio.wait_for(probes["t"].started.wait(), 5)
+            await doomed.stop()  # its connection goes: the call pending at it fails at once
+            workers.remove(doomed)
+            with pytest.raises(Exception, match="the worker hosting the target went away"):
+                await asyncio.wait_for(blocked, 5)
+
+            with pytest.raises(HostRejectedError, match=r"HTTP 401.*pass the host.s token as auth_token="):
+                intruder = HttpWorkerAgentRuntime(address, reconnect=False)
+                await intruder.start()
+            status, health = await http_call(selectors_host.port, "GET", "/healthz")
+            assert status == 200 and health["connections"] >= 2
+    finally:
+        with anyio.fail_after(10):
+            for worker in workers:
+                await worker.stop()
+    assert await wait_until(lambda: selectors_host.service.connection_count == 0, 5)
+    assert list(selectors_host.service.engine.clients()) == []
+
+
+def test_selectors_host_command_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "io_backends.host.selectors_host", "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0 and "selectors" in done.stdout

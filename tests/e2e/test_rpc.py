@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import anyio
 import pytest
 from autogen_core import AgentId
 
 from io_backends import AgentTypeNotFoundError, HttpAgentServer, RemoteCallError, RemoteHandlerError
+from sansio_runtime import ErrorCode
 
-from ._common import Answer, Ask, EchoAgent, Fail, RelayAgent
+from ..faults._raw import open_raw_channel
+from ._common import Answer, Ask, EchoAgent, Fail, RelayAgent, http_call
 from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.anyio
@@ -145,3 +148,72 @@ async def test_start_before_or_after_register_factory(make_worker: WorkerFactory
             await callee.register_factory("echo", EchoAgent)  # the seed's order
             await callee.start()
         assert await caller.send_message(Ask("order"), AgentId("echo", "o")) == Answer("o:redro")
+
+
+def _batch_call(id: object, agent_type: str, key: str, data_type: str, data: object) -> dict[str, object]:
+    return {
+        "jsonrpc": "2.0",
+        "id": id,
+        "method": "agent.call",
+        "params": {
+            "target": {"type": agent_type, "key": key},
+            "data_type": data_type,
+            "data_content_type": "application/json",
+            "data": data,
+        },
+    }
+
+
+BATCH = [
+    _batch_call(1, "echo", "k1", "Ask", {"text": "one"}),
+    _batch_call("fails", "echo", "k2", "Fail", {"exception_type": "ValueError", "message": "no"}),
+    _batch_call(3, "nobody", "k", "Ask", {"text": "x"}),
+    _batch_call(4, "echo", "k3", "Ask", {"text": "four"}),
+]
+
+
+def _check_batch_answers(answers: list[dict[str, Any]]) -> None:
+    by_id = {a["id"]: a for a in answers}
+    assert len(answers) == len(by_id) == 4, answers  # one answer per call, each under its own id
+    assert by_id[1]["result"]["data"] == {"text": "k1:eno"}
+    assert by_id[4]["result"]["data"] == {"text": "k3:ruof"}
+    assert by_id["fails"]["error"]["code"] == ErrorCode.HANDLER_ERROR
+    assert by_id["fails"]["error"]["message"] == "no", by_id["fails"]
+    assert by_id["fails"]["error"]["data"]["exception_type"] == "ValueError", by_id["fails"]
+    assert by_id[3]["error"]["code"] == ErrorCode.AGENT_TYPE_NOT_FOUND
+    assert "result" not in by_id["fails"] and "error" not in by_id[1] and "error" not in by_id[4]
+
+
+async def test_batch_calls_answered_separately_over_http(make_worker: WorkerFactory, server: HttpAgentServer) -> None:
+    """A /v1/rpc batch of calls through the real host to an agent on a real worker: every call gets
+    its own answer under its own id, and a failing one (its handler raises; no such agent) fails no other."""
+    with anyio.fail_after(20):
+        callee = await make_worker()
+        await callee.register_factory("echo", EchoAgent)
+        status, answers = await http_call(server.port, "POST", "/v1/rpc", BATCH)
+        assert status == 200 and isinstance(answers, list)
+        _check_batch_answers(answers)
+        agents = [
+            await callee.try_get_underlying_agent_instance(AgentId("echo", key), EchoAgent) for key in ("k1", "k3")
+        ]
+        assert [a.asks for a in agents] == [["one"], ["four"]]
+
+
+async def test_batch_calls_answered_separately_over_a_channel(
+    make_worker: WorkerFactory, server: HttpAgentServer
+) -> None:
+    """The same batch sent as one WebSocket message: the host answers each call on its own, as its
+    target answers it (the answer to the unknown type comes at once, in a batch of its own)."""
+    with anyio.fail_after(20):
+        callee = await make_worker()
+        await callee.register_factory("echo", EchoAgent)
+        channel = await open_raw_channel(server.port)
+        try:
+            await channel.send_json(BATCH)
+            answers: list[dict[str, Any]] = []
+            while len(answers) < 4:
+                message = await channel.next_json()
+                answers.extend(message if isinstance(message, list) else [message])
+            _check_batch_answers(answers)
+        finally:
+            await channel.aclose()

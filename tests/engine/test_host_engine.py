@@ -528,8 +528,17 @@ def test_publish_exact_and_prefix_match_dedupe(host: HostEngine) -> None:
     subscribe(host, sub, "s2", "ne", "reader", prefix=True)
     subscribe(host, sub, "s3", "", "reader", prefix=True)
     out = feed(host, pub, publish_frame("news")[0], 0)
-    [send] = sends(out)
+    [send] = sends(out)  # three subscriptions match, one event goes out
     assert send.client == sub and loads(send.data)["params"]["recipients"] == ["reader"]
+    # Each kind of match on its own: "nexus" only by the two prefixes, "weather" only by the empty one.
+    for topic in ("nexus", "weather"):
+        [send] = sends(feed(host, pub, publish_frame(topic)[0], 0))
+        assert send.client == sub and loads(send.data)["params"]["recipients"] == ["reader"], topic
+    host.receive(sub, req(9, "runtime.remove_subscription", {"id": "s3"}), 0)
+    host.data_to_send()
+    assert sends(feed(host, pub, publish_frame("weather")[0], 0)) == []  # the empty prefix was what matched
+    [send] = sends(feed(host, pub, publish_frame("nexus")[0], 0))  # the "ne" prefix still does
+    assert send.client == sub
 
 
 def test_publish_groups_recipients_per_worker_and_includes_publisher(host: HostEngine) -> None:
@@ -767,10 +776,48 @@ def test_batch_of_notifications_sends_nothing(host: HostEngine) -> None:
 
 
 def test_batch_calls_forwarded_and_answered_separately(host: HostEngine) -> None:
+    """Each call of a batch goes on as a call of its own, and comes back as an answer of its own, under
+    its own id, when its target answers it; one failing (here: at once, or by its handler) fails no other."""
     caller, target = setup_echo(host)
-    batch = b"[" + req(1, "agent.call", call_params()) + b"," + req(2, "agent.call", call_params()) + b"]"
+    batch = (
+        b"["
+        + req("a", "agent.call", call_params(key="k1", data="one"))
+        + b","
+        + req("b", "agent.call", call_params("nobody"))  # fails at once: no such agent type
+        + b","
+        + req(3, "agent.call", call_params(key="k2", data="two"))
+        + b","
+        + req(4, "agent.call", call_params(key="k3", data="three"))
+        + b"]"
+    )
     out = feed(host, caller, batch, 0)
-    assert [s.client for s in out if isinstance(s, Send)] == [target, target]
+    [at_once] = [s for s in sends(out) if s.client == caller]
+    assert [(r["id"], error_code(r)) for r in loads(at_once.data)] == [("b", ErrorCode.AGENT_TYPE_NOT_FOUND)]
+    forwarded = [loads(s.data) for s in sends(out) if s.client == target]
+    assert [(f["method"], f["params"]["target"]["key"], f["params"]["data"]) for f in forwarded] == [
+        ("agent.call", "k1", "one"),
+        ("agent.call", "k2", "two"),
+        ("agent.call", "k3", "three"),
+    ]
+    host_ids = [f["id"] for f in forwarded]
+    assert len(set(host_ids)) == 3
+    assert sorted(repr(p.caller_request_id) for p in host.pending_calls()) == ["'a'", "3", "4"]
+    # The target answers in another order, one of them with its handler's error.
+    k1, k2, k3 = host_ids
+    handler_error = b'{"code":-32004,"message":"ValueError: no","data":{"exception_type":"ValueError"}}'
+    answers = [
+        (k2, b'{"jsonrpc":"2.0","id":%d,"result":{"data":"TWO"}}' % k2, 3, {"data": "TWO"}),
+        (k1, b'{"jsonrpc":"2.0","id":%d,"error":%s}' % (k1, handler_error), "a", None),
+        (k3, b'{"jsonrpc":"2.0","id":%d,"result":{"data":"THREE"}}' % k3, 4, {"data": "THREE"}),
+    ]
+    for _host_id, answer, caller_id, result in answers:
+        reply = only_send(feed(host, target, answer, 0), caller)  # one answer, on its own (not a batch)
+        assert reply["id"] == caller_id
+        if result is None:
+            assert reply["error"] == json.loads(handler_error)
+        else:
+            assert reply == {"jsonrpc": "2.0", "id": caller_id, "result": result}
+    assert host.pending_calls() == []
 
 
 @pytest.mark.parametrize(
@@ -1039,17 +1086,47 @@ def test_close_all_custom_code(host: HostEngine) -> None:
     assert shutdown(host, CloseCode.INTERNAL_ERROR, "bug") == [Close(a, CloseCode.INTERNAL_ERROR, "bug")]
 
 
-def test_client_transitions_table() -> None:
-    O_, A, C = ClientState.OPEN, ClientState.ANSWERING, ClientState.CLOSING
-    assert CLIENT_TRANSITIONS == {
-        (ClientKind.CHANNEL, O_): frozenset({C}),
-        (ClientKind.CHANNEL, C): frozenset(),
-        (ClientKind.ONE_SHOT, O_): frozenset({A, C}),
-        (ClientKind.ONE_SHOT, A): frozenset({C}),
-        (ClientKind.ONE_SHOT, C): frozenset(),
-        (ClientKind.PEER, O_): frozenset({C}),
-        (ClientKind.PEER, C): frozenset(),
+def test_client_transitions_table_is_what_the_engine_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every move the engine makes, in the lives a client can have, is an edge of CLIENT_TRANSITIONS,
+    and every edge of the table is a move the engine makes (a table no code follows is no spec)."""
+    moves: set[tuple[ClientKind, ClientState, ClientState]] = set()
+    move_to = _Client.move_to
+
+    def spy(self: _Client, new: ClientState) -> None:
+        moves.add((self.kind, self.state, new))
+        move_to(self, new)
+
+    monkeypatch.setattr(_Client, "move_to", spy)
+    host = HostEngine(max_message_size=200)
+    _, target = setup_echo(host)
+    too_big = req(1, "runtime.register_agent", {"type": "x" * 200})
+    channel = host.connect(ClientKind.CHANNEL)
+    feed(host, channel, too_big)  # a channel closed by the engine
+    answered_at_once = host.connect(ClientKind.ONE_SHOT)
+    feed(host, answered_at_once, req(1, "runtime.get_subscriptions"))
+    refused = host.connect(ClientKind.ONE_SHOT)
+    feed(host, refused, too_big)  # a body closed before it is read
+    waiting = host.connect(ClientKind.ONE_SHOT)
+    feed(host, waiting, req(1, "agent.call", call_params()))  # waits for its call
+    assert host.client_state(waiting) is ClientState.ANSWERING
+    peer = host.add_peer("host p")  # another host of a cluster (tests/engine/test_cluster_peers.py)
+    shutdown(host)  # the waiting one-shot, the channels and the peer, closed by the host
+    assert {host.client_state(c) for c in (target, channel, answered_at_once, refused, waiting, peer)} == {
+        ClientState.CLOSING
     }
+    table = {(kind, old, new) for (kind, old), targets in CLIENT_TRANSITIONS.items() for new in targets}
+    assert moves == table
+    # Every state of each kind has a row (CLOSING: the end, with no way out).
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.CHANNEL} == {
+        ClientState.OPEN,
+        ClientState.CLOSING,
+    }
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.ONE_SHOT} == set(ClientState)
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.PEER} == {
+        ClientState.OPEN,
+        ClientState.CLOSING,
+    }
+    assert all(not CLIENT_TRANSITIONS[(kind, ClientState.CLOSING)] for kind in ClientKind)
 
 
 @pytest.mark.parametrize(

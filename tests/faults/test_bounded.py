@@ -226,7 +226,8 @@ async def test_a_client_that_pipelines_and_never_reads_stops_being_read(backend:
             f"host grew {grown / MiB:.1f} MiB; the host let go of the connection: {dropped} "
             f"({dropped_after:.1f}s after the last request)"
         )
-        assert grown < 16 * MiB, grown
+        # ~6 MiB when the machine is quiet, up to ~17 under a loaded suite; 35 MiB before the fix
+        assert grown < 24 * MiB, grown
         assert dropped
 
 

@@ -172,7 +172,9 @@ async def test_start_waits_for_a_host_that_is_still_starting(worker: WorkerFacto
         await server.stop(grace=1)
 
 
-async def test_start_gives_up_after_connect_timeout() -> None:
+async def start_with_no_host(connect_timeout: float) -> tuple[int, float, str]:
+    """start() a worker toward a loopback port nobody listens on: the port, the seconds it took to
+    give up, and its error."""
     import socket
 
     from io_backends import HttpWorkerAgentRuntime
@@ -180,8 +182,19 @@ async def test_start_gives_up_after_connect_timeout() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    runtime = HttpWorkerAgentRuntime(f"127.0.0.1:{port}", connect_timeout=0.5)
+    runtime = HttpWorkerAgentRuntime(f"127.0.0.1:{port}", connect_timeout=connect_timeout)
     started = time.monotonic()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as refused:
         await runtime.start()
-    assert time.monotonic() - started < 2
+    return port, time.monotonic() - started, str(refused.value)
+
+
+async def test_start_gives_up_after_connect_timeout() -> None:
+    port, spent, message = await start_with_no_host(0.5)
+    assert spent < 2
+    assert f"127.0.0.1:{port}" in message and "connect_timeout=" in message, message  # where, and what to do
+
+
+async def test_start_keeps_trying_for_the_whole_connect_timeout() -> None:
+    _, spent, _ = await start_with_no_host(3.0)
+    assert spent >= 2.7, f"start() gave up after {spent:.1f}s of its 3s connect_timeout"
