@@ -51,7 +51,17 @@ from sansio_runtime._membership import (
 )
 
 from ..sansio import HostHub
-from ._records import NAME, PING, PONG, ClusterSettings, Presence, SubscriptionRecord, TypeRecord, default_host_name
+from ._records import (
+    NAME,
+    PING,
+    PONG,
+    STALE,
+    ClusterSettings,
+    Presence,
+    SubscriptionRecord,
+    TypeRecord,
+    default_host_name,
+)
 from ._registry_sync import RegistrySync
 
 logger = logging.getLogger("io_backends.cluster")
@@ -97,6 +107,7 @@ class ClusterLink(RegistrySync):
         self._watchers: list[Any] = []
         self._closing = False
         self._leaving = False
+        self._resyncing = False
         self.linked = False
 
     # ------------------------------------------------------------------ names
@@ -351,6 +362,15 @@ class ClusterLink(RegistrySync):
         if msg.data == PING and msg.reply:
             with contextlib.suppress(Exception):
                 await msg.respond(PONG)
+        elif msg.data == STALE and not self._leaving:  # our epoch was declared gone: start a new one
+            self._spawn(self._resync(rejoin=True))
+
+    async def _tell_stale(self, host: str, epoch: int) -> None:
+        """Tell ``host`` that its epoch ``epoch`` is gone for us (it was frozen): it rejoins."""
+        nc = self._nc
+        if nc is not None and not self._leaving:
+            with contextlib.suppress(Exception):
+                await nc.publish(self.control_of(host, epoch), STALE)
 
     async def _on_presence(self, msg: Msg) -> None:
         try:
@@ -406,7 +426,8 @@ class ClusterLink(RegistrySync):
             elif isinstance(event, ProbeHost):
                 self._spawn(self._alive(event.host, event.epoch))
             elif isinstance(event, StaleEpoch):
-                logger.debug("cluster: ignored host %s under its retired epoch %d", event.host, event.epoch)
+                logger.debug("cluster: host %s is back under its retired epoch %d: told", event.host, event.epoch)
+                self._spawn(self._tell_stale(event.host, event.epoch))
             elif isinstance(event, NameConflict):
                 logger.error(
                     "cluster: another host also calls itself %r: give each host its own --host-name", event.host

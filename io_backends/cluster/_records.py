@@ -15,7 +15,7 @@ from sansio_runtime._membership import DEFAULT_DEAD_AFTER, DEFAULT_HEARTBEAT_INT
 
 NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DELETED = ("DEL", "PURGE")
-PING, PONG = b"ping", b"pong"
+PING, PONG, STALE = b"ping", b"pong", b"stale"
 
 
 def default_host_name(port: int) -> str:
@@ -82,6 +82,7 @@ __all__ = [
     "NAME",
     "PING",
     "PONG",
+    "STALE",
     "ClusterSettings",
     "Presence",
     "SubscriptionRecord",

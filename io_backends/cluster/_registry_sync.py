@@ -55,6 +55,7 @@ class RegistrySync:
     _ops: deque[ClusterOutput]
     _ops_ready: asyncio.Event
     _ops_idle: asyncio.Event
+    _resyncing: bool
 
     # (the link's)
     async def _alive(self, host: str, epoch: int) -> bool:
@@ -197,12 +198,25 @@ class RegistrySync:
         if (host, epoch) in self._peers:
             self._spawn(self._alive(host, epoch))
 
-    async def _resync(self) -> None:
-        """The link is back: a new epoch, new subscriptions and watchers, our records claimed again."""
-        if self.linked:
+    async def _resync(self, rejoin: bool = False) -> None:
+        """The link is back (or, ``rejoin``, the others declared our epoch gone while we were frozen):
+        a new epoch, new subscriptions and watchers, our records claimed again."""
+        if self.linked != rejoin or self._resyncing:
             return
+        self._resyncing = True
+        try:
+            await self._start_epoch(rejoin)
+        finally:
+            self._resyncing = False
+
+    async def _start_epoch(self, rejoin: bool) -> None:
         self.epoch = max(time.time_ns(), self.epoch + 1)
-        self.membership.link_restored(self.epoch, self._loop.time())
+        if rejoin:  # every peer's session with our old epoch ends (REJOINED)
+            logger.warning("cluster: the other hosts declared this host gone (it was frozen?); rejoining")
+            self.membership.rejoin(self.epoch, self._loop.time())
+            self._pump()
+        else:
+            self.membership.link_restored(self.epoch, self._loop.time())
         try:
             await self._listen()
         except Exception as exc:
@@ -234,7 +248,7 @@ class RegistrySync:
             if owner is not None and not self.engine.is_peer(owner):
                 self._take_cluster_outputs([SubscriptionAdded(spec)])
         self._pump()
-        logger.warning("cluster: the link to NATS is back; re-synced as epoch %d", self.epoch)
+        logger.warning("cluster: re-synced with the cluster as epoch %d", self.epoch)
 
     async def _clean(self, host: str, epoch: int) -> None:
         types_kv, subs_kv = self._types_kv, self._subs_kv

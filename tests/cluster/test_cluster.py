@@ -10,6 +10,8 @@ measured are printed (``pytest -s``) and written down in docs/CLUSTER.md section
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -234,3 +236,28 @@ async def test_a_host_stopped_cleanly_fails_the_calls_in_flight_through_it_at_on
             took = time.monotonic() - stopped
             print(f"\nhost stopped (SIGTERM) -> its caller on another host fails after {took:.2f}s")
             assert took < 1.5
+
+
+async def test_a_frozen_host_is_declared_gone_and_rejoins_when_it_thaws(nats_server: NatsServer) -> None:
+    """SIGSTOP past the 1.5 s bound: the others end it (its calls fail, its types are released);
+    SIGCONT: its heartbeats are under a retired epoch, it is told so, and it rejoins under a new
+    one with its workers' types claimed again."""
+    with hosts(nats_server.url, "a", "b") as (a, b):
+        async with worker(b.address) as wb, worker(a.address) as caller:
+            await EchoAgent.register(wb, "frozen_echo", EchoAgent)
+            assert await eventually(lambda: ask(caller, "frozen_echo")) == "k:ih"
+            assert b.proc is not None
+            b.proc.send_signal(signal.SIGSTOP)
+            try:
+                stopped = time.monotonic()
+                with pytest.raises(AgentTypeNotFoundError):  # released once b is declared gone
+                    while time.monotonic() - stopped < 10:
+                        with contextlib.suppress(TargetDisconnectedError):  # (a call at b when it was)
+                            await ask(caller, "frozen_echo")
+                        await asyncio.sleep(0.05)
+                print(f"\nhost frozen (SIGSTOP) -> declared gone after {time.monotonic() - stopped:.2f}s")
+            finally:
+                b.proc.send_signal(signal.SIGCONT)
+            thawed = time.monotonic()
+            assert await eventually(lambda: ask(caller, "frozen_echo"), timeout=15) == "k:ih"
+            print(f"host thawed (SIGCONT) -> serving again after {time.monotonic() - thawed:.2f}s")
