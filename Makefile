@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo fuzz bench bench-smoke typecheck lint clean
+.PHONY: test demo cluster-demo fuzz bench bench-smoke typecheck lint clean
 
 $(VENV)/.installed-dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ $(VENV)/.installed-bench: $(VENV)/.installed-dev
 
 ## Run the whole test suite (unit, end-to-end over loopback, and the bounded fuzz profile).
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 ## Start a host, the reverse and upper workers, and the orchestrator of the seed's example.
 demo: $(VENV)/.installed-dev
 	$(PY) samples/demo.py
+
+## nats-server, two hosts joined over it, and a call from a worker on one to an agent on the other.
+cluster-demo: $(VENV)/.installed-dev
+	$(PY) samples/cluster_demo.py
 
 ## Long Hypothesis profile over the engines and byte streams, then a bounded atheris run.
 fuzz: $(VENV)/.installed-dev

@@ -19,6 +19,11 @@ from ._calls import CallEnding as CallEnding
 from ._calls import PendingCall as PendingCall
 from ._clients import CLIENT_TRANSITIONS as CLIENT_TRANSITIONS
 from ._clients import ClientKind, ClientNameInUse, ClientState
+from ._cluster import AgentTypeReleased as AgentTypeReleased
+from ._cluster import ClaimAgentType as ClaimAgentType
+from ._cluster import ClusterOutput as ClusterOutput
+from ._cluster import SubscriptionAdded as SubscriptionAdded
+from ._cluster import SubscriptionRemoved as SubscriptionRemoved
 from ._deadlines import DeadlineHeap as DeadlineHeap
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import (

@@ -22,6 +22,11 @@ class ClientKind(enum.Enum):
     ONE_SHOT = "one_shot"
     """One ``POST /v1/rpc`` body: answered once (after every call in it finished), then closed."""
 
+    PEER = "peer"
+    """Another host of the cluster (docs/CLUSTER.md): hosts that host's agent types and
+    subscriptions (told by the driver, never registered by frames), makes the calls its workers
+    make to ours and answers ours to its. Its calls and events reach local clients only."""
+
 
 class ClientState(enum.Enum):
     """Where a client is in its life. Allowed moves are in :data:`CLIENT_TRANSITIONS`."""
@@ -40,6 +45,8 @@ CLIENT_TRANSITIONS: dict[tuple[ClientKind, ClientState], frozenset[ClientState]]
     (ClientKind.ONE_SHOT, ClientState.OPEN): frozenset({ClientState.ANSWERING, ClientState.CLOSING}),
     (ClientKind.ONE_SHOT, ClientState.ANSWERING): frozenset({ClientState.CLOSING}),
     (ClientKind.ONE_SHOT, ClientState.CLOSING): frozenset(),
+    (ClientKind.PEER, ClientState.OPEN): frozenset({ClientState.CLOSING}),
+    (ClientKind.PEER, ClientState.CLOSING): frozenset(),
 }
 """The client state table. ``disconnect`` may happen in any state and simply forgets the client."""
 

@@ -29,6 +29,7 @@ from . import _wire as wire
 from ._answers import fit_answer, ok
 from ._calls import CALL_ENDINGS, CallEnd, CallTable, PendingCall
 from ._clients import Client, ClientKind, ClientNameInUse, ClientState
+from ._cluster import AgentTypeReleased, SubscriptionAdded, SubscriptionRemoved
 from ._errors import CloseCode, ErrorCode, LocalProtocolError
 from ._events import ClientId, Close, HostOutput, Send
 from ._limits import (
@@ -40,7 +41,9 @@ from ._limits import (
     MAX_NAME_LENGTH,
 )
 from ._params import Rejection, decode_params, read_call, read_publish
-from ._registry import Registry, Routes
+from ._peers import PeerHosts
+from ._pools import with_holders
+from ._registry import Registry
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
 
@@ -67,7 +70,7 @@ _CHANNEL_ONLY_METHODS = frozenset(
 _Handler = Callable[[Client, "RequestId | UnsetType", "Raw | UnsetType", float], "bytes | None"]
 
 
-class HostEngine:
+class HostEngine(PeerHosts):
     """The host's protocol engine. One instance serves every connection of one host.
 
     Drive it with :meth:`connect`, :meth:`receive`, :meth:`disconnect` and :meth:`handle_timer`;
@@ -106,6 +109,7 @@ class HostEngine:
         self._registry = Registry()
         self.stats = HostStats(shared=self._registry.shared)
         self._out: list[HostOutput] = []
+        self._init_peers()  # clustered hosts only (docs/CLUSTER.md section 4): see enable_cluster()
         self._methods: dict[str, _Handler] = {
             wire.AGENT_CALL: self._agent_call,
             wire.AGENT_PUBLISH: self._agent_publish,
@@ -303,8 +307,9 @@ class HostEngine:
         handler = self._methods.get(m.method)
         if handler is None:
             return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"unknown method {m.method!r}")
-        if c.kind is ClientKind.ONE_SHOT and m.method in _CHANNEL_ONLY_METHODS:
-            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} needs a /v1/channel connection")
+        if c.kind is not ClientKind.CHANNEL and m.method in _CHANNEL_ONLY_METHODS:
+            why = "needs a /v1/channel connection" if c.kind is ClientKind.ONE_SHOT else "is not for a peer host"
+            return self._error(reply_id, ErrorCode.METHOD_NOT_FOUND, f"{m.method} {why}")
         try:
             return handler(c, msg_id, m.params, now)
         except Rejection as rej:
@@ -350,15 +355,15 @@ class HostEngine:
         calls = self._calls
         if calls.host_id_of(c.id, msg_id) is not None:
             raise Rejection(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
-        if calls.count_made_by(c.id) >= self.max_pending_calls:
+        if c.kind is not ClientKind.PEER and calls.count_made_by(c.id) >= self.max_pending_calls:
             raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
         target = self._registry.owner_of(call.target.type)
         if target is None:
             target = self._place(call.target.type, call.target.key)
             if target is None:
-                raise Rejection(
-                    ErrorCode.AGENT_TYPE_NOT_FOUND, f"no connected worker hosts agent type {call.target.type!r}"
-                )
+                raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
+        if c.kind is ClientKind.PEER and target in self._peer_names:  # a peer never relays
+            raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
         pending = calls.open(c.id, msg_id, target, deadline, now)
         assert not isinstance(params, UnsetType)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
@@ -377,12 +382,16 @@ class HostEngine:
         if self._registry.shared.active:
             shared = self._registry.shared_for(event.type)
             if shared:
-                routes = self._place_event(routes, shared, event.source)
+                routes = with_holders(routes, shared, event.source, self._place)
         self.stats.events_published += 1
         clients = self._clients
         out = self._out
         for client_id, recipients in routes:
-            if clients[client_id].state is ClientState.OPEN:
+            target = clients[client_id]
+            if target.state is ClientState.OPEN:
+                if target.kind is ClientKind.PEER:
+                    self._forward_event(c, target, params)
+                    continue
                 out.append(Send(client_id, wire.notification(wire.AGENT_EVENT, wire.EventDelivery(recipients, params))))
                 self.stats.event_deliveries += 1
         return ok(msg_id)
@@ -400,25 +409,6 @@ class HostEngine:
             )
         return shared.place(agent_type, key)
 
-    def _place_event(self, routes: Routes, shared: list[str], key: str) -> Routes:
-        """``routes`` and, for each shared type in ``shared``, the member holding its instance ``key``."""
-        by_client = {client_id: recipients for client_id, recipients in routes}
-        grown: set[ClientId] = set()
-        for agent_type in shared:
-            holder = self._place(agent_type, key)
-            assert holder is not None  # a pool is never empty
-            recipients = by_client.get(holder)
-            if recipients is None:
-                by_client[holder] = [agent_type]
-            else:
-                if holder not in grown:  # (the cached list of the routes is not ours to change)
-                    recipients = by_client[holder] = list(recipients)
-                    grown.add(holder)
-                recipients.append(agent_type)
-        for client_id in grown:
-            by_client[client_id].sort()
-        return list(by_client.items())
-
     def _cancel_request(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
@@ -431,27 +421,34 @@ class HostEngine:
     def _register_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
+        self._refuse_a_peers_type(params)
         limit = self.max_agent_types_per_connection
-        registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
+        agent_type = registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
+        if self._clustered and agent_type is not None:
+            return self._hold_for_claim(c, msg_id, agent_type)
         return ok(msg_id)
 
     def _unregister_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.unregister_agent(self._registry, c.id, params)
+        agent_type = registration.unregister_agent(self._registry, c.id, params)
+        if agent_type is not None:
+            self._tell_cluster(AgentTypeReleased(agent_type))
         return ok(msg_id)
 
     def _add_subscription(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
         limit = self.max_subscriptions_per_connection
-        registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
+        spec = registration.add_subscription(self._registry, c.id, params, max_subscriptions=limit)
+        self._tell_cluster(SubscriptionAdded(spec))
         return ok(msg_id)
 
     def _remove_subscription(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        registration.remove_subscription(self._registry, c.id, params)
+        subscription_id = registration.remove_subscription(self._registry, c.id, params)
+        self._tell_cluster(SubscriptionRemoved(subscription_id))
         return ok(msg_id)
 
     def _get_subscriptions(
@@ -489,6 +486,7 @@ class HostEngine:
 
         ``c`` is closing or already forgotten, so it hears nothing of its own calls' ends.
         """
+        self._release_cluster_records(c)
         self._registry.release(c.id)
         for host_id in self._calls.made_by(c.id):
             self._end_call(host_id, CallEnd.CALLER_GONE)
@@ -511,7 +509,7 @@ class HostEngine:
         within ``max_message_size`` for the whole HTTP answer)."""
         if caller.state is ClientState.CLOSING:
             return
-        if caller.kind is ClientKind.CHANNEL:
+        if caller.kind is not ClientKind.ONE_SHOT:
             self._out.append(Send(caller.id, frame))
             return
         caller.gather(self._fit(frame, request_id, caller.reply_bytes))

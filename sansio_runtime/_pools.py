@@ -12,7 +12,7 @@ Pure bookkeeping, like the registry: the host engine checks requests and asks it
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ._events import ClientId
 from ._placement import Placement
@@ -125,4 +125,30 @@ class SharedTypes:
         return None if name is None or name.startswith("\0") else name
 
 
-__all__ = ["SharedTypes", "member_name"]
+def with_holders(
+    routes: list[tuple[ClientId, list[str]]],
+    shared: list[str],
+    key: str,
+    place: Callable[[str, str], ClientId | None],
+) -> list[tuple[ClientId, list[str]]]:
+    """``routes`` and, for each shared type in ``shared``, the member holding its instance ``key``
+    (``place(agent_type, key)``, which places it if it is not)."""
+    by_client = {client_id: recipients for client_id, recipients in routes}
+    grown: set[ClientId] = set()
+    for agent_type in shared:
+        holder = place(agent_type, key)
+        assert holder is not None  # a pool is never empty
+        recipients = by_client.get(holder)
+        if recipients is None:
+            by_client[holder] = [agent_type]
+        else:
+            if holder not in grown:  # (the cached list of the routes is not ours to change)
+                recipients = by_client[holder] = list(recipients)
+                grown.add(holder)
+            recipients.append(agent_type)
+    for client_id in grown:
+        by_client[client_id].sort()
+    return list(by_client.items())
+
+
+__all__ = ["SharedTypes", "member_name", "with_holders"]

@@ -19,8 +19,10 @@ from ._registry import Registry
 
 def register_agent(
     registry: Registry, client: ClientId, name: str | None, params: Raw | UnsetType, *, max_types: int
-) -> None:
-    """Record ``client`` as the host of an agent type, alone or (``shared``) in the type's pool."""
+) -> str | None:
+    """Record ``client`` as the host of an agent type, alone or (``shared``) in the type's pool.
+
+    Returns the type when ``client`` hosts it alone (None when it joined a shared type's pool)."""
     request = decode_params(wire.REGISTER_AGENT_DECODER, params)
     agent_type = request.type
     if not agent_type:
@@ -55,8 +57,9 @@ def register_agent(
         )
     if request.shared:
         registry.join_pool(client, agent_type, name)
-    else:
-        registry.register_type(client, agent_type)
+        return None
+    registry.register_type(client, agent_type)
+    return agent_type
 
 
 _NOT_SHARED_ADVICE = (
@@ -64,23 +67,27 @@ _NOT_SHARED_ADVICE = (
 )
 
 
-def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> None:
+def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str | None:
+    """Take back an agent type; returns it when ``client`` hosted it alone (None: it left a pool)."""
     agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
     shared = registry.shared
     if agent_type in shared:
         if not shared.is_member(agent_type, client):
             raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} is shared by other workers, not this one")
         registry.leave_pool(client, agent_type)
-        return
+        return None
     owner = registry.owner_of(agent_type)
     if owner is None:
         raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, f"agent type {agent_type!r} is not registered")
     if owner != client:
         raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} belongs to another worker")
     registry.unregister_type(agent_type)
+    return agent_type
 
 
-def add_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_subscriptions: int) -> None:
+def add_subscription(
+    registry: Registry, client: ClientId, params: Raw | UnsetType, *, max_subscriptions: int
+) -> wire.SubscriptionSpec:
     spec = decode_params(wire.ADD_SUBSCRIPTION_DECODER, params).subscription
     if not spec.id or not spec.agent_type:
         raise Rejection(ErrorCode.INVALID_PARAMS, "subscription id and agent_type must be non-empty")
@@ -98,6 +105,7 @@ def add_subscription(registry: Registry, client: ClientId, params: Raw | UnsetTy
             "add: remove some, or raise the host's max_subscriptions_per_connection",
         )
     registry.add_subscription(client, spec, twin=twin)
+    return spec
 
 
 def _may_twin(registry: Registry, client: ClientId, spec: wire.SubscriptionSpec) -> bool:
@@ -109,7 +117,7 @@ def _may_twin(registry: Registry, client: ClientId, spec: wire.SubscriptionSpec)
     return all(registry.subscription_owner(i) != client for i in registry.equal_subscription_ids(spec))
 
 
-def remove_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType) -> None:
+def remove_subscription(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str:
     subscription_id = decode_params(wire.REMOVE_SUBSCRIPTION_DECODER, params).id
     owner = registry.subscription_owner(subscription_id)
     if owner is None:
@@ -117,6 +125,7 @@ def remove_subscription(registry: Registry, client: ClientId, params: Raw | Unse
     if owner != client:
         raise Rejection(ErrorCode.FORBIDDEN, f"subscription {subscription_id!r} belongs to another worker")
     registry.remove_subscription(subscription_id)
+    return subscription_id
 
 
 __all__ = ["add_subscription", "register_agent", "remove_subscription", "unregister_agent"]

@@ -130,6 +130,14 @@ class Registry:
             del self._subscription_owner[subscription_id]
         self._forget_routes()
 
+    def types_of(self, client: ClientId) -> list[str]:
+        """The agent types ``client`` hosts (sorted)."""
+        return sorted(self._types_of.get(client, ()))
+
+    def subscriptions_of(self, client: ClientId) -> list[str]:
+        """The ids of the subscriptions ``client`` owns (sorted)."""
+        return sorted(self._subscriptions_of.get(client, ()))
+
     def routes_for(self, topic_type: str) -> Routes:
         """Which clients a publish on ``topic_type`` reaches, and for which of their agent types."""
         routes = self._routes.get(topic_type)

@@ -81,8 +81,8 @@ def test_serialization_registry_round_trips_and_says_when_it_has_no_serializer()
     assert name == serializer.type_name == "_Probe", changed("SerializationRegistry.type_name")
     assert registry.is_registered(name, "application/json"), changed("SerializationRegistry.is_registered")
     data = registry.serialize(_Probe("x", 1), type_name=name, data_content_type="application/json")
-    assert registry.deserialize(data, type_name=name, data_content_type="application/json") == _Probe("x", 1), (
-        changed("SerializationRegistry.serialize/deserialize")
+    assert registry.deserialize(data, type_name=name, data_content_type="application/json") == _Probe("x", 1), changed(
+        "SerializationRegistry.serialize/deserialize"
     )
     assert not registry.is_registered(name, "application/x-protobuf"), changed("SerializationRegistry.is_registered")
     with pytest.raises(ValueError):
@@ -95,7 +95,7 @@ def test_the_dataclass_serializer_writes_json_dumps_of_asdict_and_keeps_cls() ->
     serializer = _compat.DataclassJsonMessageSerializer(_Probe)
     assert getattr(serializer, "cls", None) is _Probe, changed("DataclassJsonMessageSerializer.cls")
     assert serializer.data_content_type == "application/json", changed("DataclassJsonMessageSerializer's media type")
-    message = _Probe("héllo \"q\" \n", 3)
+    message = _Probe('héllo "q" \n', 3)
     assert serializer.serialize(message) == json.dumps(dataclasses.asdict(message)).encode(), changed(
         "DataclassJsonMessageSerializer.serialize (no longer json.dumps(asdict(message)))"
     )

@@ -24,7 +24,7 @@ from io_backends.host import _cli as cli
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("sansio_runtime", "io_backends", "autogen_http_runtime")
 DISTRIBUTION = "autogen-http-runtime-ng"
-EXTRA_PACKAGES = {"io_backends/agentchat": "agentchat", "io_backends/a2a": "a2a"}
+EXTRA_PACKAGES = {"io_backends/agentchat": "agentchat", "io_backends/a2a": "a2a", "io_backends/cluster": "cluster"}
 """Subpackages that only work with an extra installed: their imports may come from that extra."""
 
 

@@ -88,7 +88,7 @@ def _record_host(method: Callable[..., Any]) -> Callable[..., Any]:
         result = method(self, *args, **kwargs)
         cause = args[1] if method.__name__ == "receive" and len(args) > 1 else None
         for item in queue[before:]:
-            if isinstance(item, Send):
+            if isinstance(item, Send) and not self.is_peer(item.client):  # (to a peer host: docs/CLUSTER.md)
                 _check(Produced(True, item.data, cause))
         return result
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("io_backends.host")
 
+
 def reset(transport: asyncio.BaseTransport) -> None:
     """Drop a connection at once with a TCP reset: what is unsent is discarded, not kept for a peer
     that does not read."""

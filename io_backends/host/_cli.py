@@ -120,8 +120,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-metrics", action="store_true", help="do not serve GET /metrics")
     parser.add_argument("--no-events", action="store_true", help="do not take CloudEvents on POST /v1/events")
+    _add_cluster(parser.add_argument_group("cluster (docs/CLUSTER.md; needs the cluster extra)"))
     _add_limits(parser.add_argument_group("limits (docs/PROTOCOL.md section 2.5)"))
     return parser
+
+
+def _add_cluster(cluster: argparse._ArgumentGroup) -> None:
+    cluster.add_argument(
+        "--cluster",
+        default=None,
+        metavar="NATS_URL",
+        help="join the hosts on this NATS server (nats://127.0.0.1:4222; several: comma-separated)",
+    )
+    cluster.add_argument("--cluster-name", default="agrt", help="hosts meet only within one name (default agrt)")
+    cluster.add_argument("--host-name", default=None, help="this host's name in the cluster (default HOSTNAME-PORT)")
 
 
 def _add_limits(limits: argparse._ArgumentGroup) -> None:
@@ -244,17 +256,38 @@ def main(argv: list[str] | None = None) -> None:
         _fail("--backend trio needs the trio package: pip install 'autogen-http-runtime-ng[trio]'", 2)
     tracer_provider = _otlp_provider(args.otlp_endpoint)
     service = _service(args, parser, tracer_provider)
-    server = HttpAgentServer(args.host, args.port, service=service, ssl_context=_ssl_context(args))
+    if args.cluster is not None and args.backend != "asyncio":
+        _fail("--cluster runs on --backend asyncio only (nats-py is asyncio-only)", 2)
+    try:
+        server = HttpAgentServer(
+            args.host,
+            args.port,
+            service=service,
+            ssl_context=_ssl_context(args),
+            cluster=args.cluster,
+            cluster_name=args.cluster_name,
+            host_name=args.host_name,
+        )
+    except (ImportError, ValueError) as exc:
+        _fail(str(exc), 2)
 
     async def run() -> None:
         port = server.bind()  # before any task group: a bind error stays one plain OSError
-        async with anyio.create_task_group() as tg:
-            await tg.start(server.serve)
-            print(f"autogen-http-host listening on {args.host}:{port}", flush=True)
-            if args.pool_log_interval > 0:
-                tg.start_soon(log_pools, service, args.pool_log_interval)
-            await server.stop_when_signal()
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(server.serve)
+                link = server.cluster_link
+                joined = "" if link is None else f" (cluster {args.cluster}, host {link.host})"
+                print(f"autogen-http-host listening on {args.host}:{port}{joined}", flush=True)
+                if args.pool_log_interval > 0:
+                    tg.start_soon(log_pools, service, args.pool_log_interval)
+                await server.stop_when_signal()
+                tg.cancel_scope.cancel()
+        except BaseException as exc:
+            unreachable = _find_connection_error(exc)
+            if unreachable is not None:
+                _fail(str(unreachable))
+            raise
 
     try:
         anyio.run(run, backend=args.backend)
@@ -308,6 +341,17 @@ def describe_pools(pools: dict[str, dict[str, int]], before: dict[str, dict[str,
             lines.append(f"shared agent type {agent_type!r}: {len(members)} worker(s) ({held})")
     lines += [f"shared agent type {t!r}: no workers left" for t in before if t not in pools]
     return lines
+
+
+def _find_connection_error(exc: BaseException) -> ConnectionError | None:
+    """The ConnectionError (the cluster's NATS is unreachable) in ``exc`` or its group, if any."""
+    if isinstance(exc, ConnectionError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _find_connection_error(inner)
+        if found is not None:
+            return found
+    return None
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import socket
 import ssl
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -47,6 +48,9 @@ from ._anyio import STREAM_ERRORS
 from ._asyncio import AsyncioDriver
 from ._errors import HostBindError
 from ._service import HttpAgentService
+
+if TYPE_CHECKING:
+    from ..cluster._link import ClusterLink, ClusterSettings
 
 logger = logging.getLogger("io_backends.host")
 
@@ -79,6 +83,16 @@ def _on_asyncio() -> bool:
         return False
 
 
+def _cluster_settings(url: str, name: str, host_name: str | None) -> ClusterSettings:
+    try:
+        from ..cluster._link import ClusterSettings
+    except ImportError as exc:
+        raise ImportError(
+            "HttpAgentServer(cluster=...) needs the cluster extra: pip install 'autogen-http-runtime-ng[cluster]'"
+        ) from exc
+    return ClusterSettings(url=url, name=name, host_name=host_name)
+
+
 class HttpAgentServer:
     """The host process's server: binds a TCP port and runs an :class:`HttpAgentService` on it.
 
@@ -108,8 +122,17 @@ class HttpAgentServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_connections_per_address: int = DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         extra_grpc_config: ChannelArgumentType | None = None,
+        cluster: str | None = None,
+        cluster_name: str = "agrt",
+        host_name: str | None = None,
     ) -> None:
-        """The limits and timeouts are :class:`HttpAgentService`'s (ignored when ``service`` is given)."""
+        """The limits and timeouts are :class:`HttpAgentService`'s (ignored when ``service`` is given).
+
+        ``cluster="nats://127.0.0.1:4222"``: this host joins the other hosts on that NATS server
+        (several URLs separated by commas) with the same ``cluster_name`` and they act as one
+        runtime (docs/CLUSTER.md; needs the ``cluster`` extra and the asyncio driver).
+        ``host_name``: this host's name in the cluster, unique there (default ``<hostname>-<port>``).
+        """
         host, address_port = split_host_port(address)  # gRPC style "host:port" (or "[::]:port")
         self.address = host
         self._requested_port = port if address_port is None else address_port
@@ -134,6 +157,9 @@ class HttpAgentServer:
         )
         self._ssl_context = ssl_context
         self._backlog = backlog
+        self._cluster = None if cluster is None else _cluster_settings(cluster, cluster_name, host_name)
+        self.cluster_link: ClusterLink | None = None
+        """This host's link to its cluster, once serving (None without ``cluster=``)."""
         self._socket: socket.socket | None = None
         self._port: int | None = None
         self._accept_scope: anyio.CancelScope | None = None
@@ -213,7 +239,14 @@ class HttpAgentServer:
         service.clock = loop.time
         driver = AsyncioDriver(service)
         server: asyncio.Server | None = None
+        link: ClusterLink | None = None
         try:
+            if self._cluster is not None:
+                from ..cluster._link import ClusterLink
+
+                link = ClusterLink(service.hub, driver.flush, self._cluster, port=self.port)
+                await link.start()  # before the first worker is accepted
+                self.cluster_link = link
             handshake_timeout = None if self._ssl_context is None else service.request_head_timeout
             server = await loop.create_server(
                 driver.protocol,
@@ -231,6 +264,8 @@ class HttpAgentServer:
                     server.close()
                 else:
                     sock.close()
+                if link is not None:
+                    await link.leave()  # the other hosts end us now: their calls here fail at once
                 service.hub.close_all(loop.time())
                 driver.flush()
                 with anyio.move_on_after(self._grace):
@@ -239,10 +274,15 @@ class HttpAgentServer:
                     protocol.abort()
                 with anyio.move_on_after(1.0):
                     await service.wait_idle()  # the aborted connections' connection_lost
+                if link is not None:
+                    await link.stop()
                 driver.close()
                 self._stopped.set()
 
     async def _serve_anyio(self, sock: socket.socket, task_status: anyio.abc.TaskStatus[int]) -> None:
+        if self._cluster is not None:
+            sock.close()
+            raise RuntimeError("a clustered host runs on asyncio only (nats-py is asyncio-only): serve it there")
         try:
             listener = await anyio.abc.SocketListener.from_socket(sock)
             async with anyio.create_task_group() as tg:

@@ -12,7 +12,7 @@ checks). The host's drivers (:mod:`io_backends.host`) and the worker's channel
 * Addresses, gRPC option names, and every default limit (:mod:`._limits`).
 """
 
-from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH, HostAddress, parse_host_address
+from ._address import CHANNEL_PATH, HEALTH_PATH, RPC_PATH, HostAddress, parse_host_address, parse_host_addresses
 from ._connection import HostConnection, Phase
 from ._endpoints import HttpError, RpcAnswer, http_status_for
 from ._hub import Authenticator, HostHub, HubSettings
@@ -35,4 +35,5 @@ __all__ = [
     "WebSocketCore",
     "http_status_for",
     "parse_host_address",
+    "parse_host_addresses",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -72,6 +73,15 @@ def parse_host_address(address: str) -> HostAddress:
             raise ValueError(f"host address {address!r} needs a port, as in 'localhost:9000'")
         port = 443 if tls else 80
     return HostAddress(parts.hostname, port, tls, base_path)
+
+
+def parse_host_addresses(addresses: str | Sequence[str]) -> tuple[HostAddress, ...]:
+    """Several host addresses, as ``"h1:9000,h2:9001"`` or a list; in the order given, at least one."""
+    items = addresses.split(",") if isinstance(addresses, str) else list(addresses)
+    parsed = tuple(parse_host_address(a) for a in items if a.strip())
+    if not parsed:
+        raise ValueError(f"no host address in {addresses!r}")
+    return parsed
 
 
 def remote_host(peer: object) -> str | None:

@@ -19,7 +19,17 @@ import msgspec
 from wsproto import WSConnection
 from wsproto.events import AcceptConnection
 
-from sansio_runtime import ClientId, ClientKind, ClientNameInUse, Close, CloseCode, DeadlineHeap, HostEngine, Send
+from sansio_runtime import (
+    ClientId,
+    ClientKind,
+    ClientNameInUse,
+    Close,
+    CloseCode,
+    ClusterOutput,
+    DeadlineHeap,
+    HostEngine,
+    Send,
+)
 
 from ._admission import Admission, refusal_response
 from ._connection import HostConnection, Phase
@@ -113,6 +123,8 @@ class HostHub:
         self._by_client: dict[ClientId, HostConnection] = {}
         self._mounted: dict[ClientId, MountedPeer] = {}
         self._one_shot_bodies: dict[ClientId, bytes] = {}
+        self._peers: dict[ClientId, Callable[[Send | Close], None]] = {}  # other hosts (io_backends.cluster)
+        self._cluster_sink: Callable[[list[ClusterOutput]], None] | None = None
         self._deadlines: DeadlineHeap[HostConnection] = DeadlineHeap()
         self._dirty: dict[HostConnection, None] = {}
         self._ready: deque[HostConnection] = deque()
@@ -465,6 +477,37 @@ class HostHub:
         self.engine.disconnect(client, now)
         self._apply(now)
 
+    # ------------------------------------------------------------------ for the cluster driver
+
+    def set_cluster_sink(self, sink: Callable[[list[ClusterOutput]], None] | None) -> None:
+        """Where the engine's requests for the cluster go (``HostEngine.cluster_to_send``), as they come."""
+        self._cluster_sink = sink
+
+    def add_peer(self, name: str, sink: Callable[[Send | Close], None]) -> ClientId:
+        """Another host joined (docs/CLUSTER.md): a client of the engine whose output goes to ``sink``."""
+        peer = self.engine.add_peer(name)
+        self._peers[peer] = sink
+        return peer
+
+    def peer_frame(self, peer: ClientId, data: bytes, now: float) -> None:
+        """One frame from another host."""
+        self.drive(now, lambda engine: engine.receive(peer, data, now))
+
+    def remove_peer(self, peer: ClientId, now: float) -> None:
+        """Another host is gone: its calls end, what it held is released."""
+        if self._peers.pop(peer, None) is not None:
+            self.drive(now, lambda engine: engine.remove_peer(peer, now))
+
+    def drive(self, now: float, action: Callable[[HostEngine], object]) -> None:
+        """Give the engine one input (``action``), then carry out what it queued."""
+        self._depth += 1
+        try:
+            action(self.engine)
+            self._apply(now)
+        finally:
+            self._depth -= 1
+        self._settle(now)
+
     # ------------------------------------------------------------------ internals
 
     def _new_front(self, now: float) -> HttpFront:
@@ -495,6 +538,10 @@ class HostHub:
                         self._to_mounted(peer, out, now)
                     elif out.client == self._publishing and isinstance(out, Send):
                         self._published.append(out.data)
+                    else:
+                        sink = self._peers.get(out.client)  # a peer host of the cluster
+                        if sink is not None:
+                            sink(out)
                     continue
                 if isinstance(out, Close):
                     if conn.phase is Phase.CHANNEL:
@@ -508,6 +555,10 @@ class HostHub:
                     self._one_shot_bodies[out.client] = out.data
                 self._touched(conn)  # (a close it started has a deadline now)
             outputs = engine.data_to_send()
+        if self._cluster_sink is not None:
+            requests = engine.cluster_to_send()
+            if requests:
+                self._cluster_sink(requests)
 
     def _answer(self, conn: HostConnection, client: ClientId, answer: RpcAnswer, now: float) -> None:
         """The engine ended a ``/v1/rpc`` body: forget its client and hand ``conn`` the answer."""

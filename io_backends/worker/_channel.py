@@ -27,6 +27,7 @@ from ..sansio._limits import CLOSE_TIMEOUT
 MessageHandler = Callable[["str | bytes"], None]
 logger = logging.getLogger("io_backends.worker")
 
+
 def reset(transport: asyncio.Transport) -> None:
     """Drop a connection at once with a TCP reset, giving up on the peer.
 

@@ -65,6 +65,12 @@ class LinkSettings:
     keepalive_timeout: float
     shared_agent_types: bool = False
     """Register every agent type shared, to be hosted with other workers that do the same."""
+    fallbacks: tuple[HostAddress, ...] = ()
+    """More hosts of the same cluster, tried in turn after ``address`` (docs/CLUSTER.md section 9)."""
+
+    @property
+    def addresses(self) -> tuple[HostAddress, ...]:
+        return (self.address, *self.fallbacks)
 
 
 class HostLink:
@@ -79,6 +85,8 @@ class HostLink:
         abandoned: Callable[[], Awaitable[None]],
     ) -> None:
         self._settings = settings
+        self.address = settings.address
+        """The host connected to (or last tried)."""
         self._engine = engine
         self._announcements = announcements
         self._deliver = deliver
@@ -145,9 +153,7 @@ class HostLink:
         if not self.running:
             raise ValueError("Runtime must be running (call start() first).")
         if not self.connected:
-            raise HostConnectionError.local(
-                f"not connected to the host at {self._settings.address.authority} (reconnecting)"
-            )
+            raise HostConnectionError.local(f"not connected to the host at {self.address.authority} (reconnecting)")
 
     # ------------------------------------------------------------------ requests and frames
 
@@ -216,16 +222,17 @@ class HostLink:
 
     # ------------------------------------------------------------------ the connection's life
 
-    async def _open(self) -> AsyncioChannel:
+    async def _open(self, address: HostAddress | None = None) -> AsyncioChannel:
         """Connect and upgrade; TLS trouble is raised as :class:`HostTlsError`, saying what is wrong."""
         s = self._settings
+        address = address or self.address
         headers = [(b"x-client-id", s.client_id.encode())]
         if s.auth_token is not None:
             headers.append((b"authorization", b"Bearer " + s.auth_token.encode()))
         try:
             channel = await open_asyncio_channel(
-                s.address,
-                target=s.address.target(CHANNEL_PATH),
+                address,
+                target=address.target(CHANNEL_PATH),
                 headers=headers,
                 ssl_context=s.ssl_context,
                 max_message_size=s.max_receive_size,
@@ -233,9 +240,26 @@ class HostLink:
                 connect_timeout=s.connect_timeout,
             )
         except (ssl.SSLError, HandshakeNotAnswered) as exc:
-            raise tls_error(s.address, exc) from None
+            raise tls_error(address, exc) from None
+        self.address = address
         self._engine.connection_made(announced_limit(channel.response_headers))
         return channel
+
+    async def _open_any(self, after: HostAddress | None) -> AsyncioChannel:
+        """Connect to the first host that answers, starting after ``after`` (it is tried last)."""
+        addresses = self._settings.addresses
+        start = addresses.index(after) + 1 if after in addresses else 0
+        order = addresses[start:] + addresses[:start]
+        for i, address in enumerate(order):
+            try:
+                return await self._open(address)
+            except (OSError, asyncio.TimeoutError, HostRejectedError) as exc:
+                if i == len(order) - 1:
+                    raise
+                logger.info(
+                    "the host at %s did not answer (%s); trying %s", address.authority, exc, order[i + 1].authority
+                )
+        raise AssertionError("no address")  # (addresses is never empty)
 
     async def _open_first(self) -> AsyncioChannel:
         """Connect, retrying with backoff while the host is not up yet, for ``connect_timeout``."""
@@ -246,7 +270,7 @@ class HostLink:
         while True:
             failure: HostRejectedError | OSError | asyncio.TimeoutError
             try:
-                return await self._open()
+                return await self._open_any(None)
             except HostRejectedError as exc:
                 if exc.status_code != 503:
                     raise  # an answer, not an absence: retrying cannot help (503: the host is full, for now)
@@ -284,9 +308,11 @@ class HostLink:
             if not self.running:
                 return None
             try:
-                channel = await self._open()
+                # With several hosts: the next one first, the one just lost last.
+                channel = await self._open_any(self.address if len(s.addresses) > 1 else None)
             except (OSError, asyncio.TimeoutError, HostRejectedError) as exc:
-                logger.info("reconnecting to %s failed (%s); next try in about %.1fs", s.address.authority, exc, delay)
+                where = ", ".join(a.authority for a in s.addresses)
+                logger.info("reconnecting to %s failed (%s); next try in about %.1fs", where, exc, delay)
                 delay = min(delay * 2, s.reconnect_max_delay)
                 continue
             if not self.running:
@@ -332,7 +358,7 @@ class HostLink:
                         await self._abandoned()
             if self.channel is channel:
                 self.channel = None
-                logger.warning("lost the connection to the host at %s", s.address.authority)
+                logger.warning("lost the connection to the host at %s", self.address.authority)
             for event in engine.connection_lost(channel.close_code):
                 self._on_event(event)
 
@@ -346,7 +372,7 @@ class HostLink:
         logger.warning(
             "the worker connected to %s was not stopped before its event loop ended; call "
             "`await runtime.stop()` before leaving it",
-            self._settings.address.authority,
+            self.address.authority,
         )
 
     async def _reannounce(self, channel: AsyncioChannel) -> None:
@@ -357,7 +383,7 @@ class HostLink:
             logger.warning("re-registering with the host failed (%s); reconnecting", exc)
             channel.close(1000, "re-registration failed")
             return
-        logger.info("reconnected to the host at %s", self._settings.address.authority)
+        logger.info("reconnected to the host at %s", self.address.authority)
         self._connected.set()
 
 
@@ -383,6 +409,12 @@ def unreachable(settings: LinkSettings, exc: BaseException, tried_for: float) ->
     else:
         why = str(exc) or type(exc).__name__
     address = settings.address
+    if settings.fallbacks:
+        where = ", ".join(a.authority for a in settings.addresses)
+        return HostConnectionError.local(
+            f"cannot reach any of the hosts at {where} (tried for {tried_for:.1f}s: {why}); at least one "
+            "must be running (give them more time with connect_timeout=)"
+        )
     return HostConnectionError.local(
         f"cannot reach the host at {address.authority} (tried for {tried_for:.1f}s: {why}); a host must be "
         f"running there, e.g. `autogen-http-host --port {address.port}` (give it more time with connect_timeout=)"

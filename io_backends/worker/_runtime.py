@@ -51,7 +51,7 @@ from sansio_runtime import (
 )
 from sansio_runtime import PayloadTooLargeError as EnginePayloadTooLarge
 
-from ..sansio import parse_host_address
+from ..sansio import parse_host_addresses
 from ..sansio._grpc_options import WORKER_OPTIONS as WORKER_GRPC_OPTIONS
 from ..sansio._grpc_options import ChannelArgumentType
 from ..sansio._grpc_options import translate as translate_grpc_options
@@ -80,7 +80,9 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     Args:
         host_address: ``http://host:port``, ``ws://host:port``, ``https://``/``wss://`` (TLS), or
-            gRPC style ``host:port``.
+            gRPC style ``host:port``; several hosts of one cluster as ``"h1:9000,h2:9001"`` or a
+            list: the worker connects to the first that answers and, when its host goes away,
+            moves to the next and registers there again (docs/CLUSTER.md section 9).
         tracer_provider: OpenTelemetry tracer provider; spans are named as the gRPC runtime's.
         extra_grpc_config: gRPC channel options, as for ``GrpcWorkerAgentRuntime``:
             ``grpc.max_send_message_length`` / ``grpc.max_receive_message_length`` set the message
@@ -113,7 +115,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
 
     def __init__(
         self,
-        host_address: str,
+        host_address: str | Sequence[str],
         tracer_provider: TracerProvider | None = None,
         extra_grpc_config: ChannelArgumentType | None = None,
         payload_serialization_format: str = JSON_DATA_CONTENT_TYPE,
@@ -151,8 +153,10 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         self._tracing = Tracing(tracer_provider)
         self._agents = LocalAgents(self)
         self._subscriptions: dict[str, SubscriptionSpec] = {}
+        addresses = parse_host_addresses(host_address)
         settings = LinkSettings(
-            address=parse_host_address(host_address),
+            address=addresses[0],
+            fallbacks=addresses[1:],
             client_id=client_id or f"worker-{uuid.uuid4()}",
             auth_token=auth_token,
             ssl_context=ssl_context,

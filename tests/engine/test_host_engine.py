@@ -1109,8 +1109,9 @@ def test_client_transitions_table_is_what_the_engine_does(monkeypatch: pytest.Mo
     waiting = host.connect(ClientKind.ONE_SHOT)
     feed(host, waiting, req(1, "agent.call", call_params()))  # waits for its call
     assert host.client_state(waiting) is ClientState.ANSWERING
-    shutdown(host)  # the waiting one-shot, and the channels, closed by the host
-    assert {host.client_state(c) for c in (target, channel, answered_at_once, refused, waiting)} == {
+    peer = host.add_peer("host p")  # another host of a cluster (tests/engine/test_cluster_peers.py)
+    shutdown(host)  # the waiting one-shot, the channels and the peer, closed by the host
+    assert {host.client_state(c) for c in (target, channel, answered_at_once, refused, waiting, peer)} == {
         ClientState.CLOSING
     }
     table = {(kind, old, new) for (kind, old), targets in CLIENT_TRANSITIONS.items() for new in targets}
@@ -1121,6 +1122,10 @@ def test_client_transitions_table_is_what_the_engine_does(monkeypatch: pytest.Mo
         ClientState.CLOSING,
     }
     assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.ONE_SHOT} == set(ClientState)
+    assert {state for kind, state in CLIENT_TRANSITIONS if kind is ClientKind.PEER} == {
+        ClientState.OPEN,
+        ClientState.CLOSING,
+    }
     assert all(not CLIENT_TRANSITIONS[(kind, ClientState.CLOSING)] for kind in ClientKind)
 
 

@@ -158,11 +158,7 @@ def test_a_peer_s_close_is_answered_and_releases_what_it_owned() -> None:
     assert hub.connection_count == 0
 
 
-
-
-@pytest.mark.parametrize(
-    "keepalive_interval", [10.0, None]
-)
+@pytest.mark.parametrize("keepalive_interval", [10.0, None])
 def test_the_host_s_close_waits_for_the_peer_s_answer_then_gives_up(keepalive_interval: float | None) -> None:
     hub = make_hub(keepalive_interval=keepalive_interval)
     worker = Worker(hub)

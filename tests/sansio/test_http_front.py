@@ -225,7 +225,7 @@ def test_healthz_bytes() -> None:
     f.receive_data(HEALTH, 100.0)
     [answer] = sends(run(f, 100.0))
     assert answer.data == (
-        b"HTTP/1.1 200 \r\ncontent-length: 15\r\ncontent-type: application/json\r\n\r\n" b'{"status":"ok"}'
+        b'HTTP/1.1 200 \r\ncontent-length: 15\r\ncontent-type: application/json\r\n\r\n{"status":"ok"}'
     )
 
 
@@ -370,8 +370,6 @@ def test_a_refused_upgrade_is_answered_with_the_refusal() -> None:
     answer = f.next_action(HttpError(409, "another live connection uses this X-Client-Id", close=True), 100.0)
     assert status(answer) == 409 and headers_of(answer.data)[b"connection"] == b"close"  # type: ignore[union-attr]
     assert f.next_action(None, 100.0) is CLOSE
-
-
 
 
 @pytest.mark.parametrize(

@@ -230,7 +230,7 @@ def test_invalid_utf8_in_a_frame_still_arriving_is_closed_with_1007_before_its_e
 def test_a_message_over_max_message_size_is_closed_with_1009() -> None:
     c, client = core(max_message_size=100)
     assert c.receive_data(frame(TEXT, b"x" * 100)) == ["x" * 100]  # the limit itself is fine
-    start = frame(TEXT, b"x" * 1000)[:8 + 101]  # the frame has not all come; what has is over the limit
+    start = frame(TEXT, b"x" * 1000)[: 8 + 101]  # the frame has not all come; what has is over the limit
     assert c.receive_data(start) == []
     assert c.close_code == CloseCode.MESSAGE_TOO_BIG
     assert close_code_sent(client, c) == 1009

@@ -1,0 +1,266 @@
+"""The registry side of :class:`~._link.ClusterLink`: the engine's claims and releases carried out in
+the key-value buckets, one at a time and in order, and the buckets' entries turned into engine
+input (docs/CLUSTER.md section 7). A mixin: the state it uses is the link's, declared below."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import msgspec
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from sansio_runtime import (
+    AgentTypeReleased,
+    ClaimAgentType,
+    ClientId,
+    ClusterOutput,
+    HostEngine,
+    SubscriptionAdded,
+    SubscriptionRemoved,
+)
+from sansio_runtime._membership import Membership
+
+from ..sansio import HostHub
+from ._records import DELETED, ClusterSettings, SubscriptionRecord, TypeRecord, key_of, text_of
+
+logger = logging.getLogger("io_backends.cluster")
+
+
+class RegistrySync:
+    """Claims, releases and the watchers' entries, for :class:`~._link.ClusterLink`."""
+
+    hub: HostHub
+    engine: HostEngine
+    settings: ClusterSettings
+    membership: Membership
+    host: str
+    epoch: int
+    linked: bool
+    _loop: asyncio.AbstractEventLoop
+    _flush: Callable[[], None]
+    _types_kv: KeyValue | None
+    _subs_kv: KeyValue | None
+    _peers: dict[tuple[str, int], ClientId]
+    _types: dict[str, tuple[TypeRecord, int]]
+    _subs: dict[str, tuple[SubscriptionRecord, int]]
+    _owned_types: dict[str, int]
+    _owned_subs: dict[str, str]
+    _ops: deque[ClusterOutput]
+    _ops_ready: asyncio.Event
+    _ops_idle: asyncio.Event
+    _resyncing: bool
+
+    # (the link's)
+    async def _alive(self, host: str, epoch: int) -> bool:
+        raise NotImplementedError
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        raise NotImplementedError
+
+    def _take_cluster_outputs(self, outputs: list[ClusterOutput]) -> None:
+        raise NotImplementedError
+
+    async def _listen(self) -> None:
+        raise NotImplementedError
+
+    async def _kv_worker(self) -> None:
+        """The engine's requests for the registry, one at a time, in order."""
+        ops = self._ops
+        while True:
+            await self._ops_ready.wait()
+            self._ops_ready.clear()
+            while ops:
+                op = ops.popleft()
+                try:
+                    await self._carry_out(op)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    logger.warning("cluster: registry update %s failed: %r", op, exc)
+            self._ops_idle.set()
+
+    async def _carry_out(self, op: ClusterOutput) -> None:
+        types_kv, subs_kv = self._types_kv, self._subs_kv
+        assert types_kv is not None and subs_kv is not None
+        if isinstance(op, ClaimAgentType):
+            try:
+                if not self.linked:
+                    raise ConnectionError("the link to NATS is down")
+                won, holder = await self._claim(op.agent_type)
+            except Exception as exc:
+                # NATS unreachable: serve the type locally; it is claimed when the link is back.
+                logger.warning("cluster: cannot claim agent type %r now (%r); claimed on re-sync", op.agent_type, exc)
+                won, holder = True, ""
+            now = self._loop.time()
+            self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
+            known = self._types.get(op.agent_type)
+            if not won and known is not None:  # the winner's entry, held back while our claim was open
+                peer = self._peers.get((known[0].host, known[0].epoch))
+                if peer is not None:
+                    self.hub.drive(now, lambda engine: engine.peer_registered(peer, op.agent_type))
+            self._flush()
+        elif isinstance(op, AgentTypeReleased):
+            revision = self._owned_types.pop(op.agent_type, None)
+            if revision is not None:
+                with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                    await types_kv.delete(key_of(op.agent_type), last=revision)
+        elif isinstance(op, SubscriptionAdded):
+            key = f"{self.host}.{self.epoch}.{key_of(op.subscription.id)}"
+            self._owned_subs[op.subscription.id] = key
+            await subs_kv.put(key, msgspec.json.encode(SubscriptionRecord(self.host, self.epoch, op.subscription)))
+        elif isinstance(op, SubscriptionRemoved):
+            sub_key = self._owned_subs.pop(op.subscription_id, None)
+            if sub_key is not None:
+                await subs_kv.delete(sub_key)
+
+    async def _claim(self, agent_type: str) -> tuple[bool, str]:
+        """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder)."""
+        kv = self._types_kv
+        assert kv is not None
+        key, value = key_of(agent_type), msgspec.json.encode(TypeRecord(self.host, self.epoch))
+        for _ in range(5):
+            try:
+                self._owned_types[agent_type] = await kv.create(key, value)
+                return True, ""
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            try:
+                entry = await kv.get(key)
+            except nats.js.errors.KeyNotFoundError:
+                continue  # deleted meanwhile: create again
+            if entry.value:
+                record = msgspec.json.decode(entry.value, type=TypeRecord)
+                theirs = (record.host, record.epoch)
+                if theirs == (self.host, self.epoch):
+                    self._owned_types[agent_type] = entry.revision or 0
+                    return True, ""
+                if record.host != self.host and await self._alive(*theirs):
+                    return False, f"host {record.host}"
+            # Free: its owner is gone (or it is our own earlier epoch). Take it over unless someone
+            # else did first.
+            try:
+                self._owned_types[agent_type] = await kv.update(key, value, last=entry.revision)
+                return True, ""
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+        return False, "another host (the claim lost five races in a row)"
+
+    def _on_type_entry(self, entry: Any) -> None:
+        agent_type = text_of(entry.key)
+        if entry.operation in DELETED or not entry.value:
+            old = self._types.pop(agent_type, None)
+            if old is not None:
+                peer = self._peers.get((old[0].host, old[0].epoch))
+                if peer is not None:
+                    self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(peer, agent_type))
+            return
+        record = msgspec.json.decode(entry.value, type=TypeRecord)
+        self._types[agent_type] = (record, entry.revision or 0)
+        self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
+
+    def _on_sub_entry(self, entry: Any) -> None:
+        if entry.operation in DELETED or not entry.value:
+            old = self._subs.pop(entry.key, None)
+            if old is not None:
+                peer = self._peers.get((old[0].host, old[0].epoch))
+                sid = old[0].subscription.id
+                if peer is not None:
+                    self.hub.drive(self._loop.time(), lambda e: e.peer_unsubscribed(peer, sid))
+            return
+        record = msgspec.json.decode(entry.value, type=SubscriptionRecord)
+        self._subs[entry.key] = (record, entry.revision or 0)
+        self._learn(record.host, record.epoch, lambda peer: self.engine.peer_subscribed(peer, record.subscription))
+
+    def _learn(self, host: str, epoch: int, apply: Callable[[ClientId], object]) -> None:
+        """Apply a registry entry of ``host``/``epoch`` now if it is a live peer (else when it joins)."""
+        if host == self.host:
+            return  # ours (or an earlier epoch of ours, taken over on re-claim)
+        peer = self._peers.get((host, epoch))
+        if peer is not None:
+            apply(peer)
+            return
+        if not self.linked:
+            return
+        # An entry is news of its owner: it joins now and is probed at once (a dead one is gone
+        # within a round trip; it applies its entries when it joins).
+        self.membership.heartbeat(host, epoch, self._loop.time())
+        self._pump()
+        if (host, epoch) in self._peers:
+            self._spawn(self._alive(host, epoch))
+
+    async def _resync(self, rejoin: bool = False) -> None:
+        """The link is back (or, ``rejoin``, the others declared our epoch gone while we were frozen):
+        a new epoch, new subscriptions and watchers, our records claimed again."""
+        if self.linked != rejoin or self._resyncing:
+            return
+        self._resyncing = True
+        try:
+            await self._start_epoch(rejoin)
+        finally:
+            self._resyncing = False
+
+    async def _start_epoch(self, rejoin: bool) -> None:
+        self.epoch = max(time.time_ns(), self.epoch + 1)
+        if rejoin:  # every peer's session with our old epoch ends (REJOINED)
+            logger.warning("cluster: the other hosts declared this host gone (it was frozen?); rejoining")
+            self.membership.rejoin(self.epoch, self._loop.time())
+            self._pump()
+        else:
+            self.membership.link_restored(self.epoch, self._loop.time())
+        try:
+            await self._listen()
+        except Exception as exc:
+            logger.error("cluster: re-sync after the link came back failed: %r", exc)
+            return
+        self.linked = True
+        self.engine.set_cluster_link(True)
+        # Everything this host's workers hold, under the new epoch (the old entries are taken over).
+        mine = [t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner)]
+        self._owned_types.clear()
+        old_subs = list(self._owned_subs.values())
+        self._owned_subs.clear()
+        subs_kv = self._subs_kv
+        assert subs_kv is not None
+        for key in old_subs:
+            with contextlib.suppress(Exception):
+                await subs_kv.delete(key)
+        for agent_type in mine:
+            won, holder = await self._claim(agent_type)
+            if not won:
+                logger.error(
+                    "cluster: agent type %r was taken over by %s while this host was cut off; "
+                    "restart the worker that hosts it here",
+                    agent_type,
+                    holder,
+                )
+        for spec in self.engine.subscriptions():
+            owner = self.engine.subscription_owner(spec.id)
+            if owner is not None and not self.engine.is_peer(owner):
+                self._take_cluster_outputs([SubscriptionAdded(spec)])
+        self._pump()
+        logger.warning("cluster: re-synced with the cluster as epoch %d", self.epoch)
+
+    async def _clean(self, host: str, epoch: int) -> None:
+        types_kv, subs_kv = self._types_kv, self._subs_kv
+        assert types_kv is not None and subs_kv is not None
+        for agent_type, (record, revision) in list(self._types.items()):
+            if (record.host, record.epoch) == (host, epoch):
+                with contextlib.suppress(Exception):
+                    await types_kv.delete(key_of(agent_type), last=revision)
+        for key, (sub, revision) in list(self._subs.items()):
+            if (sub.host, sub.epoch) == (host, epoch):
+                with contextlib.suppress(Exception):
+                    await subs_kv.delete(key, last=revision)
+
+
+__all__ = ["RegistrySync"]
