@@ -62,6 +62,7 @@ class PeakRss:
 # ------------------------------------------------------------------ answers
 
 
+@pytest.mark.slow  # measures the host's memory: run once, on the main Python (see .ci/run)
 async def test_a_batch_answer_is_bounded_in_count_and_bytes() -> None:
     server = HttpAgentServer(port=0)
     server.start()
@@ -140,6 +141,7 @@ def flood_pings(port: int, limit_bytes: int, limit_seconds: float) -> tuple[int,
     return sent, cut
 
 
+@pytest.mark.slow  # measures the host's memory: run once, on the main Python (see .ci/run)
 @BACKENDS
 async def test_a_peer_that_pings_and_never_reads_is_cut_off(backend: str) -> None:
     with host_process("--max-outbound-bytes", str(MiB), backend=backend) as host:
@@ -183,6 +185,7 @@ async def subscribe_many(port: int, count: int) -> RawChannel:
     return owner
 
 
+@pytest.mark.slow  # measures the host's memory: run once, on the main Python (see .ci/run)
 @BACKENDS
 async def test_a_client_that_pipelines_and_never_reads_stops_being_read(backend: str) -> None:
     """1.2 MB of pipelined ``POST /v1/rpc`` (each answered with ~12 KB), and the answers are never read."""
@@ -312,6 +315,7 @@ async def test_per_connection_limits_on_agent_types_and_subscriptions(worker: Wo
         await server.stop(grace=1)
 
 
+@pytest.mark.slow  # measures the host's memory: run once, on the main Python (see .ci/run)
 async def test_the_default_limits_refuse_a_connection_registering_without_end() -> None:
     """One raw connection asks for 11,000 agent types and 51,000 subscriptions, in batches of 1,000."""
     server = HttpAgentServer(port=0)
