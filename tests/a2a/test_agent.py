@@ -4,7 +4,6 @@ server (another process, uvicorn on loopback), and back."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from autogen_core import (
     AgentId,
     CancellationToken,
     MessageContext,
-    MessageSerializer,
     RoutedAgent,
     SingleThreadedAgentRuntime,
     message_handler,
@@ -36,6 +34,7 @@ from io_backends.a2a import (
     A2AUnreachableError,
 )
 
+from ..e2e._common import StringSerializer
 from .conftest import RemoteAgent, running
 
 pytestmark = pytest.mark.anyio
@@ -55,24 +54,6 @@ class Forecast:
     city: str
     high: int
     unit: str
-
-
-class StrSerializer(MessageSerializer[str]):
-    @property
-    def data_content_type(self) -> str:
-        return "application/json"
-
-    @property
-    def type_name(self) -> str:
-        return "str"
-
-    def deserialize(self, payload: bytes) -> str:
-        value = json.loads(payload)
-        assert isinstance(value, str)
-        return value
-
-    def serialize(self, message: str) -> bytes:
-        return json.dumps(message).encode()
 
 
 @pytest.fixture
@@ -114,7 +95,7 @@ async def test_text_answer_is_the_reply(workers: Workers, remote: A2ARemote) -> 
 async def test_a_str_gets_a_str(workers: Workers, remote: A2ARemote) -> None:
     caller, callee = workers
     for worker in workers:
-        worker.add_message_serializer(StrSerializer())
+        worker.add_message_serializer(StringSerializer())
     caller = await _weather((caller, callee), remote)
     assert await _ask(caller, "hi") == "you said: hi"
 
