@@ -21,6 +21,7 @@ from ._clients import CLIENT_TRANSITIONS as CLIENT_TRANSITIONS
 from ._clients import ClientKind, ClientNameInUse, ClientState
 from ._cluster import AgentTypeReleased as AgentTypeReleased
 from ._cluster import ClaimAgentType as ClaimAgentType
+from ._cluster import ClaimPlacement as ClaimPlacement
 from ._cluster import ClusterOutput as ClusterOutput
 from ._cluster import SubscriptionAdded as SubscriptionAdded
 from ._cluster import SubscriptionRemoved as SubscriptionRemoved

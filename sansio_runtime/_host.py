@@ -17,8 +17,7 @@ It never reads a clock, never touches a socket and never decodes an agent payloa
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterator
 
 import msgspec
 from msgspec import Raw, UnsetType
@@ -40,27 +39,13 @@ from ._limits import (
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
     MAX_NAME_LENGTH,
 )
+from ._observers import CallObserver, call_metadata
 from ._params import Rejection, decode_params, read_call, read_publish
 from ._peers import PeerHosts
 from ._pools import with_holders
 from ._registry import Registry
 from ._stats import HostStats
 from ._wire import RequestId, SubscriptionSpec
-
-
-class CallObserver(Protocol):
-    """What ``HostEngine.call_observer`` is told of ``agent.call`` s, for metrics and tracing."""
-
-    def call_started(self, host_id: int, target_type: str, metadata: Mapping[str, str] | None) -> None:
-        """A call was routed, under ``host_id``; ``metadata`` is the caller's (trace context)."""
-
-    def call_ended(self, host_id: int, duration: float, error_code: int | None, how: CallEnd) -> None:
-        """A routed call ended after ``duration`` seconds of the engine's clock, with ``error_code``
-        (None: a result, or no one left to hear it: ``how`` is ``CALLER_GONE``)."""
-
-    def call_refused(self, error_code: int) -> None:
-        """An ``agent.call`` was refused before it was routed."""
-
 
 _CHANNEL_ONLY_METHODS = frozenset(
     {wire.REGISTER_AGENT, wire.UNREGISTER_AGENT, wire.ADD_SUBSCRIPTION, wire.REMOVE_SUBSCRIPTION}
@@ -357,19 +342,37 @@ class HostEngine(PeerHosts):
             raise Rejection(ErrorCode.INVALID_REQUEST, f"request id {msg_id!r} is already used by a call in flight")
         if c.kind is not ClientKind.PEER and calls.count_made_by(c.id) >= self.max_pending_calls:
             raise Rejection(ErrorCode.TOO_MANY_PENDING_CALLS, f"more than {self.max_pending_calls} calls in flight")
+        assert not isinstance(params, UnsetType)
         target = self._registry.owner_of(call.target.type)
         if target is None:
-            target = self._place(call.target.type, call.target.key)
+            pools = self._cluster_pools
+            if pools is not None and call.target.type in pools:  # a shared type, over the cluster
+                target = self._cluster_target(c, msg_id, params, call, deadline)
+                if target is None:
+                    return  # (it waits for its placement)
+            else:
+                target = self._place(call.target.type, call.target.key)
             if target is None:
                 raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
         if c.kind is ClientKind.PEER and target in self._peer_names:  # a peer never relays
             raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, self._not_found(call.target.type, c))
-        pending = calls.open(c.id, msg_id, target, deadline, now)
-        assert not isinstance(params, UnsetType)
+        self._open_call(c, msg_id, target, deadline, params, call)
+
+    def _open_call(
+        self,
+        c: Client,
+        msg_id: RequestId,
+        target: ClientId,
+        deadline: float | None,
+        params: Raw,
+        call: wire.CallRouting,
+    ) -> None:
+        """Forward an accepted call to ``target``; it is pending from now on."""
+        pending = self._calls.open(c.id, msg_id, target, deadline, self._now)
         self._out.append(Send(target, wire.request(pending.host_id, wire.AGENT_CALL, params)))
         self.stats.calls_forwarded += 1
         if self.observe_call_starts and self.call_observer is not None:
-            self.call_observer.call_started(pending.host_id, call.target.type, _metadata(call.metadata))
+            self.call_observer.call_started(pending.host_id, call.target.type, call_metadata(call.metadata))
         if c.kind is ClientKind.ONE_SHOT:
             c.awaiting += 1
 
@@ -378,6 +381,10 @@ class HostEngine(PeerHosts):
     ) -> bytes | None:
         event = read_publish(params)
         assert not isinstance(params, UnsetType)
+        if self._cluster_pools or self._held_publishes:  # shared types over the cluster
+            self.stats.events_published += 1
+            self._cluster_publish(c, params, event)
+            return ok(msg_id)
         routes = self._registry.routes_for(event.type)
         if self._registry.shared.active:
             shared = self._registry.shared_for(event.type)
@@ -416,6 +423,8 @@ class HostEngine(PeerHosts):
         host_id = self._calls.host_id_of(c.id, cancel.id)
         if host_id is not None:
             self._end_call(host_id, CallEnd.CANCELLED)
+        elif self._cluster_pools is not None:
+            self._cancel_held(c, cancel.id)
         return ok(msg_id)
 
     def _register_agent(
@@ -423,16 +432,18 @@ class HostEngine(PeerHosts):
     ) -> bytes | None:
         self._refuse_a_peers_type(params)
         limit = self.max_agent_types_per_connection
-        agent_type = registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
-        if self._clustered and agent_type is not None:
-            return self._hold_for_claim(c, msg_id, agent_type)
+        agent_type, shared = registration.register_agent(self._registry, c.id, c.name, params, max_types=limit)
+        if self._clustered:
+            return self._hold_for_claim(c, msg_id, agent_type, shared)
         return ok(msg_id)
 
     def _unregister_agent(
         self, c: Client, msg_id: RequestId | UnsetType, params: Raw | UnsetType, now: float
     ) -> bytes | None:
-        agent_type = registration.unregister_agent(self._registry, c.id, params)
-        if agent_type is not None:
+        agent_type, shared = registration.unregister_agent(self._registry, c.id, params)
+        if shared:
+            self._left_pool(agent_type)
+        else:
             self._tell_cluster(AgentTypeReleased(agent_type))
         return ok(msg_id)
 
@@ -528,16 +539,6 @@ class HostEngine(PeerHosts):
             if body is not None:
                 self._out.append(Send(c.id, body))
             self._out.append(Close(c.id, CloseCode.NORMAL, "answered"))
-
-
-def _metadata(raw: Raw | UnsetType) -> dict[str, str] | None:
-    """A call's ``metadata`` if it is a string map (the target refuses it otherwise), else None."""
-    if isinstance(raw, UnsetType):
-        return None
-    try:
-        return wire.METADATA_DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
 
 
 __all__ = ["CallObserver", "ClientNameInUse", "HostEngine", "HostStats"]

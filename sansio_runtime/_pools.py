@@ -59,6 +59,10 @@ class SharedTypes:
     def count_types_of(self, client: ClientId) -> int:
         return len(self._types_of.get(client, ()))
 
+    def types_of(self, client: ClientId) -> list[str]:
+        """The shared types ``client`` is a member of (sorted)."""
+        return sorted(self._types_of.get(client, ()))
+
     # ------------------------------------------------------------------ joining and leaving
 
     def join(self, agent_type: str, client: ClientId, name: str | None) -> bool:

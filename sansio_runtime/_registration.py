@@ -19,10 +19,10 @@ from ._registry import Registry
 
 def register_agent(
     registry: Registry, client: ClientId, name: str | None, params: Raw | UnsetType, *, max_types: int
-) -> str | None:
+) -> tuple[str, bool]:
     """Record ``client`` as the host of an agent type, alone or (``shared``) in the type's pool.
 
-    Returns the type when ``client`` hosts it alone (None when it joined a shared type's pool)."""
+    Returns the type, and whether ``client`` joined its pool (True) or hosts it alone."""
     request = decode_params(wire.REGISTER_AGENT_DECODER, params)
     agent_type = request.type
     if not agent_type:
@@ -57,9 +57,9 @@ def register_agent(
         )
     if request.shared:
         registry.join_pool(client, agent_type, name)
-        return None
+        return agent_type, True
     registry.register_type(client, agent_type)
-    return agent_type
+    return agent_type, False
 
 
 _NOT_SHARED_ADVICE = (
@@ -67,22 +67,23 @@ _NOT_SHARED_ADVICE = (
 )
 
 
-def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> str | None:
-    """Take back an agent type; returns it when ``client`` hosted it alone (None: it left a pool)."""
+def unregister_agent(registry: Registry, client: ClientId, params: Raw | UnsetType) -> tuple[str, bool]:
+    """Take back an agent type; returns it, and whether ``client`` left its pool (True) or
+    hosted it alone."""
     agent_type = decode_params(wire.REGISTER_AGENT_DECODER, params).type
     shared = registry.shared
     if agent_type in shared:
         if not shared.is_member(agent_type, client):
             raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} is shared by other workers, not this one")
         registry.leave_pool(client, agent_type)
-        return None
+        return agent_type, True
     owner = registry.owner_of(agent_type)
     if owner is None:
         raise Rejection(ErrorCode.AGENT_TYPE_NOT_FOUND, f"agent type {agent_type!r} is not registered")
     if owner != client:
         raise Rejection(ErrorCode.FORBIDDEN, f"agent type {agent_type!r} belongs to another worker")
     registry.unregister_type(agent_type)
-    return agent_type
+    return agent_type, False
 
 
 def add_subscription(

@@ -165,6 +165,10 @@ class Registry:
             self._shared_routes[topic_type] = found
         return found
 
+    def types_subscribed_to(self, topic_type: str) -> list[str]:
+        """Every agent type a subscription matches ``topic_type`` for, whoever hosts it (sorted)."""
+        return sorted(self._subscriptions.match(topic_type))
+
     def _forget_routes(self) -> None:
         self._routes.clear()
         self._shared_routes.clear()

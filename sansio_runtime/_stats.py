@@ -26,6 +26,9 @@ class HostStats:
     errors_sent: int = 0
     events_unreadable: int = 0
     """Event deliveries a worker reported it could not read (UNREADABLE_PAYLOAD with id null)."""
+    events_unplaced: int = 0
+    """Event deliveries to a shared type's instance lost because the cluster could not place it
+    (its link was down, docs/CLUSTER.md section 8)."""
     shared: SharedTypes = field(default_factory=SharedTypes, repr=False, compare=False)
     """The host's shared agent types (the engine's own table, read through :attr:`shared_types`)."""
 

@@ -32,6 +32,7 @@ from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from sansio_runtime import (
+    ClaimPlacement,
     ClientId,
     Close,
     CloseCode,
@@ -57,6 +58,8 @@ from ._records import (
     PONG,
     STALE,
     ClusterSettings,
+    PlacementRecord,
+    PoolRecord,
     Presence,
     SubscriptionRecord,
     TypeRecord,
@@ -80,6 +83,8 @@ class ClusterLink(RegistrySync):
         self._nc: Nats | None = None
         self._types_kv: KeyValue | None = None
         self._subs_kv: KeyValue | None = None
+        self._pool_kv: KeyValue | None = None
+        self._placements_kv: KeyValue | None = None
         self.epoch = time.time_ns()
         self.membership = Membership(
             self.host,
@@ -95,6 +100,9 @@ class ClusterLink(RegistrySync):
         self._subs: dict[str, tuple[SubscriptionRecord, int]] = {}  # key -> entry, revision
         self._owned_types: dict[str, int] = {}  # our types -> the revision we wrote
         self._owned_subs: dict[str, str] = {}  # our subscription ids -> their keys
+        self._pool_entries: dict[str, tuple[PoolRecord, int]] = {}  # key -> entry, revision
+        self._placements: dict[str, tuple[PlacementRecord, int]] = {}  # key -> entry, revision
+        self._owned_pools: dict[str, int] = {}  # shared types we have members of -> our entry's revision
         self._out: deque[tuple[str, bytes]] = deque()
         self._out_ready = asyncio.Event()
         self._ops: deque[ClusterOutput] = deque()
@@ -127,7 +135,7 @@ class ClusterLink(RegistrySync):
     async def start(self) -> None:
         """Connect, make the buckets, listen, read the registry, and say we are here."""
         s = self.settings
-        self.engine.enable_cluster()
+        self.engine.enable_cluster(self.host)
         self.hub.set_cluster_sink(self._take_cluster_outputs)
         try:
             # (bounded: with reconnects on for good, nats-py would retry a first connect forever)
@@ -142,6 +150,8 @@ class ClusterLink(RegistrySync):
         try:
             self._types_kv = await self._bucket(js, f"{s.name}_types")
             self._subs_kv = await self._bucket(js, f"{s.name}_subs")
+            self._pool_kv = await self._bucket(js, f"{s.name}_pool")
+            self._placements_kv = await self._bucket(js, f"{s.name}_placements")
         except Exception as exc:
             await self._nc.close()
             raise ConnectionError(
@@ -224,49 +234,19 @@ class ClusterLink(RegistrySync):
             created: KeyValue = await js.create_key_value(bucket=bucket, history=1)
             return created
 
-    async def _listen(self) -> None:
-        """Subscribe to our subjects (for the current epoch) and watch both buckets afresh."""
-        nc = self._nc
-        assert nc is not None and self._types_kv is not None and self._subs_kv is not None
-        for sub in self._subscriptions:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        for watcher in self._watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-        self._subscriptions = [
-            await nc.subscribe(self.subject, cb=self._on_frame),
-            await nc.subscribe(self.control_of(self.host, self.epoch), cb=self._on_control),
-            await nc.subscribe(f"{self.settings.name}.presence", cb=self._on_presence),
-        ]
-        self._types.clear()
-        self._subs.clear()
-        types_watch = await self._types_kv.watchall()
-        subs_watch = await self._subs_kv.watchall()
-        self._watchers = [types_watch, subs_watch]
-        # The current state first (up to the watcher's None), so the host starts knowing the registry.
-        for watcher, on_entry in ((types_watch, self._on_type_entry), (subs_watch, self._on_sub_entry)):
-            while True:
-                entry = await watcher.updates(timeout=self.settings.connect_timeout)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    break
-                on_entry(entry)
-            self._spawn(self._follow(watcher, on_entry))
-        await nc.flush()
-
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _follow(self, watcher: Any, on_entry: Callable[[Any], None]) -> None:
-        async for entry in watcher:
-            if entry is not None:
-                on_entry(entry)
-
     # ------------------------------------------------------------------ the engine's side
 
     def _take_cluster_outputs(self, outputs: list[ClusterOutput]) -> None:
+        placements = [op for op in outputs if isinstance(op, ClaimPlacement)]
+        if placements:  # (independent of each other and of the rest: carried out at once, side by side)
+            for op in placements:
+                self._spawn(self._place(op))
+            outputs = [op for op in outputs if not isinstance(op, ClaimPlacement)]
         self._ops.extend(outputs)
         self._ops_idle.clear()
         self._ops_ready.set()
@@ -442,18 +422,19 @@ class ClusterLink(RegistrySync):
             await nc.publish(f"{self.settings.name}.presence", msgspec.json.encode(Presence(self.host, epoch)))
 
     def _joined(self, host: str, epoch: int, now: float) -> None:
-        peer = self.hub.add_peer(f"host {host}", self._sink(host, epoch))
+        peer = self.hub.add_peer(f"host {host}", self._sink(host, epoch), host)
         self._peers[(host, epoch)] = peer
         self._by_subject[self.subject_of(host, epoch)] = (host, epoch)
         logger.info("cluster: host %s (epoch %d) joined", host, epoch)
 
         def apply(engine: HostEngine) -> None:
             for agent_type, (record, _) in self._types.items():
-                if (record.host, record.epoch) == (host, epoch):
+                if (record.host, record.epoch) == (host, epoch) and not record.shared:
                     engine.peer_registered(peer, agent_type)
             for sub, _ in self._subs.values():
                 if (sub.host, sub.epoch) == (host, epoch):
                     engine.peer_subscribed(peer, sub.subscription)
+            self._apply_pools_of(engine, peer, host, epoch)
 
         self.hub.drive(now, apply)
 

@@ -4,6 +4,7 @@ messages (docs/PROTOCOL.md section 11), and how a host joins (:class:`ClusterSet
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 import socket
 from dataclasses import dataclass
@@ -32,11 +33,42 @@ def text_of(key: str) -> str:
     return base64.urlsafe_b64decode(key + "=" * (-len(key) % 4)).decode()
 
 
+def pool_key(agent_type: str, host: str) -> str:
+    """The key of ``host``'s entry in the pool of the shared type ``agent_type`` (``<c>_pool``)."""
+    return f"{key_of(agent_type)}.{host}"
+
+
+def placement_key(agent_type: str, key: str) -> str:
+    """The key of ``AgentId(agent_type, key)``'s entry in ``<c>_placements``: hex BLAKE2b-128 of
+    ``type NUL key`` (any length, any character; the value holds both in full)."""
+    text = f"{agent_type}\0{key}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
 class TypeRecord(msgspec.Struct, frozen=True):
-    """The value of an agent type's key in ``<c>_types``: who hosts it."""
+    """The value of an agent type's key in ``<c>_types``: who hosts it (``shared``: who made it a
+    shared type; its hosts are then the pool's entries)."""
 
     host: str
     epoch: int
+    shared: bool = False
+
+
+class PoolRecord(msgspec.Struct, frozen=True):
+    """The value of a key in ``<c>_pool``: ``host`` has workers in the pool of shared type ``type``."""
+
+    host: str
+    epoch: int
+    type: str
+
+
+class PlacementRecord(msgspec.Struct, frozen=True):
+    """The value of a key in ``<c>_placements``: ``AgentId(type, key)`` lives on ``host``."""
+
+    host: str
+    epoch: int
+    type: str
+    key: str
 
 
 class SubscriptionRecord(msgspec.Struct, frozen=True):
@@ -84,10 +116,14 @@ __all__ = [
     "PONG",
     "STALE",
     "ClusterSettings",
+    "PlacementRecord",
+    "PoolRecord",
     "Presence",
     "SubscriptionRecord",
     "TypeRecord",
     "default_host_name",
     "key_of",
+    "placement_key",
+    "pool_key",
     "text_of",
 ]

@@ -9,11 +9,13 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 import nats.js.errors
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
 from nats.js.kv import KeyValue
 
 from sansio_runtime import (
@@ -28,12 +30,13 @@ from sansio_runtime import (
 from sansio_runtime._membership import Membership
 
 from ..sansio import HostHub
+from ._placement_sync import PlacementSync
 from ._records import DELETED, ClusterSettings, SubscriptionRecord, TypeRecord, key_of, text_of
 
 logger = logging.getLogger("io_backends.cluster")
 
 
-class RegistrySync:
+class RegistrySync(PlacementSync):
     """Claims, releases and the watchers' entries, for :class:`~._link.ClusterLink`."""
 
     hub: HostHub
@@ -56,22 +59,74 @@ class RegistrySync:
     _ops_ready: asyncio.Event
     _ops_idle: asyncio.Event
     _resyncing: bool
+    _nc: Nats | None
+    _subscriptions: list[Any]
+    _watchers: list[Any]
 
     # (the link's)
-    async def _alive(self, host: str, epoch: int) -> bool:
-        raise NotImplementedError
-
     def _pump(self) -> None:
-        raise NotImplementedError
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         raise NotImplementedError
 
     def _take_cluster_outputs(self, outputs: list[ClusterOutput]) -> None:
         raise NotImplementedError
 
-    async def _listen(self) -> None:
+    def control_of(self, host: str, epoch: int) -> str:
         raise NotImplementedError
+
+    @property
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    async def _on_frame(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def _on_control(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def _on_presence(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    async def _listen(self) -> None:
+        """Subscribe to our subjects (for the current epoch) and watch both buckets afresh."""
+        nc = self._nc
+        assert nc is not None and self._types_kv is not None and self._subs_kv is not None
+        assert self._pool_kv is not None and self._placements_kv is not None
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        self._subscriptions = [
+            await nc.subscribe(self.subject, cb=self._on_frame),
+            await nc.subscribe(self.control_of(self.host, self.epoch), cb=self._on_control),
+            await nc.subscribe(f"{self.settings.name}.presence", cb=self._on_presence),
+        ]
+        for cache in (self._types, self._subs, self._pool_entries, self._placements):
+            cache.clear()
+        watched: list[tuple[KeyValue, Callable[[Any], None]]] = [
+            (self._types_kv, self._on_type_entry),
+            (self._subs_kv, self._on_sub_entry),
+            (self._pool_kv, self._on_pool_entry),
+            (self._placements_kv, self._on_placement_entry),
+        ]
+        self._watchers = []
+        # The current state first (up to the watcher's None), so the host starts knowing the registry.
+        for kv, on_entry in watched:
+            watcher = await kv.watchall()
+            self._watchers.append(watcher)
+            while True:
+                entry = await watcher.updates(timeout=self.settings.connect_timeout)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    break
+                on_entry(entry)
+            self._spawn(self._follow(watcher, on_entry))
+        await nc.flush()
+
+    async def _follow(self, watcher: Any, on_entry: Callable[[Any], None]) -> None:
+        async for entry in watcher:
+            if entry is not None:
+                on_entry(entry)
 
     async def _kv_worker(self) -> None:
         """The engine's requests for the registry, one at a time, in order."""
@@ -96,7 +151,9 @@ class RegistrySync:
             try:
                 if not self.linked:
                     raise ConnectionError("the link to NATS is down")
-                won, holder = await self._claim(op.agent_type)
+                won, holder = await self._claim(op.agent_type, op.shared)
+                if won and op.shared and op.agent_type not in self._owned_pools:
+                    await self._join_pool(op.agent_type)
             except Exception as exc:
                 # NATS unreachable: serve the type locally; it is claimed when the link is back.
                 logger.warning("cluster: cannot claim agent type %r now (%r); claimed on re-sync", op.agent_type, exc)
@@ -104,13 +161,16 @@ class RegistrySync:
             now = self._loop.time()
             self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
             known = self._types.get(op.agent_type)
-            if not won and known is not None:  # the winner's entry, held back while our claim was open
+            if not won and known is not None and not known[0].shared:  # the winner's entry, held back
                 peer = self._peers.get((known[0].host, known[0].epoch))
                 if peer is not None:
                     self.hub.drive(now, lambda engine: engine.peer_registered(peer, op.agent_type))
             self._flush()
         elif isinstance(op, AgentTypeReleased):
             revision = self._owned_types.pop(op.agent_type, None)
+            if op.agent_type in self._owned_pools and await self._leave_pool(op.agent_type):
+                known = self._types.get(op.agent_type)  # the last host of a shared type: its record goes
+                revision = known[1] if known is not None and known[0].shared else None
             if revision is not None:
                 with contextlib.suppress(nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
                     await types_kv.delete(key_of(op.agent_type), last=revision)
@@ -123,11 +183,13 @@ class RegistrySync:
             if sub_key is not None:
                 await subs_kv.delete(sub_key)
 
-    async def _claim(self, agent_type: str) -> tuple[bool, str]:
-        """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder)."""
+    async def _claim(self, agent_type: str, shared: bool = False) -> tuple[bool, str]:
+        """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder).
+        A ``shared`` claim wins a type that is shared already (the host joins its pool); either kind
+        loses to a live holder of the other kind."""
         kv = self._types_kv
         assert kv is not None
-        key, value = key_of(agent_type), msgspec.json.encode(TypeRecord(self.host, self.epoch))
+        key, value = key_of(agent_type), msgspec.json.encode(TypeRecord(self.host, self.epoch, shared))
         for _ in range(5):
             try:
                 self._owned_types[agent_type] = await kv.create(key, value)
@@ -140,12 +202,18 @@ class RegistrySync:
                 continue  # deleted meanwhile: create again
             if entry.value:
                 record = msgspec.json.decode(entry.value, type=TypeRecord)
+                if record.shared:
+                    if shared:
+                        return True, ""  # (a pool to join)
+                    sharers = [h for h, e in self.pool_hosts(agent_type) if h != self.host and await self._alive(h, e)]
+                    if sharers:
+                        return False, f"workers of host {sharers[0]}, shared"
                 theirs = (record.host, record.epoch)
                 if theirs == (self.host, self.epoch):
                     self._owned_types[agent_type] = entry.revision or 0
                     return True, ""
-                if record.host != self.host and await self._alive(*theirs):
-                    return False, f"host {record.host}"
+                if not record.shared and record.host != self.host and await self._alive(*theirs):
+                    return False, f"host {record.host}" + (", not shared" if shared else "")
             # Free: its owner is gone (or it is our own earlier epoch). Take it over unless someone
             # else did first.
             try:
@@ -166,7 +234,8 @@ class RegistrySync:
             return
         record = msgspec.json.decode(entry.value, type=TypeRecord)
         self._types[agent_type] = (record, entry.revision or 0)
-        self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
+        if not record.shared:  # (a shared type's hosts are its pool entries)
+            self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
 
     def _on_sub_entry(self, entry: Any) -> None:
         if entry.operation in DELETED or not entry.value:
@@ -234,6 +303,7 @@ class RegistrySync:
         for key in old_subs:
             with contextlib.suppress(Exception):
                 await subs_kv.delete(key)
+        await self._reclaim_pools_and_placements(list(self.engine.shared_agent_types()))
         for agent_type in mine:
             won, holder = await self._claim(agent_type)
             if not won:
@@ -253,8 +323,9 @@ class RegistrySync:
     async def _clean(self, host: str, epoch: int) -> None:
         types_kv, subs_kv = self._types_kv, self._subs_kv
         assert types_kv is not None and subs_kv is not None
+        await self._clean_pools_of(host, epoch)
         for agent_type, (record, revision) in list(self._types.items()):
-            if (record.host, record.epoch) == (host, epoch):
+            if (record.host, record.epoch) == (host, epoch) and not record.shared:
                 with contextlib.suppress(Exception):
                     await types_kv.delete(key_of(agent_type), last=revision)
         for key, (sub, revision) in list(self._subs.items()):

@@ -187,6 +187,7 @@ class HostMetrics:
         yield counter("event_deliveries", "agent.event deliveries sent to workers.", stats.event_deliveries)
         dropped = counter_family(f"{NAMESPACE}_events_dropped", "Event deliveries lost.", labels=("reason",))
         dropped.add_metric(("unreadable",), stats.events_unreadable)
+        dropped.add_metric(("unplaced",), stats.events_unplaced)
         for reason, count in self._dropped.items():
             dropped.add_metric((reason,), count)
         yield dropped

@@ -338,7 +338,7 @@ class HostHub:
             calls_failed=stats.calls_failed + stats.calls_refused,
             events_published=stats.events_published,
             event_deliveries=stats.event_deliveries,
-            events_dropped=stats.events_unreadable,
+            events_dropped=stats.events_unreadable + stats.events_unplaced,
             messages_in=messages_in,
             messages_out=messages_out,
             bytes_in=bytes_in,
@@ -483,9 +483,10 @@ class HostHub:
         """Where the engine's requests for the cluster go (``HostEngine.cluster_to_send``), as they come."""
         self._cluster_sink = sink
 
-    def add_peer(self, name: str, sink: Callable[[Send | Close], None]) -> ClientId:
-        """Another host joined (docs/CLUSTER.md): a client of the engine whose output goes to ``sink``."""
-        peer = self.engine.add_peer(name)
+    def add_peer(self, name: str, sink: Callable[[Send | Close], None], host: str | None = None) -> ClientId:
+        """Another host joined (docs/CLUSTER.md): a client of the engine whose output goes to ``sink``
+        (``host``: its name in the cluster; ``name``: how error messages name it)."""
+        peer = self.engine.add_peer(name, host)
         self._peers[peer] = sink
         return peer
 
