@@ -209,6 +209,26 @@ class PeerHosts(PeerPools):
             error = self._error(request_id, ErrorCode.AGENT_TYPE_ALREADY_REGISTERED, message)
             self._out.append(Send(client_id, error))
 
+    def type_lost(self, agent_type: str, holder: str) -> bool:
+        """After a re-sync, the cluster's registry gives ``agent_type``, which a worker of ours
+        registered, to ``holder`` (another host took it over while we were cut off). The type is
+        taken from our worker, which is told (an error with id null naming the type); the driver
+        then applies the holder's entry. False if no worker of ours holds it."""
+        owner = self._registry.owner_of(agent_type)
+        if owner is None or owner in self._peer_names:
+            return False
+        self._registry.unregister_type(agent_type)
+        message = (
+            f"agent type {agent_type} was taken over by {holder} of the cluster while this worker's host was cut "
+            "off from it; this worker gets no more calls for it: restart it once the other is gone, or register "
+            "another type name"
+        )
+        data = wire.agent_type_lost_data(agent_type, holder)
+        self._out.append(
+            Send(owner, wire.error_response(None, int(ErrorCode.AGENT_TYPE_ALREADY_REGISTERED), message, data))
+        )
+        return True
+
     def pending_claims(self) -> list[int]:
         """The claims not settled yet."""
         return list(self._claims)

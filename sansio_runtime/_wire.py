@@ -88,6 +88,14 @@ class HandlerErrorData(Struct, frozen=True):
     message: str
 
 
+class AgentTypeLostData(Struct, frozen=True):
+    """``data`` of the ``AGENT_TYPE_ALREADY_REGISTERED`` error (id null) a host sends a worker whose
+    agent type another host of the cluster took over while this one was cut off."""
+
+    agent_type: str
+    holder: str
+
+
 class UnreadablePayloadData(Struct, frozen=True, kw_only=True, omit_defaults=True):
     """``data`` of an ``UNREADABLE_PAYLOAD`` error: the names of the payload that could not be read."""
 
@@ -314,6 +322,10 @@ def forwarded_error(id: RequestId | None, error: RpcError) -> bytes:
 
 def handler_error_data(exception_type: str, message: str) -> Raw:
     return Raw(encode(HandlerErrorData(exception_type, message)))
+
+
+def agent_type_lost_data(agent_type: str, holder: str) -> Raw:
+    return Raw(encode(AgentTypeLostData(agent_type, holder)))
 
 
 def unreadable_payload_data(data_type: str, data_content_type: str, event_id: str | UnsetType = UNSET) -> Raw:

@@ -308,17 +308,32 @@ class RegistrySync(PlacementSync):
             won, holder = await self._claim(agent_type)
             if not won:
                 logger.error(
-                    "cluster: agent type %r was taken over by %s while this host was cut off; "
-                    "restart the worker that hosts it here",
+                    "cluster: agent type %r was taken over by %s while this host was cut off; its worker "
+                    "here is told, and the type is routed there",
                     agent_type,
                     holder,
                 )
+                self._give_up(agent_type, holder)
         for spec in self.engine.subscriptions():
             owner = self.engine.subscription_owner(spec.id)
             if owner is not None and not self.engine.is_peer(owner):
                 self._take_cluster_outputs([SubscriptionAdded(spec)])
         self._pump()
         logger.warning("cluster: re-synced with the cluster as epoch %d", self.epoch)
+
+    def _give_up(self, agent_type: str, holder: str) -> None:
+        """Our worker's type belongs to another host now: the engine takes it back from the worker
+        (telling it), and routes the type to the holder if that host is a peer already."""
+        known = self._types.get(agent_type)
+        peer = None if known is None else self._peers.get((known[0].host, known[0].epoch))
+
+        def apply(engine: HostEngine) -> None:
+            engine.type_lost(agent_type, holder)
+            if peer is not None:
+                engine.peer_registered(peer, agent_type)
+
+        self.hub.drive(self._loop.time(), apply)
+        self._flush()
 
     async def _clean(self, host: str, epoch: int) -> None:
         types_kv, subs_kv = self._types_kv, self._subs_kv

@@ -22,6 +22,7 @@ import anyio
 from sansio_runtime import (
     CallFailed,
     CallSucceeded,
+    ErrorCode,
     IncomingCall,
     IncomingCallCancelled,
     IncomingEvent,
@@ -211,7 +212,9 @@ class HostLink:
             if future is not None and not future.done():
                 future.set_result(event)
         elif isinstance(event, PeerError):
-            logger.warning("the host reported an error: %s (%s)", event.error.message, event.error.code)
+            lost = event.error.code == ErrorCode.AGENT_TYPE_ALREADY_REGISTERED  # (a type taken over, in a cluster)
+            level = logging.ERROR if lost else logging.WARNING
+            logger.log(level, "the host reported an error: %s (%s)", event.error.message, event.error.code)
         elif self.running:  # (not while stopping: a handler would be cancelled before it starts)
             self._deliver(event)
 

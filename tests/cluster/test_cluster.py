@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from autogen_core import AgentId, TopicId, TypeSubscription
+from autogen_core import AgentId, MessageContext, RoutedAgent, TopicId, TypeSubscription, message_handler
 
 from io_backends import AgentTypeNotFoundError, HttpWorkerAgentRuntime, TargetDisconnectedError
 from io_backends.cluster import NatsServer
@@ -261,3 +262,45 @@ async def test_a_frozen_host_is_declared_gone_and_rejoins_when_it_thaws(nats_ser
             thawed = time.monotonic()
             assert await eventually(lambda: ask(caller, "frozen_echo"), timeout=15) == "k:ih"
             print(f"host thawed (SIGCONT) -> serving again after {time.monotonic() - thawed:.2f}s")
+
+
+class NamedReplier(RoutedAgent):
+    """Answers every Ask with the name it was given (to tell two workers of one type apart)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("says its name")
+        self.name = name
+
+    @message_handler
+    async def on_ask(self, message: Ask, ctx: MessageContext) -> Answer:
+        return Answer(self.name)
+
+
+async def test_a_worker_whose_type_another_host_took_while_its_host_was_frozen_is_told(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Host b frozen past the bound: a worker of host a registers b's worker's type. When b thaws
+    and re-claims its types, it loses that one: b's worker is told (an error naming the type, logged
+    at ERROR), and b routes the type to host a from then on."""
+    with hosts(nats_server.url, "a", "b") as (a, b):
+        async with worker(b.address, keepalive_interval=None) as wb, worker(a.address) as wa:
+            await NamedReplier.register(wb, "contested", lambda: NamedReplier("b's worker"))
+            async with worker(b.address) as on_b:
+                assert await ask(on_b, "contested") == "b's worker"
+                assert b.proc is not None
+                b.proc.send_signal(signal.SIGSTOP)
+                try:  # a's worker takes the type once b is declared gone
+                    await eventually(lambda: NamedReplier.register(wa, "contested", lambda: NamedReplier("a's worker")))
+                finally:
+                    b.proc.send_signal(signal.SIGCONT)
+                with caplog.at_level(logging.ERROR, logger="io_backends"):
+                    assert await eventually(lambda: _answer_is(on_b, "a's worker"), timeout=15)
+                    told = [r for r in caplog.records if r.levelno == logging.ERROR and "contested" in r.getMessage()]
+                    assert told and "taken over by host a" in told[0].getMessage(), caplog.text
+
+
+async def _answer_is(runtime: HttpWorkerAgentRuntime, expected: str) -> bool:
+    answer = await ask(runtime, "contested")
+    if answer != expected:
+        raise AssertionError(answer)
+    return True

@@ -208,3 +208,20 @@ def test_a_peer_cannot_register_by_frame() -> None:
     (out,) = feed(cl.engines["A"], cl.peer["A"]["B"], req(1, "runtime.register_agent", {"type": "x"}))
     assert loads(out.data)["error"]["code"] == ErrorCode.METHOD_NOT_FOUND  # type: ignore[union-attr]
     assert cl.engines["A"].agent_types() == {}
+
+
+def test_a_type_lost_after_a_resync_is_taken_from_the_worker_which_is_told() -> None:
+    cl = Cluster("A", "B")
+    w = cl.worker("A")
+    cl.engines["A"].claim_settled(cl.register("A", w, "echo"), won=True)
+    cl.pump()
+    cl.take("A", w)
+    assert cl.engines["A"].type_lost("echo", "host B")
+    cl.pump()
+    (told,) = cl.take("A", w)
+    assert told["id"] is None and told["error"]["code"] == ErrorCode.AGENT_TYPE_ALREADY_REGISTERED
+    assert told["error"]["data"] == {"agent_type": "echo", "holder": "host B"}
+    assert "restart it" in told["error"]["message"]
+    assert cl.engines["A"].agent_types() == {}
+    assert cl.engines["A"].peer_registered(cl.peer["A"]["B"], "echo")
+    assert not cl.engines["A"].type_lost("echo", "host B")  # (a peer's type is not ours to lose)
