@@ -19,7 +19,7 @@ import anyio
 import pytest
 from autogen_core import AgentId, TopicId, try_get_known_serializers_for_type
 
-from io_backends import HttpWorkerAgentRuntime
+from io_backends import AgentTypeNotFoundError, HttpWorkerAgentRuntime
 from io_backends.cluster import NatsServer
 from tests.e2e._pool_worker import MESSAGES, Bump, Count, Tick
 
@@ -73,6 +73,24 @@ async def bump_all(runtime: HttpWorkerAgentRuntime, keys: list[str]) -> dict[str
     with anyio.fail_after(15):
         answers = await asyncio.gather(*(runtime.send_message(Bump(), AgentId("counter", k)) for k in keys))
     assert all(isinstance(a, Count) and a.key == k for a, k in zip(answers, keys, strict=True))
+    return dict(zip(keys, answers, strict=True))
+
+
+async def bump_each_once_served(runtime: HttpWorkerAgentRuntime, keys: list[str]) -> dict[str, Count]:
+    """One Bump per key, each retried until it is served (a call fails while the cluster is still
+    noticing a failure); a failed call never ran, so each key is counted once."""
+
+    async def bump(k: str) -> Count:
+        while True:
+            try:
+                answer = await runtime.send_message(Bump(), AgentId("counter", k))
+                assert isinstance(answer, Count)
+                return answer
+            except Exception:
+                await anyio.sleep(0.05)
+
+    with anyio.fail_after(15):
+        answers = await asyncio.gather(*(bump(k) for k in keys))
     return dict(zip(keys, answers, strict=True))
 
 
@@ -133,21 +151,39 @@ async def test_a_killed_hosts_keys_are_placed_again_on_the_survivors_and_the_oth
         killed_at = time.monotonic()
         a.kill()  # host a SIGKILLed: its worker a1 loses its host (it knows no other)
 
-        async def bump(k: str) -> Count:  # (a call may fail while host a's death is being noticed)
-            while True:
-                try:
-                    answer = await on_c.send_message(Bump(), AgentId("counter", k))
-                    assert isinstance(answer, Count)
-                    return answer
-                except Exception:
-                    await anyio.sleep(0.05)
-
-        with anyio.fail_after(10):
-            answers = await asyncio.gather(*(bump(k) for k in keys))
-        after = dict(zip(keys, answers, strict=True))
+        after = await bump_each_once_served(on_c, keys)
         print(f"\nkeys of a SIGKILLed host served again from the survivor after {time.monotonic() - killed_at:.2f}s")
         for k, x in after.items():
             if holder[k] == "a1":
                 assert x.worker == "b1" and x.bumps == 1, "a lost key starts afresh on a live host"
             else:
                 assert (x.worker, x.bumps) == ("b1", 2), "a surviving host's key moved or lost its state"
+
+
+async def test_with_nats_stopped_a_host_serves_the_keys_it_holds_and_all_keys_come_back_with_their_state(
+    pool_workers: dict[str, subprocess.Popen[str]],
+) -> None:
+    with NatsServer() as server, hosts(server.url, "a", "b", cluster_name="outage") as (a, b):
+        await anyio.to_thread.run_sync(spawn, pool_workers, a, "a1")
+        await anyio.to_thread.run_sync(spawn, pool_workers, b, "b1")
+        keys = [f"k{i}" for i in range(20)]
+        async with caller(a) as on_a:
+            holder = {k: x.worker for k, x in (await bump_all(on_a, keys)).items()}
+            here = [k for k in keys if holder[k] == "a1"]
+            there = [k for k in keys if holder[k] == "b1"]
+            assert here and there
+            server.stop()
+            await asyncio.sleep(0.5)  # the hosts see the link drop
+            assert all(x.bumps == 2 for x in (await bump_all(on_a, here)).values()), "local keys go on, with state"
+            for k in (there[0], "never-placed"):
+                started = time.monotonic()
+                with pytest.raises(AgentTypeNotFoundError, match="not placed: the cluster link is down"):
+                    await on_a.send_message(Bump(), AgentId("counter", k))
+                assert time.monotonic() - started < 1.0  # at once
+            server.start()
+            back = time.monotonic()
+
+            after = await bump_each_once_served(on_a, keys)
+            print(f"\nNATS back -> every key of the shared type served again after {time.monotonic() - back:.2f}s")
+            assert {k: x.worker for k, x in after.items()} == holder, "a key moved across the outage"
+            assert all(after[k].bumps == 3 for k in here) and all(after[k].bumps == 2 for k in there)
