@@ -53,6 +53,9 @@ class PlacementSync:
     def _learn(self, host: str, epoch: int, apply: Callable[[ClientId], object]) -> None:
         raise NotImplementedError
 
+    async def _claim(self, agent_type: str, shared: bool = False) -> tuple[bool, str]:
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ pools
 
     async def _join_pool(self, agent_type: str) -> None:
@@ -182,6 +185,15 @@ class PlacementSync:
         old epoch (one another host took meanwhile is given up here, and logged)."""
         self._owned_pools.clear()
         for agent_type in shared_types:
+            won, holder = await self._claim(agent_type, True)  # (first made shared while cut off?)
+            if not won:
+                logger.error(
+                    "cluster: agent type %r is held by %s while this host's workers share it; "
+                    "calls to it from other hosts go there: stop one side",
+                    agent_type,
+                    holder,
+                )
+                continue
             await self._join_pool(agent_type)
         kv = self._placements_kv
         assert kv is not None
