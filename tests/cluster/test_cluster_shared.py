@@ -9,8 +9,6 @@ test that started it.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -21,40 +19,24 @@ from autogen_core import AgentId, TopicId, try_get_known_serializers_for_type
 
 from io_backends import AgentTypeNotFoundError, HttpWorkerAgentRuntime
 from io_backends.cluster import NatsServer
+from tests.e2e._pool_processes import PoolProcesses, pool_processes, spawn
 from tests.e2e._pool_worker import MESSAGES, Bump, Count, Tick
 
-from ._hosts import ROOT, HostProcess, hosts
+from ._hosts import HostProcess, hosts
 
 pytestmark = pytest.mark.anyio
-POOL_WORKER = ROOT / "tests" / "e2e" / "_pool_worker.py"
+
+
+@pytest.fixture
+def processes() -> Iterator[PoolProcesses]:
+    with pool_processes() as procs:
+        yield procs
 
 
 @pytest.fixture
 def cluster() -> Iterator[dict[str, HostProcess]]:
     with NatsServer() as server, hosts(server.url, "a", "b", "c", cluster_name="shared") as started:
         yield {h.name: h for h in started}
-
-
-@pytest.fixture
-def pool_workers() -> Iterator[dict[str, subprocess.Popen[str]]]:
-    """Pool worker processes by name; every one still running at the end is killed."""
-    procs: dict[str, subprocess.Popen[str]] = {}
-    yield procs
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-
-
-def spawn(procs: dict[str, subprocess.Popen[str]], host: HostProcess, *names: str) -> None:
-    for name in names:
-        procs[name] = subprocess.Popen(
-            [sys.executable, str(POOL_WORKER), f"http://{host.address}", name], stdout=subprocess.PIPE, text=True
-        )
-    for name in names:
-        stdout = procs[name].stdout
-        assert stdout is not None
-        assert stdout.readline().strip() == "ready", f"pool worker {name} did not start"
 
 
 @asynccontextmanager
@@ -95,11 +77,11 @@ async def bump_each_once_served(runtime: HttpWorkerAgentRuntime, keys: list[str]
 
 
 async def test_each_key_of_a_shared_type_lives_once_in_the_cluster_whichever_host_calls_it(
-    cluster: dict[str, HostProcess], pool_workers: dict[str, subprocess.Popen[str]]
+    cluster: dict[str, HostProcess], processes: PoolProcesses
 ) -> None:
     a, b, c = cluster["a"], cluster["b"], cluster["c"]
-    await anyio.to_thread.run_sync(spawn, pool_workers, a, "a1", "a2")
-    await anyio.to_thread.run_sync(spawn, pool_workers, b, "b1")
+    await anyio.to_thread.run_sync(spawn, processes, a.address, "a1", "a2")
+    await anyio.to_thread.run_sync(spawn, processes, b.address, "b1")
     keys = [f"user-{i}" for i in range(40)]
     async with caller(a) as on_a, caller(b) as on_b, caller(c) as on_c:
         # Every host's callers ask for the same fresh keys at once: each key is placed once.
@@ -138,11 +120,11 @@ async def test_each_key_of_a_shared_type_lives_once_in_the_cluster_whichever_hos
 
 
 async def test_a_killed_hosts_keys_are_placed_again_on_the_survivors_and_the_others_keep_their_state(
-    cluster: dict[str, HostProcess], pool_workers: dict[str, subprocess.Popen[str]]
+    cluster: dict[str, HostProcess], processes: PoolProcesses
 ) -> None:
     a, b, c = cluster["a"], cluster["b"], cluster["c"]
-    await anyio.to_thread.run_sync(spawn, pool_workers, a, "a1")
-    await anyio.to_thread.run_sync(spawn, pool_workers, b, "b1")
+    await anyio.to_thread.run_sync(spawn, processes, a.address, "a1")
+    await anyio.to_thread.run_sync(spawn, processes, b.address, "b1")
     keys = [f"k{i}" for i in range(30)]
     async with caller(c) as on_c:
         first = await bump_all(on_c, keys)
@@ -161,11 +143,11 @@ async def test_a_killed_hosts_keys_are_placed_again_on_the_survivors_and_the_oth
 
 
 async def test_with_nats_stopped_a_host_serves_the_keys_it_holds_and_all_keys_come_back_with_their_state(
-    pool_workers: dict[str, subprocess.Popen[str]],
+    processes: PoolProcesses,
 ) -> None:
     with NatsServer() as server, hosts(server.url, "a", "b", cluster_name="outage") as (a, b):
-        await anyio.to_thread.run_sync(spawn, pool_workers, a, "a1")
-        await anyio.to_thread.run_sync(spawn, pool_workers, b, "b1")
+        await anyio.to_thread.run_sync(spawn, processes, a.address, "a1")
+        await anyio.to_thread.run_sync(spawn, processes, b.address, "b1")
         keys = [f"k{i}" for i in range(20)]
         async with caller(a) as on_a:
             holder = {k: x.worker for k, x in (await bump_all(on_a, keys)).items()}

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter as Tally
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -27,35 +24,20 @@ from io_backends import (
 )
 
 from ._common import http_call, wait_until
+from ._pool_processes import PoolProcesses, pool_processes, spawn
 from ._pool_worker import MESSAGES, Bump, Count, Counter, Hold, Tick
 from .conftest import WorkerFactory
 
 pytestmark = pytest.mark.anyio
-POOL_WORKER = Path(__file__).with_name("_pool_worker.py")
-KEYS = [f"user-{i}" for i in range(50)]
 
 
 @pytest.fixture
-def processes() -> Iterator[dict[str, subprocess.Popen[str]]]:
-    """Worker processes by name; every one still running at the end is killed."""
-    procs: dict[str, subprocess.Popen[str]] = {}
-    yield procs
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+def processes() -> Iterator[PoolProcesses]:
+    with pool_processes() as procs:
+        yield procs
 
 
-def spawn(procs: dict[str, subprocess.Popen[str]], port: int, *names: str) -> None:
-    """Start pool workers (in parallel) and wait until each has registered."""
-    for name in names:
-        procs[name] = subprocess.Popen(
-            [sys.executable, str(POOL_WORKER), f"http://127.0.0.1:{port}", name], stdout=subprocess.PIPE, text=True
-        )
-    for name in names:
-        stdout = procs[name].stdout
-        assert stdout is not None
-        assert stdout.readline().strip() == "ready", f"pool worker {name} did not start"
+KEYS = [f"user-{i}" for i in range(50)]
 
 
 async def caller(make_worker: WorkerFactory) -> HttpWorkerAgentRuntime:
@@ -73,9 +55,9 @@ async def bump_all(runtime: HttpWorkerAgentRuntime, keys: list[str]) -> dict[str
 
 
 async def test_a_pool_of_worker_processes_places_each_key_on_one_worker(
-    server: HttpAgentServer, make_worker: WorkerFactory, processes: dict[str, subprocess.Popen[str]]
+    server: HttpAgentServer, make_worker: WorkerFactory, processes: PoolProcesses
 ) -> None:
-    await anyio.to_thread.run_sync(spawn, processes, server.port, "p0", "p1", "p2")
+    await anyio.to_thread.run_sync(spawn, processes, f"127.0.0.1:{server.port}", "p0", "p1", "p2")
     runtime = await caller(make_worker)
     engine = server.service.engine
 
@@ -131,7 +113,7 @@ async def test_a_pool_of_worker_processes_places_each_key_on_one_worker(
     holder = {k: c.worker for k, c in after_kill.items()}
 
     # A worker joining takes new keys only.
-    await anyio.to_thread.run_sync(spawn, processes, server.port, "p3")
+    await anyio.to_thread.run_sync(spawn, processes, f"127.0.0.1:{server.port}", "p3")
     again = await bump_all(runtime, KEYS)
     assert {k: c.worker for k, c in again.items()} == holder
     new_keys = [f"new-{i}" for i in range(30)]
