@@ -132,8 +132,8 @@ class RegistrySync:
             try:
                 self._owned_types[agent_type] = await kv.create(key, value)
                 return True, ""
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                pass  # taken (on a NATS cluster, create's re-read may miss the winner: KeyNotFoundError)
             try:
                 entry = await kv.get(key)
             except nats.js.errors.KeyNotFoundError:
