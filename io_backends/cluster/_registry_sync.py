@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
@@ -31,6 +33,22 @@ from ..sansio import HostHub
 from ._records import DELETED, ClusterSettings, SubscriptionRecord, TypeRecord, key_of, text_of
 
 logger = logging.getLogger("io_backends.cluster")
+T = TypeVar("T")
+
+# What NATS answers while a client fails over to another server, or JetStream elects a new stream
+# leader: nothing was decided, the write may be retried (docs/CLUSTER.md section 13, fact 14).
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+# How long a registry write is retried through such answers while the link is up: after the
+# server that led a bucket's stream is SIGKILLed, the others elect a new leader once raft's
+# election timeout runs out (measured 4.3-4.5 s), and until then every write fails.
+ELECTION_WAIT = 15.0
 
 
 class RegistrySync:
@@ -56,6 +74,8 @@ class RegistrySync:
     _ops_ready: asyncio.Event
     _ops_idle: asyncio.Event
     _resyncing: bool
+    _closing: bool
+    _claiming: str | None = None  # the agent type whose claim the queue is carrying out
 
     # (the link's)
     async def _alive(self, host: str, epoch: int) -> bool:
@@ -82,7 +102,7 @@ class RegistrySync:
             while ops:
                 op = ops.popleft()
                 try:
-                    await self._carry_out(op)
+                    await self._retrying(lambda op=op: self._carry_out(op))  # type: ignore[misc]
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -94,13 +114,14 @@ class RegistrySync:
         assert types_kv is not None and subs_kv is not None
         if isinstance(op, ClaimAgentType):
             try:
-                if not self.linked:
-                    raise ConnectionError("the link to NATS is down")
-                won, holder = await self._claim(op.agent_type)
+                self._claiming = op.agent_type
+                won, holder = await self._claim_settling(op.agent_type)
             except Exception as exc:
                 # NATS unreachable: serve the type locally; it is claimed when the link is back.
                 logger.warning("cluster: cannot claim agent type %r now (%r); claimed on re-sync", op.agent_type, exc)
                 won, holder = True, ""
+            finally:
+                self._claiming = None
             now = self._loop.time()
             self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
             known = self._types.get(op.agent_type)
@@ -122,6 +143,39 @@ class RegistrySync:
             sub_key = self._owned_subs.pop(op.subscription_id, None)
             if sub_key is not None:
                 await subs_kv.delete(sub_key)
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``await write()``, retried while the link is up and NATS answers :data:`TRANSIENT`, for
+        up to :data:`ELECTION_WAIT` seconds (nothing was written: a retry is safe)."""
+        deadline = self._loop.time() + ELECTION_WAIT
+        while True:
+            try:
+                return await write()
+            except TRANSIENT:
+                if not self.linked or self._closing or self._loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
+    async def _claim_settling(self, agent_type: str) -> tuple[bool, str]:
+        """:meth:`_claim` once the link is up, retried through an election. A link that is down is
+        waited for up to ``dead_after`` (a failover to another server of a NATS cluster takes
+        less), or up to :data:`ELECTION_WAIT` while the host re-syncs (it is connected again and
+        waits for JetStream). Accepting the registration locally instead would give a race two
+        winners; it is done only when NATS stays away (ConnectionError)."""
+        give_up = self._loop.time() + ELECTION_WAIT
+        while True:
+            down_since = self._loop.time()
+            while not self.linked:
+                waited = self._loop.time() - down_since
+                if self._closing or waited >= (ELECTION_WAIT if self._resyncing else self.settings.dead_after):
+                    raise ConnectionError("the link to NATS is down")
+                await asyncio.sleep(0.05)
+            try:
+                return await self._claim(agent_type)
+            except TRANSIENT:
+                if self._closing or self._loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(0.1)
 
     async def _claim(self, agent_type: str) -> tuple[bool, str]:
         """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder)."""
@@ -215,17 +269,29 @@ class RegistrySync:
             logger.warning("cluster: the other hosts declared this host gone (it was frozen?); rejoining")
             self.membership.rejoin(self.epoch, self._loop.time())
             self._pump()
-        else:
+        # Retried until it works: after a NATS server is lost, JetStream answers nothing (its
+        # watchers' consumers cannot be made) until the buckets' streams elect new leaders. The
+        # first heartbeat of the new epoch goes out once we listen on its subjects.
+        for attempt in itertools.count():
+            try:
+                await self._listen()
+                break
+            except Exception as exc:
+                if self._closing:
+                    return
+                log = logger.warning if attempt == 0 else logger.debug
+                log("cluster: re-sync after the link came back failed (%r); retrying every 0.25 s", exc)
+                await asyncio.sleep(0.25)
+        if not rejoin:
             self.membership.link_restored(self.epoch, self._loop.time())
-        try:
-            await self._listen()
-        except Exception as exc:
-            logger.error("cluster: re-sync after the link came back failed: %r", exc)
-            return
         self.linked = True
         self.engine.set_cluster_link(True)
         # Everything this host's workers hold, under the new epoch (the old entries are taken over).
-        mine = [t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner)]
+        # (not those with a claim queued or under way: the queue claims them and answers their worker)
+        queued = {op.agent_type for op in self._ops if isinstance(op, ClaimAgentType)} | {self._claiming}
+        mine = [
+            t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner) and t not in queued
+        ]
         self._owned_types.clear()
         old_subs = list(self._owned_subs.values())
         self._owned_subs.clear()
@@ -235,7 +301,11 @@ class RegistrySync:
             with contextlib.suppress(Exception):
                 await subs_kv.delete(key)
         for agent_type in mine:
-            won, holder = await self._claim(agent_type)
+            try:
+                won, holder = await self._retrying(lambda t=agent_type: self._claim(t))  # type: ignore[misc]
+            except Exception as exc:
+                logger.error("cluster: cannot claim agent type %r again (%r); its calls stay local", agent_type, exc)
+                continue
             if not won:
                 logger.error(
                     "cluster: agent type %r was taken over by %s while this host was cut off; "
