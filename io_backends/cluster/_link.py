@@ -105,6 +105,7 @@ class ClusterLink(RegistrySync):
         self._background: set[asyncio.Task[Any]] = set()
         self._subscriptions: list[Any] = []
         self._watchers: list[Any] = []
+        self._delivered: dict[str, int] = {}
         self._closing = False
         self._leaving = False
         self._resyncing = False
@@ -154,6 +155,7 @@ class ClusterLink(RegistrySync):
             self._loop.create_task(self._writer()),
             self._loop.create_task(self._kv_worker()),
             self._loop.create_task(self._timer()),
+            self._loop.create_task(self._watchdog()),
         ]
         self._pump()
 

@@ -49,6 +49,8 @@ TRANSIENT = (
 # server that led a bucket's stream is SIGKILLed, the others elect a new leader once raft's
 # election timeout runs out (measured 4.3-4.5 s), and until then every write fails.
 ELECTION_WAIT = 15.0
+# How often each bucket's watcher is checked for a stall (see :meth:`RegistrySync._watchdog`).
+WATCH_CHECK = 1.0
 
 
 class RegistrySync:
@@ -76,6 +78,8 @@ class RegistrySync:
     _resyncing: bool
     _closing: bool
     _claiming: str | None = None  # the agent type whose claim the queue is carrying out
+    _watchers: list[Any]
+    _delivered: dict[str, int]  # bucket -> the highest revision its watcher delivered
 
     # (the link's)
     async def _alive(self, host: str, epoch: int) -> bool:
@@ -91,6 +95,9 @@ class RegistrySync:
         raise NotImplementedError
 
     async def _listen(self) -> None:
+        raise NotImplementedError
+
+    async def _follow(self, watcher: Any, on_entry: Callable[[Any], None]) -> None:
         raise NotImplementedError
 
     async def _kv_worker(self) -> None:
@@ -209,7 +216,54 @@ class RegistrySync:
                 continue
         return False, "another host (the claim lost five races in a row)"
 
+    async def _watchdog(self) -> None:
+        """Watch both buckets afresh when a watcher stalls. A watcher is a nats-py ordered consumer
+        on one server; when that server dies, the watcher delivers nothing until it has missed two
+        5 s idle heartbeats (nats-py's, not settable through ``KeyValue.watch``), so this host
+        would not see another host's entries for 10-20 s. Stalled: the bucket's last revision is
+        ahead of what the watcher delivered, twice in a row with no delivery in between."""
+        behind: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(WATCH_CHECK)
+            if not self.linked or self._resyncing or self._types_kv is None or self._subs_kv is None:
+                behind.clear()
+                continue
+            stalled = False
+            for name, kv in (("types", self._types_kv), ("subs", self._subs_kv)):
+                try:
+                    last = (await kv.status()).stream_info.state.last_seq
+                except Exception:  # JetStream busy (an election): look again next time
+                    continue
+                seen = self._delivered.get(name, 0)
+                if last > seen and behind.get(name) == seen:
+                    stalled = True
+                behind[name] = seen if last > seen else -1
+            if stalled:
+                behind.clear()
+                try:
+                    await self._rewatch()
+                except Exception as exc:
+                    logger.debug("cluster: watching the registry afresh failed (%r); trying again", exc)
+
+    async def _rewatch(self) -> None:
+        types_kv, subs_kv = self._types_kv, self._subs_kv
+        assert types_kv is not None and subs_kv is not None
+        logger.warning("cluster: a registry watcher stalled (its NATS server went?); watching afresh")
+        watchers = [await types_kv.watchall(), await subs_kv.watchall()]
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+        self._watchers = watchers
+        for watcher, on_entry in zip(watchers, (self._on_type_entry, self._on_sub_entry), strict=True):
+            while True:  # the latest entry of each key (tombstones too), then every change
+                entry = await watcher.updates(timeout=self.settings.connect_timeout)  # type: ignore[no-untyped-call]
+                if entry is None:
+                    break
+                on_entry(entry)
+            self._spawn(self._follow(watcher, on_entry))
+
     def _on_type_entry(self, entry: Any) -> None:
+        self._delivered["types"] = max(self._delivered.get("types", 0), entry.revision or 0)
         agent_type = text_of(entry.key)
         if entry.operation in DELETED or not entry.value:
             old = self._types.pop(agent_type, None)
@@ -223,6 +277,7 @@ class RegistrySync:
         self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
 
     def _on_sub_entry(self, entry: Any) -> None:
+        self._delivered["subs"] = max(self._delivered.get("subs", 0), entry.revision or 0)
         if entry.operation in DELETED or not entry.value:
             old = self._subs.pop(entry.key, None)
             if old is not None:
