@@ -273,6 +273,13 @@ class RegistrySync:
                     self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(peer, agent_type))
             return
         record = msgspec.json.decode(entry.value, type=TypeRecord)
+        old = self._types.get(agent_type)
+        if old is not None and (old[0].host, old[0].epoch) != (record.host, record.epoch):
+            # Taken over (e.g. by the new epoch of its host after a re-sync): the old holder, if it
+            # is still a peer here, holds it no more, or the new holder could not be recorded.
+            was = self._peers.get((old[0].host, old[0].epoch))
+            if was is not None:
+                self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(was, agent_type))
         self._types[agent_type] = (record, entry.revision or 0)
         self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
 
