@@ -143,6 +143,9 @@ class ClusterLink(RegistrySync):
         try:
             self._types_kv = await self._bucket(js, f"{s.name}_types")
             self._subs_kv = await self._bucket(js, f"{s.name}_subs")
+        except ConnectionError:  # too few servers for the replicas asked for
+            await self._nc.close()
+            raise
         except Exception as exc:
             await self._nc.close()
             raise ConnectionError(
@@ -217,14 +220,39 @@ class ClusterLink(RegistrySync):
         while self._ops or not self._ops_idle.is_set() or self._out:
             await asyncio.sleep(0.01)
 
-    @staticmethod
-    async def _bucket(js: Any, bucket: str) -> KeyValue:
+    async def _bucket(self, js: Any, bucket: str) -> KeyValue:
+        """The bucket, made if absent (history 1, file storage, ``bucket_replicas`` copies)."""
+        replicas = self.settings.bucket_replicas
         try:
             kv: KeyValue = await js.key_value(bucket)
-            return kv
         except nats.js.errors.BucketNotFoundError:
-            created: KeyValue = await js.create_key_value(bucket=bucket, history=1)
-            return created
+            try:
+                kv = await js.create_key_value(bucket=bucket, history=1, replicas=replicas)
+                return kv
+            except nats.js.errors.APIError as exc:
+                if exc.err_code in (10074, 10005):  # "not supported in non-clustered mode", "no suitable peers"
+                    assert self._nc is not None
+                    known = len(self._nc._server_info.get("connect_urls") or ()) or 1
+                    raise ConnectionError(
+                        f"the cluster's buckets need {replicas} NATS servers with JetStream, and the NATS at "
+                        f"{self.settings.url} has {'only ' if known < replicas else ''}{known} ({exc.description}): "
+                        f"give --cluster-replicas {min(known, replicas - 1)} (HttpAgentServer(cluster_replicas=...)) "
+                        "or add servers"
+                    ) from exc
+                if exc.err_code != 10058:  # (not "already in use": another host made it a moment ago)
+                    raise
+                kv = await js.key_value(bucket)
+        status = await kv.status()
+        has = status.stream_info.config.num_replicas or 1
+        if has != replicas:
+            logger.warning(
+                "cluster: bucket %s has %d replica(s), not the %d this host would make (it was made earlier); "
+                "it is used as it is",
+                bucket,
+                has,
+                replicas,
+            )
+        return kv
 
     async def _listen(self) -> None:
         """Subscribe to our subjects (for the current epoch) and watch both buckets afresh."""
