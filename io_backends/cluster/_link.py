@@ -51,6 +51,7 @@ from sansio_runtime._membership import (
 )
 
 from ..sansio import HostHub
+from ._buckets import open_bucket
 from ._records import (
     NAME,
     PING,
@@ -221,38 +222,8 @@ class ClusterLink(RegistrySync):
             await asyncio.sleep(0.01)
 
     async def _bucket(self, js: Any, bucket: str) -> KeyValue:
-        """The bucket, made if absent (history 1, file storage, ``bucket_replicas`` copies)."""
-        replicas = self.settings.bucket_replicas
-        try:
-            kv: KeyValue = await js.key_value(bucket)
-        except nats.js.errors.BucketNotFoundError:
-            try:
-                kv = await js.create_key_value(bucket=bucket, history=1, replicas=replicas)
-                return kv
-            except nats.js.errors.APIError as exc:
-                if exc.err_code in (10074, 10005):  # "not supported in non-clustered mode", "no suitable peers"
-                    assert self._nc is not None
-                    known = len(self._nc._server_info.get("connect_urls") or ()) or 1
-                    raise ConnectionError(
-                        f"the cluster's buckets need {replicas} NATS servers with JetStream, and the NATS at "
-                        f"{self.settings.url} has {'only ' if known < replicas else ''}{known} ({exc.description}): "
-                        f"give --cluster-replicas {min(known, replicas - 1)} (HttpAgentServer(cluster_replicas=...)) "
-                        "or add servers"
-                    ) from exc
-                if exc.err_code != 10058:  # (not "already in use": another host made it a moment ago)
-                    raise
-                kv = await js.key_value(bucket)
-        status = await kv.status()
-        has = status.stream_info.config.num_replicas or 1
-        if has != replicas:
-            logger.warning(
-                "cluster: bucket %s has %d replica(s), not the %d this host would make (it was made earlier); "
-                "it is used as it is",
-                bucket,
-                has,
-                replicas,
-            )
-        return kv
+        assert self._nc is not None
+        return await open_bucket(self._nc, js, bucket, self.settings)
 
     async def _listen(self) -> None:
         """Subscribe to our subjects (for the current epoch) and watch both buckets afresh."""
