@@ -52,6 +52,7 @@ from sansio_runtime._membership import (
 )
 
 from ..sansio import HostHub
+from ._buckets import open_bucket
 from ._records import (
     NAME,
     PING,
@@ -113,6 +114,7 @@ class ClusterLink(RegistrySync):
         self._background: set[asyncio.Task[Any]] = set()
         self._subscriptions: list[Any] = []
         self._watchers: list[Any] = []
+        self._delivered: dict[str, int] = {}
         self._closing = False
         self._leaving = False
         self._resyncing = False
@@ -152,6 +154,9 @@ class ClusterLink(RegistrySync):
             self._subs_kv = await self._bucket(js, f"{s.name}_subs")
             self._pool_kv = await self._bucket(js, f"{s.name}_pool")
             self._placements_kv = await self._bucket(js, f"{s.name}_placements")
+        except ConnectionError:  # too few servers for the replicas asked for
+            await self._nc.close()
+            raise
         except Exception as exc:
             await self._nc.close()
             raise ConnectionError(
@@ -164,6 +169,7 @@ class ClusterLink(RegistrySync):
             self._loop.create_task(self._writer()),
             self._loop.create_task(self._kv_worker()),
             self._loop.create_task(self._timer()),
+            self._loop.create_task(self._watchdog()),
         ]
         self._pump()
 
@@ -225,14 +231,9 @@ class ClusterLink(RegistrySync):
         while self._ops or not self._ops_idle.is_set() or self._out:
             await asyncio.sleep(0.01)
 
-    @staticmethod
-    async def _bucket(js: Any, bucket: str) -> KeyValue:
-        try:
-            kv: KeyValue = await js.key_value(bucket)
-            return kv
-        except nats.js.errors.BucketNotFoundError:
-            created: KeyValue = await js.create_key_value(bucket=bucket, history=1)
-            return created
+    async def _bucket(self, js: Any, bucket: str) -> KeyValue:
+        assert self._nc is not None
+        return await open_bucket(self._nc, js, bucket, self.settings)
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)

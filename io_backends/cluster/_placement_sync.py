@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import msgspec
 import nats.js.errors
@@ -24,6 +24,7 @@ from ..sansio import HostHub
 from ._records import DELETED, PlacementRecord, PoolRecord, placement_key, pool_key
 
 logger = logging.getLogger("io_backends.cluster")
+T = TypeVar("T")
 
 
 class PlacementSync:
@@ -54,6 +55,9 @@ class PlacementSync:
         raise NotImplementedError
 
     async def _claim(self, agent_type: str, shared: bool = False) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ pools
@@ -104,7 +108,7 @@ class PlacementSync:
         try:
             if not self.linked:
                 raise ConnectionError("the cluster link is down")
-            holder = await self._claim_placement(op)
+            holder = await self._retrying(lambda: self._claim_placement(op))
         except Exception as exc:
             holder, why = None, f"the cluster link is down ({exc})" if not self.linked else repr(exc)
             logger.warning("cluster: could not place %s/%s: %s", op.agent_type, op.key, why)
@@ -185,7 +189,13 @@ class PlacementSync:
         old epoch (one another host took meanwhile is given up here, and logged)."""
         self._owned_pools.clear()
         for agent_type in shared_types:
-            won, holder = await self._claim(agent_type, True)  # (first made shared while cut off?)
+            try:
+                won, holder = await self._retrying(lambda t=agent_type: self._claim(t, True))  # type: ignore[misc]
+                if won:
+                    await self._retrying(lambda t=agent_type: self._join_pool(t))  # type: ignore[misc]
+            except Exception as exc:
+                logger.error("cluster: cannot rejoin the pool of %r (%r); its keys stay local", agent_type, exc)
+                continue
             if not won:
                 logger.error(
                     "cluster: agent type %r is held by %s while this host's workers share it; "
@@ -193,8 +203,6 @@ class PlacementSync:
                     agent_type,
                     holder,
                 )
-                continue
-            await self._join_pool(agent_type)
         kv = self._placements_kv
         assert kv is not None
         for agent_type, key in self.engine.placements_here():
@@ -203,12 +211,15 @@ class PlacementSync:
             known = self._placements.get(entry_key)
             try:
                 if known is None:
-                    await kv.create(entry_key, value)
+                    await self._retrying(lambda k=entry_key, v=value: kv.create(k, v))  # type: ignore[misc]
                 elif known[0].host == self.host:
-                    await kv.update(entry_key, value, last=known[1])
+                    await self._retrying(lambda k=entry_key, v=value, r=known[1]: kv.update(k, v, last=r))  # type: ignore[misc]
                 else:
                     raise nats.js.errors.KeyWrongLastSequenceError()
-            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+            except Exception as exc:
+                if not isinstance(exc, (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError)):
+                    logger.error("cluster: cannot claim agent %s/%s again (%r)", agent_type, key, exc)
+                    continue
                 logger.error(
                     "cluster: agent %s/%s was placed on another host while this host was cut off; "
                     "its state here is no longer used",

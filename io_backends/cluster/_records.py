@@ -101,8 +101,25 @@ class ClusterSettings:
     suspect_after: float = DEFAULT_SUSPECT_AFTER
     dead_after: float = DEFAULT_DEAD_AFTER
     connect_timeout: float = 5.0
+    replicas: int | None = None
+    """How many NATS servers keep each key-value bucket (1-5; JetStream's stream replicas). None:
+    3 when ``url`` lists several servers (a NATS cluster: the buckets survive the loss of one
+    server), else 1. Applies when a host creates the buckets; existing ones are used as they are."""
+
+    @property
+    def servers(self) -> list[str]:
+        """The NATS server URLs in ``url``, in the order given."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @property
+    def bucket_replicas(self) -> int:
+        if self.replicas is not None:
+            return self.replicas
+        return 3 if len(self.servers) > 1 else 1
 
     def __post_init__(self) -> None:
+        if self.replicas is not None and not 1 <= self.replicas <= 5:
+            raise ValueError(f"cluster replicas {self.replicas}: use 1 to 5 (JetStream keeps at most 5 copies)")
         if not NAME.fullmatch(self.name):
             raise ValueError(f"cluster name {self.name!r}: use 1-64 of A-Z a-z 0-9 _ -")
         if self.host_name is not None and not NAME.fullmatch(self.host_name):

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import msgspec
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as Nats
 from nats.aio.msg import Msg
@@ -34,6 +36,24 @@ from ._placement_sync import PlacementSync
 from ._records import DELETED, ClusterSettings, SubscriptionRecord, TypeRecord, key_of, text_of
 
 logger = logging.getLogger("io_backends.cluster")
+T = TypeVar("T")
+
+# What NATS answers while a client fails over to another server, or JetStream elects a new stream
+# leader: nothing was decided, the write may be retried (docs/CLUSTER.md section 13, fact 14).
+TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+)
+# How long a registry write is retried through such answers while the link is up: after the
+# server that led a bucket's stream is SIGKILLed, the others elect a new leader once raft's
+# election timeout runs out (measured 4.3-4.5 s), and until then every write fails.
+ELECTION_WAIT = 15.0
+# How often each bucket's watcher is checked for a stall (see :meth:`RegistrySync._watchdog`).
+WATCH_CHECK = 1.0
 
 
 class RegistrySync(PlacementSync):
@@ -62,6 +82,9 @@ class RegistrySync(PlacementSync):
     _nc: Nats | None
     _subscriptions: list[Any]
     _watchers: list[Any]
+    _closing: bool
+    _claiming: str | None = None  # the agent type whose claim the queue is carrying out
+    _delivered: dict[str, int]  # bucket -> the highest revision its watcher delivered
 
     # (the link's)
     def _pump(self) -> None:
@@ -94,9 +117,6 @@ class RegistrySync(PlacementSync):
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        for watcher in self._watchers:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
         self._subscriptions = [
             await nc.subscribe(self.subject, cb=self._on_frame),
             await nc.subscribe(self.control_of(self.host, self.epoch), cb=self._on_control),
@@ -104,24 +124,46 @@ class RegistrySync(PlacementSync):
         ]
         for cache in (self._types, self._subs, self._pool_entries, self._placements):
             cache.clear()
-        watched: list[tuple[KeyValue, Callable[[Any], None]]] = [
-            (self._types_kv, self._on_type_entry),
-            (self._subs_kv, self._on_sub_entry),
-            (self._pool_kv, self._on_pool_entry),
-            (self._placements_kv, self._on_placement_entry),
+        await self._watch()
+        await nc.flush()
+
+    def _watched(self) -> list[tuple[str, KeyValue, Callable[[Any], None]]]:
+        """Each bucket, and what its entries become (in this order: pools before placements)."""
+        assert self._types_kv is not None and self._subs_kv is not None
+        assert self._pool_kv is not None and self._placements_kv is not None
+        return [
+            ("types", self._types_kv, self._on_type_entry),
+            ("subs", self._subs_kv, self._on_sub_entry),
+            ("pool", self._pool_kv, self._on_pool_entry),
+            ("placements", self._placements_kv, self._on_placement_entry),
         ]
+
+    async def _watch(self) -> None:
+        """Watch every bucket afresh: the current state first (up to the watcher's None), then a
+        task follows each watcher. What each delivered is noted for :meth:`_watchdog`."""
+        for watcher in self._watchers:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
         self._watchers = []
-        # The current state first (up to the watcher's None), so the host starts knowing the registry.
-        for kv, on_entry in watched:
+        for name, kv, on_entry in self._watched():
             watcher = await kv.watchall()
             self._watchers.append(watcher)
+            noted = self._noting(name, on_entry)
             while True:
                 entry = await watcher.updates(timeout=self.settings.connect_timeout)  # type: ignore[no-untyped-call]
                 if entry is None:
                     break
-                on_entry(entry)
-            self._spawn(self._follow(watcher, on_entry))
-        await nc.flush()
+                noted(entry)
+            self._spawn(self._follow(watcher, noted))
+
+    def _noting(self, bucket: str, on_entry: Callable[[Any], None]) -> Callable[[Any], None]:
+        delivered = self._delivered
+
+        def noted(entry: Any) -> None:
+            delivered[bucket] = max(delivered.get(bucket, 0), entry.revision or 0)
+            on_entry(entry)
+
+        return noted
 
     async def _follow(self, watcher: Any, on_entry: Callable[[Any], None]) -> None:
         async for entry in watcher:
@@ -137,7 +179,7 @@ class RegistrySync(PlacementSync):
             while ops:
                 op = ops.popleft()
                 try:
-                    await self._carry_out(op)
+                    await self._retrying(lambda op=op: self._carry_out(op))  # type: ignore[misc]
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -149,15 +191,16 @@ class RegistrySync(PlacementSync):
         assert types_kv is not None and subs_kv is not None
         if isinstance(op, ClaimAgentType):
             try:
-                if not self.linked:
-                    raise ConnectionError("the link to NATS is down")
-                won, holder = await self._claim(op.agent_type, op.shared)
+                self._claiming = op.agent_type
+                won, holder = await self._claim_settling(op.agent_type, op.shared)
                 if won and op.shared and op.agent_type not in self._owned_pools:
                     await self._join_pool(op.agent_type)
             except Exception as exc:
                 # NATS unreachable: serve the type locally; it is claimed when the link is back.
                 logger.warning("cluster: cannot claim agent type %r now (%r); claimed on re-sync", op.agent_type, exc)
                 won, holder = True, ""
+            finally:
+                self._claiming = None
             now = self._loop.time()
             self.hub.drive(now, lambda engine: engine.claim_settled(op.claim, won, holder))
             known = self._types.get(op.agent_type)
@@ -183,6 +226,39 @@ class RegistrySync(PlacementSync):
             if sub_key is not None:
                 await subs_kv.delete(sub_key)
 
+    async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """``await write()``, retried while the link is up and NATS answers :data:`TRANSIENT`, for
+        up to :data:`ELECTION_WAIT` seconds (nothing was written: a retry is safe)."""
+        deadline = self._loop.time() + ELECTION_WAIT
+        while True:
+            try:
+                return await write()
+            except TRANSIENT:
+                if not self.linked or self._closing or self._loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
+
+    async def _claim_settling(self, agent_type: str, shared: bool = False) -> tuple[bool, str]:
+        """:meth:`_claim` once the link is up, retried through an election. A link that is down is
+        waited for up to ``dead_after`` (a failover to another server of a NATS cluster takes
+        less), or up to :data:`ELECTION_WAIT` while the host re-syncs (it is connected again and
+        waits for JetStream). Accepting the registration locally instead would give a race two
+        winners; it is done only when NATS stays away (ConnectionError)."""
+        give_up = self._loop.time() + ELECTION_WAIT
+        while True:
+            down_since = self._loop.time()
+            while not self.linked:
+                waited = self._loop.time() - down_since
+                if self._closing or waited >= (ELECTION_WAIT if self._resyncing else self.settings.dead_after):
+                    raise ConnectionError("the link to NATS is down")
+                await asyncio.sleep(0.05)
+            try:
+                return await self._claim(agent_type, shared)
+            except TRANSIENT:
+                if self._closing or self._loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(0.1)
+
     async def _claim(self, agent_type: str, shared: bool = False) -> tuple[bool, str]:
         """Make ``agent_type`` ours in the registry unless a live host holds it: (won, its holder).
         A ``shared`` claim wins a type that is shared already (the host joins its pool); either kind
@@ -194,8 +270,8 @@ class RegistrySync(PlacementSync):
             try:
                 self._owned_types[agent_type] = await kv.create(key, value)
                 return True, ""
-            except nats.js.errors.KeyWrongLastSequenceError:
-                pass
+            except (nats.js.errors.KeyWrongLastSequenceError, nats.js.errors.KeyNotFoundError):
+                pass  # taken (on a NATS cluster, create's re-read may miss the winner: KeyNotFoundError)
             try:
                 entry = await kv.get(key)
             except nats.js.errors.KeyNotFoundError:
@@ -223,6 +299,39 @@ class RegistrySync(PlacementSync):
                 continue
         return False, "another host (the claim lost five races in a row)"
 
+    async def _watchdog(self) -> None:
+        """Watch the buckets afresh when a watcher stalls. A watcher is a nats-py ordered consumer
+        on one server; when that server dies, the watcher delivers nothing until it has missed two
+        5 s idle heartbeats (nats-py's, not settable through ``KeyValue.watch``), so this host
+        would not see another host's entries for 10-20 s. Stalled: the bucket's last revision is
+        ahead of what the watcher delivered, twice in a row with no delivery in between."""
+        behind: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(WATCH_CHECK)
+            if not self.linked or self._resyncing or self._types_kv is None:
+                behind.clear()
+                continue
+            stalled = False
+            for name, kv, _ in self._watched():
+                try:
+                    last = (await kv.status()).stream_info.state.last_seq
+                except Exception:  # JetStream busy (an election): look again next time
+                    continue
+                seen = self._delivered.get(name, 0)
+                if last > seen and behind.get(name) == seen:
+                    stalled = True
+                behind[name] = seen if last > seen else -1
+            if stalled:
+                behind.clear()
+                try:
+                    await self._rewatch()
+                except Exception as exc:
+                    logger.debug("cluster: watching the registry afresh failed (%r); trying again", exc)
+
+    async def _rewatch(self) -> None:
+        logger.warning("cluster: a registry watcher stalled (its NATS server went?); watching afresh")
+        await self._watch()  # (the latest entry of each key, tombstones too, then every change)
+
     def _on_type_entry(self, entry: Any) -> None:
         agent_type = text_of(entry.key)
         if entry.operation in DELETED or not entry.value:
@@ -233,6 +342,13 @@ class RegistrySync(PlacementSync):
                     self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(peer, agent_type))
             return
         record = msgspec.json.decode(entry.value, type=TypeRecord)
+        old = self._types.get(agent_type)
+        if old is not None and (old[0].host, old[0].epoch) != (record.host, record.epoch):
+            # Taken over (e.g. by the new epoch of its host after a re-sync): the old holder, if it
+            # is still a peer here, holds it no more, or the new holder could not be recorded.
+            was = self._peers.get((old[0].host, old[0].epoch))
+            if was is not None:
+                self.hub.drive(self._loop.time(), lambda e: e.peer_unregistered(was, agent_type))
         self._types[agent_type] = (record, entry.revision or 0)
         if not record.shared:  # (a shared type's hosts are its pool entries)
             self._learn(record.host, record.epoch, lambda peer: self.engine.peer_registered(peer, agent_type))
@@ -284,17 +400,29 @@ class RegistrySync(PlacementSync):
             logger.warning("cluster: the other hosts declared this host gone (it was frozen?); rejoining")
             self.membership.rejoin(self.epoch, self._loop.time())
             self._pump()
-        else:
+        # Retried until it works: after a NATS server is lost, JetStream answers nothing (its
+        # watchers' consumers cannot be made) until the buckets' streams elect new leaders. The
+        # first heartbeat of the new epoch goes out once we listen on its subjects.
+        for attempt in itertools.count():
+            try:
+                await self._listen()
+                break
+            except Exception as exc:
+                if self._closing:
+                    return
+                log = logger.warning if attempt == 0 else logger.debug
+                log("cluster: re-sync after the link came back failed (%r); retrying every 0.25 s", exc)
+                await asyncio.sleep(0.25)
+        if not rejoin:
             self.membership.link_restored(self.epoch, self._loop.time())
-        try:
-            await self._listen()
-        except Exception as exc:
-            logger.error("cluster: re-sync after the link came back failed: %r", exc)
-            return
         self.linked = True
         self.engine.set_cluster_link(True)
         # Everything this host's workers hold, under the new epoch (the old entries are taken over).
-        mine = [t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner)]
+        # (not those with a claim queued or under way: the queue claims them and answers their worker)
+        queued = {op.agent_type for op in self._ops if isinstance(op, ClaimAgentType)} | {self._claiming}
+        mine = [
+            t for t, owner in self.engine.agent_types().items() if not self.engine.is_peer(owner) and t not in queued
+        ]
         self._owned_types.clear()
         old_subs = list(self._owned_subs.values())
         self._owned_subs.clear()
@@ -305,7 +433,11 @@ class RegistrySync(PlacementSync):
                 await subs_kv.delete(key)
         await self._reclaim_pools_and_placements(list(self.engine.shared_agent_types()))
         for agent_type in mine:
-            won, holder = await self._claim(agent_type)
+            try:
+                won, holder = await self._retrying(lambda t=agent_type: self._claim(t))  # type: ignore[misc]
+            except Exception as exc:
+                logger.error("cluster: cannot claim agent type %r again (%r); its calls stay local", agent_type, exc)
+                continue
             if not won:
                 logger.error(
                     "cluster: agent type %r was taken over by %s while this host was cut off; its worker "

@@ -134,6 +134,13 @@ def _add_cluster(cluster: argparse._ArgumentGroup) -> None:
     )
     cluster.add_argument("--cluster-name", default="agrt", help="hosts meet only within one name (default agrt)")
     cluster.add_argument("--host-name", default=None, help="this host's name in the cluster (default HOSTNAME-PORT)")
+    cluster.add_argument(
+        "--cluster-replicas",
+        type=int,
+        default=None,
+        metavar="N",
+        help="NATS servers that keep each registry bucket, 1-5 (default 3 if --cluster lists several servers, else 1)",
+    )
 
 
 def _add_limits(limits: argparse._ArgumentGroup) -> None:
@@ -267,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
             cluster=args.cluster,
             cluster_name=args.cluster_name,
             host_name=args.host_name,
+            cluster_replicas=args.cluster_replicas,
         )
     except (ImportError, ValueError) as exc:
         _fail(str(exc), 2)

@@ -83,14 +83,18 @@ def _on_asyncio() -> bool:
         return False
 
 
-def _cluster_settings(url: str, name: str, host_name: str | None) -> ClusterSettings:
+def _cluster_settings(
+    url: str | None, name: str, host_name: str | None, replicas: int | None
+) -> ClusterSettings | None:
+    if url is None:
+        return None
     try:
         from ..cluster._link import ClusterSettings
     except ImportError as exc:
         raise ImportError(
             "HttpAgentServer(cluster=...) needs the cluster extra: pip install 'autogen-http-runtime-ng[cluster]'"
         ) from exc
-    return ClusterSettings(url=url, name=name, host_name=host_name)
+    return ClusterSettings(url=url, name=name, host_name=host_name, replicas=replicas)
 
 
 class HttpAgentServer:
@@ -125,6 +129,7 @@ class HttpAgentServer:
         cluster: str | None = None,
         cluster_name: str = "agrt",
         host_name: str | None = None,
+        cluster_replicas: int | None = None,
     ) -> None:
         """The limits and timeouts are :class:`HttpAgentService`'s (ignored when ``service`` is given).
 
@@ -132,6 +137,8 @@ class HttpAgentServer:
         (several URLs separated by commas) with the same ``cluster_name`` and they act as one
         runtime (docs/CLUSTER.md; needs the ``cluster`` extra and the asyncio driver).
         ``host_name``: this host's name in the cluster, unique there (default ``<hostname>-<port>``).
+        ``cluster_replicas``: how many NATS servers keep the registry's buckets when this host makes
+        them (1-5; default 3 if ``cluster`` lists several servers, else 1).
         """
         host, address_port = split_host_port(address)  # gRPC style "host:port" (or "[::]:port")
         self.address = host
@@ -157,9 +164,8 @@ class HttpAgentServer:
         )
         self._ssl_context = ssl_context
         self._backlog = backlog
-        self._cluster = None if cluster is None else _cluster_settings(cluster, cluster_name, host_name)
-        self.cluster_link: ClusterLink | None = None
-        """This host's link to its cluster, once serving (None without ``cluster=``)."""
+        self._cluster = _cluster_settings(cluster, cluster_name, host_name, cluster_replicas)
+        self.cluster_link: ClusterLink | None = None  # this host's link to its cluster, once serving
         self._socket: socket.socket | None = None
         self._port: int | None = None
         self._accept_scope: anyio.CancelScope | None = None

@@ -19,8 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 class HostProcess:
     """One clustered host (``autogen-http-host``) in its own process, on a free loopback port."""
 
-    def __init__(self, nats_url: str, name: str, *, cluster_name: str = "agrt") -> None:
+    def __init__(
+        self, nats_url: str, name: str, *, cluster_name: str = "agrt", extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.name = name
+        self.extra_args = extra_args
         self.nats_url = nats_url
         self.cluster_name = cluster_name
         self.port = 0
@@ -38,6 +41,7 @@ class HostProcess:
     def spawn(self) -> None:
         args = [sys.executable, "-m", "io_backends", "--port", str(self.port), "--log-level", "WARNING"]
         args += ["--cluster", self.nats_url, "--cluster-name", self.cluster_name, "--host-name", self.name]
+        args += self.extra_args  # (argparse keeps the last of a repeated option: these win)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
