@@ -66,7 +66,7 @@ from ._records import (
     TypeRecord,
     default_host_name,
 )
-from ._registry_sync import RegistrySync
+from ._registry_sync import TRANSIENT, RegistrySync
 
 logger = logging.getLogger("io_backends.cluster")
 
@@ -232,8 +232,17 @@ class ClusterLink(RegistrySync):
             await asyncio.sleep(0.01)
 
     async def _bucket(self, js: Any, bucket: str) -> KeyValue:
+        """The bucket, retried while JetStream is not ready (a NATS cluster that has just started
+        elects its JetStream leader after its routes are up) for up to ``connect_timeout``."""
         assert self._nc is not None
-        return await open_bucket(self._nc, js, bucket, self.settings)
+        give_up = self._loop.time() + self.settings.connect_timeout
+        while True:
+            try:
+                return await open_bucket(self._nc, js, bucket, self.settings)
+            except TRANSIENT:
+                if self._loop.time() >= give_up:
+                    raise
+            await asyncio.sleep(0.2)
 
     def _spawn(self, coro: Any) -> None:
         task = self._loop.create_task(coro)
