@@ -168,10 +168,10 @@ async def _op_publish(runtime: HttpWorkerAgentRuntime, cmd: dict[str, Any]) -> d
 async def _worker_command(state: _WorkerState, cmd: dict[str, Any]) -> dict[str, Any]:
     op = cmd["op"]
     if op == "connect":
-        runtime = HttpWorkerAgentRuntime(str(cmd["address"]), call_timeout=CALL_TIMEOUT_S)
-        runtime.add_message_serializer(payload_serializers())
-        await runtime.start()
-        state.runtime = runtime
+        created = HttpWorkerAgentRuntime(str(cmd["address"]), call_timeout=CALL_TIMEOUT_S)
+        created.add_message_serializer(payload_serializers())
+        await created.start()
+        state.runtime = created
         return {}
     runtime = state.runtime
     if runtime is None:
@@ -571,7 +571,7 @@ class Bench:
 
     async def _counts(self, kind: str, names: Sequence[str]) -> list[tuple[int, float]]:
         answers = await asyncio.gather(*(self.w(n).ask("count") for n in names))
-        return [tuple(a[f"{kind}{i}"]) for i, a in enumerate(answers)]  # type: ignore[misc]
+        return [(int(a[f"{kind}{i}"][0]), float(a[f"{kind}{i}"][1])) for i, a in enumerate(answers)]
 
     # ------------------------------------------------------------------ 1 and 2: latency, CPU per call
 
@@ -599,7 +599,7 @@ class Bench:
         sides = [("same_host", "echo0"), ("cross_host", "echo1")]
         if index % 2:
             sides.reverse()
-        result = {name: await self.latency_side(target) for name, target in sides}
+        result: dict[str, Any] = {name: await self.latency_side(target) for name, target in sides}
         same, cross = result["same_host"], result["cross_host"]
         result["p50_ratio"] = cross["p50_us"] / same["p50_us"]
         result["p90_ratio"] = cross["p90_us"] / same["p90_us"]
@@ -646,7 +646,7 @@ class Bench:
 
     async def fanout_round(self, index: int) -> dict[str, Any]:
         kinds = ["local", "spread"] if index % 2 == 0 else ["spread", "local"]
-        result = {kind: await self.fanout_side(kind) for kind in kinds}
+        result: dict[str, Any] = {kind: await self.fanout_side(kind) for kind in kinds}
         result["rate_ratio"] = _ratio(result["spread"]["deliveries_per_s"], result["local"]["deliveries_per_s"])
         result["infra_cpu_ratio"] = _ratio(
             result["spread"]["infra_cpu_us_per_delivery"], result["local"]["infra_cpu_us_per_delivery"]
@@ -705,7 +705,7 @@ class Bench:
         variants = ["one_host", "three_hosts", "three_hosts_cross"]
         shift = index % len(variants)
         order = variants[shift:] + variants[:shift]
-        result = {v: await self.pairs_side(v) for v in order}
+        result: dict[str, Any] = {v: await self.pairs_side(v) for v in order}
         base = result["one_host"]["calls_per_s"]
         result["three_hosts_ratio"] = result["three_hosts"]["calls_per_s"] / base
         result["three_hosts_cross_ratio"] = result["three_hosts_cross"]["calls_per_s"] / base
@@ -721,7 +721,7 @@ class Bench:
         rounds = []
         for i in range(self.c.rounds):
             load = os.getloadavg()[0]
-            row = {
+            row: dict[str, Any] = {
                 "load_1min_at_start": load,
                 "latency": await self.latency_round(i),
                 "fanout": await self.fanout_round(i),
