@@ -519,6 +519,7 @@ class Config:
     window: float  # seconds per variant per round, measurement 4
     concurrency: int  # calls in flight per caller, measurement 4
     cap: float  # seconds, the most any one measured loop may take
+    warmup: int = 20  # calls to each target before the rounds
 
 
 class Bench:
@@ -548,10 +549,10 @@ class Bench:
         # every caller reaches every agent it will call (the cross-host routes come from the KV watch)
         await asyncio.gather(
             *(
-                self.w(f"c{i}").ask("ready", targets=[f"echo{i}", f"echo{(i + 1) % PAIRS}"], warmup=20)
+                self.w(f"c{i}").ask("ready", targets=[f"echo{i}", f"echo{(i + 1) % PAIRS}"], warmup=self.c.warmup)
                 for i in range(3)
             ),
-            *(self.w(f"pc{i}").ask("ready", targets=[f"pecho{i}"], warmup=20) for i in range(PAIRS)),
+            *(self.w(f"pc{i}").ask("ready", targets=[f"pecho{i}"], warmup=self.c.warmup) for i in range(PAIRS)),
         )
         # subscriptions reach every host through the registry: wait until one event arrives everywhere
         for topic, names in (("fan_local", FAN_LOCAL), ("fan_spread", FAN_SPREAD)):
@@ -912,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         window=args.window or (0.4 if quick else 2.0),
         concurrency=args.concurrency,
         cap=10.0 if quick else 30.0,
+        warmup=5 if quick else 20,
     )
     if min(config.rounds, config.calls, config.events, config.concurrency) < 1 or config.window <= 0:
         parser.error("--rounds, --calls, --events, --concurrency and --window must be positive")
@@ -937,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     procs = Processes()
     load_at_start = os.getloadavg()
+    began = time.monotonic()
     try:
         with _sigterm_as_interrupt():
             # Workers first: forked before any thread (the hosts' output readers) or loop exists.
@@ -946,13 +949,18 @@ def main(argv: list[str] | None = None) -> int:
             procs.hosts[PLAIN_HOST] = Host(PLAIN_HOST, None)
             for host in procs.hosts.values():
                 host.wait_ready()
-            progress(f"nats-server, {len(procs.hosts)} hosts and {len(procs.workers)} workers started")
+            progress(
+                f"nats-server, {len(procs.hosts)} hosts and {len(procs.workers)} workers started "
+                f"in {time.monotonic() - began:.1f} s"
+            )
             outcome = asyncio.run(Bench(procs, config).run(progress))
     except KeyboardInterrupt:
         progress("interrupted: stopping every process started")
         return 130
     finally:
+        stopping = time.monotonic()
         procs.stop_all()
+        progress(f"every process stopped in {time.monotonic() - stopping:.1f} s")
     rounds = outcome["rounds"]
     summary = summarize(rounds)
     print(render(rounds, summary, config, workers_how))
