@@ -2,7 +2,8 @@
 host processes cost and buy, each a ratio to a baseline measured in the same run, in interleaved
 rounds (docs/CLUSTER.md section 12, "Over host processes").
 
-    python benchmarks/cluster.py [--quick] [--rounds N] [--json PATH] [--exec-workers]
+    python benchmarks/cluster.py [--quick] [--rounds N] [--calls N] [--events N] [--window S]
+                                 [--concurrency N] [--exec-workers] [--json PATH]
 
 What runs, all on loopback, every process started here and stopped here (also on Ctrl-C):
 
@@ -73,7 +74,7 @@ from io_backends.cluster import NatsServer, NatsServerError, find_nats_server  #
 CLUSTER_NAME = "bench"
 BODY = "x" * 90  # ~100 B on the wire as JSON
 CALL_TIMEOUT_S = 10.0
-READY_TIMEOUT_S = 30.0  # a host or worker process to start, a cross-host route to appear
+READY_TIMEOUT_S = 60.0  # a host process to start (4 at once, on a busy machine), a cross-host route to appear
 REPLY_SLACK_S = 30.0  # beyond a command's own cap, before its worker is declared stuck
 STOP_TIMEOUT_S = 10.0
 
@@ -353,6 +354,9 @@ class Host:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(STOP_TIMEOUT_S)
+        if self.proc.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdout.close()  # its reader thread ends on the closed file
 
 
 class Worker:
@@ -365,6 +369,7 @@ class Worker:
         self._write_fd = write_fd
         self._proc = proc  # --exec-workers
         self._reader: asyncio.StreamReader | None = None
+        self._transport: asyncio.ReadTransport | None = None
         self._lock = asyncio.Lock()
         self.exited = False
 
@@ -404,7 +409,7 @@ class Worker:
         if self._reader is None:
             self._reader = asyncio.StreamReader(limit=1 << 24)
             reader = self._reader
-            await loop.connect_read_pipe(
+            self._transport, _ = await loop.connect_read_pipe(
                 lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(self._read_fd, "rb", 0, closefd=False)
             )
         async with self._lock:
@@ -419,14 +424,20 @@ class Worker:
             raise RuntimeError(f"worker {self.name}, {op!r}: {answer['error']}")
         return answer["ok"]
 
+    def detach(self) -> None:
+        """Stop reading its answers on this loop (before the loop closes; the pipe stays open)."""
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        self._reader = None
+
     def stop(self) -> None:
         """Tell it to stop (it stops its runtime first), then wait; SIGKILL if it does not exit."""
         if self.exited:
             return
         with contextlib.suppress(OSError):
             os.write(self._write_fd, b'{"op": "stop"}\n')
-        with contextlib.suppress(OSError):
-            os.close(self._write_fd)
+        self._close(self._write_fd)
         deadline = time.monotonic() + STOP_TIMEOUT_S
         while not self._reaped():
             if time.monotonic() > deadline:
@@ -439,8 +450,18 @@ class Worker:
                 break
             time.sleep(0.02)
         self.exited = True
+        self._close(self._read_fd)
+
+    def _close(self, fd: int) -> None:
+        """Close one of our pipe ends (through its file object when Popen made it, so that it is
+        closed once)."""
+        pipes = () if self._proc is None else (self._proc.stdin, self._proc.stdout)
         with contextlib.suppress(OSError):
-            os.close(self._read_fd)
+            for pipe in pipes:
+                if pipe is not None and not pipe.closed and pipe.fileno() == fd:
+                    pipe.close()
+                    return
+            os.close(fd)
 
     def _reaped(self) -> bool:
         if self._proc is not None:
@@ -716,6 +737,13 @@ class Bench:
         return result
 
     async def run(self, progress: Callable[[str], None]) -> dict[str, Any]:
+        try:
+            return await self._rounds(progress)
+        finally:
+            for worker in self.p.workers.values():
+                worker.detach()
+
+    async def _rounds(self, progress: Callable[[str], None]) -> dict[str, Any]:
         started = time.monotonic()
         await self.setup()
         progress(f"set up in {time.monotonic() - started:.1f} s; {self.c.rounds} rounds")
