@@ -37,10 +37,11 @@ fuzz: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/throughput.py
 
-## A few seconds' smoke of the benchmarks (our runtime, in-process and raw sockets; shared-type placement; no extra installs).
+## A few seconds' smoke of the benchmarks (our runtime, in-process and raw sockets; shared-type placement; a cluster of host processes over nats-server; no extra installs).
 bench-smoke: $(VENV)/.installed-dev
 	$(PY) benchmarks/throughput.py --quick --only ours,inprocess,rawsocket --no-progress
 	$(PY) benchmarks/placement.py --quick
+	$(PY) benchmarks/cluster.py --quick
 
 typecheck: $(VENV)/.installed-dev
 	$(PY) -m mypy
