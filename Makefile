@@ -23,7 +23,7 @@ test: $(VENV)/.installed-dev
 demo: $(VENV)/.installed-dev
 	$(PY) samples/demo.py
 
-## nats-server, two hosts joined over it, and a call from a worker on one to an agent on the other.
+## nats-server, two hosts joined over it, a call from a worker on one to an agent on the other, and a shared type across both.
 cluster-demo: $(VENV)/.installed-dev
 	$(PY) samples/cluster_demo.py
 

