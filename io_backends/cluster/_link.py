@@ -66,7 +66,7 @@ from ._records import (
     TypeRecord,
     default_host_name,
 )
-from ._registry_sync import TRANSIENT, RegistrySync
+from ._registry_sync import ELECTION_WAIT, TRANSIENT, RegistrySync
 
 logger = logging.getLogger("io_backends.cluster")
 
@@ -160,7 +160,8 @@ class ClusterLink(RegistrySync):
         except Exception as exc:
             await self._nc.close()
             raise ConnectionError(
-                f"the NATS server at {s.url} has no JetStream key-value store ({exc!r}): start it with -js"
+                f"the NATS server at {s.url} gave no JetStream key-value store within {ELECTION_WAIT:g}s ({exc!r}): "
+                "start it with -js (on a NATS cluster: on every server, and let it elect its JetStream leader)"
             ) from exc
         await self._listen()
         self.linked = True
@@ -233,9 +234,10 @@ class ClusterLink(RegistrySync):
 
     async def _bucket(self, js: Any, bucket: str) -> KeyValue:
         """The bucket, retried while JetStream is not ready (a NATS cluster that has just started
-        elects its JetStream leader after its routes are up) for up to ``connect_timeout``."""
+        elects its JetStream leader a few seconds after its routes are up) for up to
+        :data:`~._registry_sync.ELECTION_WAIT` seconds."""
         assert self._nc is not None
-        give_up = self._loop.time() + self.settings.connect_timeout
+        give_up = self._loop.time() + ELECTION_WAIT
         while True:
             try:
                 return await open_bucket(self._nc, js, bucket, self.settings)

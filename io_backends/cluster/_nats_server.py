@@ -365,7 +365,7 @@ class NatsCluster:
         while True:
             routes = {s.server_name: _route_peers(s) for s in running}
             expected = {s.server_name for s in running}
-            if all(peers >= expected - {me} for me, peers in routes.items()):
+            if all(peers >= expected - {me} for me, peers in routes.items()) and all(map(_has_meta_leader, running)):
                 return
             if time.monotonic() >= limit:
                 raise NatsServerError(f"NATS cluster routes not complete after {self.startup_timeout} s: {routes}")
@@ -386,6 +386,17 @@ class NatsCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _has_meta_leader(server: NatsServer) -> bool:
+    """Whether the server's JetStream knows its cluster's meta leader (it can serve streams and
+    key-value buckets): elected a few seconds after the routes are up."""
+    try:
+        jsz = server.monitor("jsz")
+    except OSError:
+        return False
+    meta = jsz.get("meta_cluster")
+    return not isinstance(meta, dict) or bool(meta.get("leader"))
 
 
 def _route_peers(server: NatsServer) -> set[str | None]:
