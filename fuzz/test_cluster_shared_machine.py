@@ -35,10 +35,11 @@ from sansio_runtime import (
     ClientId,
     ClientKind,
     HostEngine,
-    Send,
     SubscriptionAdded,
     SubscriptionRemoved,
 )
+
+from ._cluster_wiring import pump
 
 HOSTS = ("A", "B", "C")
 KEYS = ("k0", "k1", "k2", "k3")
@@ -74,23 +75,10 @@ class SharedClusterMachine(RuleBasedStateMachine):
     # ------------------------------------------------------------------ wiring
 
     def pump(self) -> None:
-        moved, rounds = True, 0
-        while moved:
-            moved, rounds = False, rounds + 1
-            assert rounds < 60, "frames keep circulating between the hosts"
-            for name in HOSTS:
-                self._registry(name)
-                for out in self.engines[name].data_to_send():
-                    assert isinstance(out, Send), out
-                    moved = True
-                    target = next((b for b, c in self.peer[name].items() if c == out.client), None)
-                    if target is not None:
-                        assert b'"agent.event"' not in out.data, "a peer was sent agent.event"
-                        if target in self.alive and name in self.alive:
-                            self.engines[target].receive(self.peer[target][name], out.data, 0.0)
-                        continue
-                    w = next(w for w in self.workers if w.host == name and w.client == out.client)
-                    self._to_worker(w, json.loads(out.data))
+        pump(self.engines, self.peer, self.alive, self._registry, self._to_worker_of)
+
+    def _to_worker_of(self, host: str, client: ClientId, msg: Any) -> None:
+        self._to_worker(next(w for w in self.workers if w.host == host and w.client == client), msg)
 
     def _to_worker(self, w: Worker, msg: Any) -> None:
         method = msg.get("method")

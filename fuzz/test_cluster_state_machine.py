@@ -36,10 +36,11 @@ from sansio_runtime import (
     ClientKind,
     ErrorCode,
     HostEngine,
-    Send,
     SubscriptionAdded,
     SubscriptionRemoved,
 )
+
+from ._cluster_wiring import pump
 
 HOSTS = ("A", "B", "C")
 TYPES = ("t0", "t1")
@@ -87,24 +88,10 @@ class ClusterMachine(RuleBasedStateMachine):
         return self.workers.index(w)
 
     def pump(self) -> None:
-        moved, rounds = True, 0
-        while moved:
-            moved, rounds = False, rounds + 1
-            assert rounds < 50, "frames keep circulating between the hosts (a relay loop)"
-            for name in HOSTS:
-                engine = self.engines[name]
-                self._cluster_outputs(name)
-                for out in engine.data_to_send():
-                    assert isinstance(out, Send), out
-                    moved = True
-                    target = next((b for b, c in self.peer[name].items() if c == out.client), None)
-                    if target is not None:
-                        assert b'"agent.event"' not in out.data, "a peer was sent agent.event"
-                        if target in self.alive and name in self.alive:
-                            self.engines[target].receive(self.peer[target][name], out.data, 0.0)
-                        continue
-                    w = next(w for w in self.workers if w.host == name and w.client == out.client)
-                    self._to_worker(w, json.loads(out.data))
+        pump(self.engines, self.peer, self.alive, self._cluster_outputs, self._to_worker_of)
+
+    def _to_worker_of(self, host: str, client: ClientId, msg: Any) -> None:
+        self._to_worker(next(w for w in self.workers if w.host == host and w.client == client), msg)
 
     def _to_worker(self, w: Worker, msg: Any) -> None:
         i = self._index(w)

@@ -88,7 +88,13 @@ class HostProcess:
 @contextmanager
 def hosts(nats_url: str, *names: str, cluster_name: str = "agrt") -> Iterator[list[HostProcess]]:
     """Start one host process per name (in parallel), stop every one at the end."""
-    started = [HostProcess(nats_url, n, cluster_name=cluster_name) for n in names]
+    with running([HostProcess(nats_url, n, cluster_name=cluster_name) for n in names]) as started:
+        yield started
+
+
+@contextmanager
+def running(started: list[HostProcess]) -> Iterator[list[HostProcess]]:
+    """Start the host processes (in parallel), stop every one at the end."""
     try:
         for h in started:
             h.spawn()

@@ -28,7 +28,7 @@ from io_backends.cluster import NatsCluster, NatsServer
 from io_backends.cluster._records import ClusterSettings
 from tests.e2e._common import Answer, Ask, Note, wait_until
 
-from ._hosts import ROOT, HostProcess
+from ._hosts import ROOT, HostProcess, running
 from .test_cluster import worker
 
 pytestmark = pytest.mark.anyio
@@ -94,15 +94,8 @@ def cluster_hosts(nats_cluster: NatsCluster) -> Iterator[list[HostProcess]]:
         HostProcess(",".join(urls[i:] + urls[:i]), name, extra_args=("--log-level", "INFO"))
         for i, name in enumerate("abc")
     ]
-    try:
-        for h in started:
-            h.spawn()
-        for h in started:
-            h.wait_ready()
+    with running(started):
         yield started
-    finally:
-        for h in started:
-            h.stop()
 
 
 def connected_to(cluster: NatsCluster, host: HostProcess) -> NatsServer | None:
