@@ -21,6 +21,8 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import msgspec
+
 from ._deadlines import DeadlineHeap
 from ._errors import ErrorCode
 from ._events import ClientId
@@ -66,9 +68,8 @@ CALL_ENDINGS: dict[CallEnd, CallEnding] = {
 """The call-ending table (see the module docs)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PendingCall:
-    """A call the host forwarded and is waiting on."""
+class PendingCall(msgspec.Struct, frozen=True, gc=False):
+    """A call the host forwarded and is waiting on (a Struct: one is made for every call)."""
 
     host_id: int
     caller: ClientId

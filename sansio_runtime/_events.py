@@ -2,6 +2,9 @@
 
 Host side: :class:`Send` and :class:`Close` are instructions for the backend.
 Worker side: the other classes are events the worker runtime reacts to.
+
+They are frozen msgspec Structs (built in C: a few are made for every message), except
+:class:`CallFailed`, a frozen dataclass that derives one field from another.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, NewType, Union
+
+import msgspec
 
 from ._errors import CloseCode
 from ._frames import handler_error_of
@@ -22,16 +27,14 @@ ClientId = NewType("ClientId", int)
 # Host engine outputs
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
+class Send(msgspec.Struct, frozen=True, gc=False):
     """Send ``data`` (one JSON-RPC message or batch, UTF-8 JSON) to ``client`` as one frame."""
 
     client: ClientId
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
+class Close(msgspec.Struct, frozen=True, gc=False):
     """Close the connection of ``client`` with a WebSocket close ``code`` (a ``/v1/rpc`` client is
     answered with the HTTP status of that code).
 
@@ -51,8 +54,7 @@ HostOutput = Union[Send, Close]
 # Worker engine events
 
 
-@dataclass(frozen=True, slots=True)
-class Payload:
+class Payload(msgspec.Struct, frozen=True, gc=False):
     """An agent message as bytes, with the names autogen's serializers need to decode it."""
 
     data_type: str
@@ -71,8 +73,7 @@ NONE_PAYLOAD: Final = Payload(NONE_TYPE_NAME, "application/json", b"null")
 """The payload of ``None``: what a handler that returns nothing answers (docs/PROTOCOL.md 3.2)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallSucceeded:
+class CallSucceeded(msgspec.Struct, frozen=True):
     """The answer to our ``agent.call`` number ``request_id``."""
 
     request_id: int
@@ -95,24 +96,21 @@ class CallFailed:
             object.__setattr__(self, "handler_error", handler_error_of(self.error))
 
 
-@dataclass(frozen=True, slots=True)
-class RequestSucceeded:
+class RequestSucceeded(msgspec.Struct, frozen=True):
     """A ``runtime.*`` request of ours succeeded; ``subscriptions`` is set for get_subscriptions."""
 
     request_id: int
     subscriptions: tuple[SubscriptionSpec, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFailed:
+class RequestFailed(msgspec.Struct, frozen=True):
     """A ``runtime.*`` request of ours failed."""
 
     request_id: int
     error: RpcError
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingCall:
+class IncomingCall(msgspec.Struct, frozen=True):
     """The host asks one of our agents to handle a message; answer with ``respond``/``respond_error``.
 
     ``call_id`` is the host's id for the call, unique only on the connection that delivered it;
@@ -129,8 +127,7 @@ class IncomingCall:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingCallCancelled:
+class IncomingCallCancelled(msgspec.Struct, frozen=True, gc=False):
     """Call ``call_id`` of connection ``epoch`` is over: cancel its handler; its answer is not needed.
 
     Either the caller gave up (``$/cancelRequest``) or the connection that delivered the call was
@@ -141,8 +138,7 @@ class IncomingCallCancelled:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingEvent:
+class IncomingEvent(msgspec.Struct, frozen=True):
     """A published event for some of our agents (``recipients``; the publishing agent is left out)."""
 
     event_id: str
@@ -155,8 +151,7 @@ class IncomingEvent:
     trace_context: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class PeerError:
+class PeerError(msgspec.Struct, frozen=True):
     """The host reported an error not tied to any request of ours (JSON-RPC error with id null)."""
 
     error: RpcError

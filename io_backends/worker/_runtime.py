@@ -67,7 +67,7 @@ from ._dispatch import Dispatcher
 from ._errors import PayloadTooLargeError, error_from_rpc
 from ._link import HostLink, LinkSettings
 from ._serialization import MessageSerializers, UnreadablePayload
-from ._tracing import Tracing
+from ._tracing import NO_SPAN, Tracing
 
 T = TypeVar("T", bound=Agent)
 
@@ -254,18 +254,24 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if not link.running:
             raise ValueError("Runtime must be running when sending message.")
         tracing = self._tracing
+        traced = tracing.enabled()  # looked at once: untraced, every span is NO_SPAN and no context travels
         data_type = self._serializers.type_name(message)
-        with tracing.block("create", recipient, parent=None, extraAttributes={"message_type": data_type}):
+        create = (
+            NO_SPAN
+            if not traced
+            else tracing.block("create", recipient, parent=None, extraAttributes={"message_type": data_type})
+        )
+        with create:
             payload = self._serializers.payload_of(message, data_type, self._payload_format)
             await link.wait_connected()
-            with tracing.block("send", recipient, parent=tracing.metadata()):
+            with tracing.block("send", recipient, parent=tracing.metadata()) if traced else NO_SPAN:
                 try:
                     request_id = self._engine.call(
                         AgentRef(recipient.type, recipient.key),
                         payload,
                         now=asyncio.get_running_loop().time(),
                         source=None if sender is None else AgentRef(sender.type, sender.key),
-                        metadata=tracing.metadata(),
+                        metadata=tracing.metadata() if traced else None,
                         timeout=self._call_timeout,
                     )
                 except EnginePayloadTooLarge as exc:
@@ -308,11 +314,17 @@ class HttpWorkerAgentRuntime(AgentRuntime):
         if message_id is None:
             message_id = str(uuid.uuid4())
         tracing = self._tracing
+        traced = tracing.enabled()  # (as in send_message)
         data_type = self._serializers.type_name(message)
-        with tracing.block("create", topic_id, parent=None, extraAttributes={"message_type": data_type}):
+        create = (
+            NO_SPAN
+            if not traced
+            else tracing.block("create", topic_id, parent=None, extraAttributes={"message_type": data_type})
+        )
+        with create:
             payload = self._serializers.payload_of(message, data_type, self._payload_format)
             await link.wait_connected()
-            with tracing.block("publish", topic_id, parent=tracing.metadata()):
+            with tracing.block("publish", topic_id, parent=tracing.metadata()) if traced else NO_SPAN:
                 try:
                     self._engine.publish(
                         topic_type=topic_id.type,
@@ -320,7 +332,7 @@ class HttpWorkerAgentRuntime(AgentRuntime):
                         payload=payload,
                         event_id=message_id,
                         sender=None if sender is None else AgentRef(sender.type, sender.key),
-                        trace_context=tracing.metadata(),
+                        trace_context=tracing.metadata() if traced else None,
                     )
                 except EnginePayloadTooLarge as exc:
                     raise self._too_large(exc) from None
