@@ -24,7 +24,7 @@ from tests.e2e._pool_worker import MESSAGES, Bump, Count, Tick
 
 from ._hosts import HostProcess, hosts
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # (host and worker processes: run once, in the main suite)
 
 
 @pytest.fixture
