@@ -2,8 +2,9 @@
 
 Heartbeats of a few hosts under a few epochs (our own name among them), goodbyes, failed probes,
 time passing with and without the timer being run (late timers too, and timers exactly on a
-deadline), our link dropping and coming back, and rejoining under a new epoch, in any order.
-After every step the tracker's events equal the model's, and:
+deadline), our own process stalling (the driver's ``stalled`` before the timer), our link
+dropping and coming back, and rejoining under a new epoch, in any order. After every step the
+tracker's events equal the model's, and:
 
 * the live peers and their states are the model's; ``next_deadline`` is the model's;
 * a peer's epoch joins at most once per epoch of ours, and never again once declared gone
@@ -12,6 +13,7 @@ After every step the tracker's events equal the model's, and:
   session ends but its epoch is welcome again;
 * after the timer ran at ``now``, no live peer has been silent for ``dead_after``, and every
   peer silent for ``suspect_after`` is SUSPECT and was probed exactly once for that silence;
+* after we stalled, no peer is ended for the silence: each is probed and counts as heard;
 * while our link is down there are no peers, no heartbeats are due and input is ignored;
 * our heartbeats carry our current epoch, at most one per timer run, and the next one is due at
   most an interval after it (a late timer sends one, not a burst, and keeps the schedule).
@@ -137,6 +139,20 @@ class MembershipMachine(RuleBasedStateMachine):
                 assert self.now - peer.last < DEAD
                 silent_long = self.now >= peer.last + SUSPECT
                 assert self.m.state_of(host) is (PeerState.SUSPECT if silent_long else PeerState.ALIVE)
+
+    @rule(dt=st.sampled_from(STEPS))
+    def we_stalled(self, dt: float) -> None:
+        """Our process did not run for ``dt``: the driver says so before it runs the timer."""
+        self.now += dt
+        self.m.stalled(self.now)
+        out: list[MembershipEvent] = []
+        if self.epoch is not None:
+            for host, peer in self.peers.items():
+                peer.last, peer.suspect = self.now, False
+                out.append(ProbeHost(host, peer.epoch))
+        self.check(out, any_order=True)
+        self.run_timer()  # (nobody is ended for the silence)
+        assert all(isinstance(e, HostGone) is False for e in self.m.take_events())
 
     @rule(host=st.sampled_from(HOSTS), epoch=st.sampled_from([*EPOCHS, 10]))
     def heartbeat(self, host: str, epoch: int) -> None:

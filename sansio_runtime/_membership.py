@@ -281,6 +281,23 @@ class Membership:
             due = self._next_beat + self.heartbeat_interval
             self._next_beat = due if due > now else now + self.heartbeat_interval
 
+    def stalled(self, now: float) -> None:
+        """Our own process did not run for a while (frozen, a long pause): our peers' silence
+        meanwhile is no evidence against them, and must not end them (ending them would retire
+        their epochs, and the host that was frozen would win its claims back). Each live peer
+        counts as heard from now and is probed at once (:class:`ProbeHost`): one that died
+        meanwhile is found within a round trip, one that froze too is gone ``dead_after`` from
+        now. The driver calls it before :meth:`handle_timer` when its timer ran more than
+        ``suspect_after`` late."""
+        if self._epoch is None:
+            return
+        for host, peer in self._peers.items():
+            if peer.state is PeerState.SUSPECT:
+                self._move(peer, PeerState.ALIVE)
+            peer.last_heard = now
+            self._deadlines.set(host, now + self.suspect_after)
+            self._events.append(ProbeHost(host, peer.epoch))
+
     def link_lost(self, now: float) -> None:
         """Our link to NATS is down: every peer is gone (LINK_LOST), and so is our epoch."""
         if self._epoch is None:

@@ -401,8 +401,13 @@ class ClusterLink(RegistrySync):
             deadline = membership.next_deadline()
             now = self._loop.time()
             wait = self.settings.heartbeat_interval if deadline is None else deadline - now
-            await asyncio.sleep(max(0.0, min(wait, self.settings.heartbeat_interval)))
-            membership.handle_timer(self._loop.time())
+            due = now + max(0.0, min(wait, self.settings.heartbeat_interval))
+            await asyncio.sleep(due - now)
+            now = self._loop.time()
+            if now - due > self.settings.suspect_after:  # we did not run (frozen?): judge nobody by it
+                logger.warning("cluster: this host did not run for %.1fs; its peers are probed, not ended", now - due)
+                membership.stalled(now)
+            membership.handle_timer(now)
             self._pump()
 
     def _pump(self) -> None:
