@@ -23,7 +23,6 @@ Pure bookkeeping: no I/O, no clock. The host engine asks it and acts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from msgspec import Raw
@@ -48,8 +47,8 @@ class HeldCall:
 class HeldPublish:
     """An ``agent.publish`` waiting for the placement of the instances it reaches."""
 
-    publisher: ClientId
     from_peer: bool
+    """Forwarded by another host (delivered here only to the instances this host holds)."""
     params: Raw
     topic_type: str
     source: str
@@ -93,9 +92,6 @@ class ClusterPools:
     def has_host(self, agent_type: str, host: str) -> bool:
         pool = self._pools.get(agent_type)
         return pool is not None and host in pool
-
-    def types(self) -> Iterator[str]:
-        return iter(self._pools)
 
     # ------------------------------------------------------------------ hosts joining and leaving
 
@@ -162,10 +158,6 @@ class ClusterPools:
         """Every ``(type, key)`` placed on ``host``."""
         return [(t, k) for t, pool in self._pools.items() if host in pool for k in pool.keys_of(host)]
 
-    def placed(self) -> int:
-        """How many keys are placed, over every shared type."""
-        return sum(len(pool) for pool in self._pools.values())
-
     # ------------------------------------------------------------------ claims
 
     def claim_for(self, agent_type: str, key: str) -> int | None:
@@ -189,10 +181,6 @@ class ClusterPools:
     def claims(self) -> list[int]:
         """The claims in flight, oldest first."""
         return list(self._claims)
-
-    def held_calls(self) -> Iterator[HeldCall]:
-        for waiting in self._claims.values():
-            yield from waiting.calls
 
 
 __all__ = ["ClusterPools", "HeldCall", "HeldPublish", "Waiting"]

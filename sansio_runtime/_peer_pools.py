@@ -214,7 +214,7 @@ class PeerPools:
     # ------------------------------------------------------------------ events
 
     def _cluster_publish(self, c: Client, params: Raw, event: wire.EventRouting) -> None:
-        held = HeldPublish(c.id, c.kind is ClientKind.PEER, params, event.type, event.source)
+        held = HeldPublish(c.kind is ClientKind.PEER, params, event.type, event.source)
         if self._held_publishes or not self._try_publish(held, None):
             self._held_publishes.append(held)
 
