@@ -18,6 +18,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from autogen_core import (
     AgentId,
@@ -124,10 +126,12 @@ def run_processes(backend: str) -> None:
         if caller.returncode != 0 or "HELLO FROM THE WHEEL" not in caller.stdout:
             fail(f"the call failed (exit {caller.returncode}):\n{caller.stdout}{caller.stderr}")
         check_http_endpoints(port)
+        # Both events are delivered asynchronously (the POST is answered 204 once the host has
+        # routed the CloudEvent): wait for the callee to print them before stopping it.
+        rest = read_until(callee.stdout, ("event: published", "event: from a cloudevent"), TIMEOUT)
         stop(callee, "the callee worker")
-        rest = callee.stdout.read()
         if "event: published" not in rest or "event: from a cloudevent" not in rest:
-            fail(f"the callee did not receive the published event and the CloudEvent: {rest!r}")
+            fail(f"the callee did not receive the published event and the CloudEvent within {TIMEOUT}s: {rest!r}")
         stop(host, "the host")
         print(f"wheel smoke: host ({backend}) + two workers + a call and an event OK", flush=True)
     finally:
@@ -135,6 +139,21 @@ def run_processes(backend: str) -> None:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def read_until(stream: IO[str], wanted: tuple[str, ...], timeout: float) -> str:
+    """What ``stream`` gives until every line in ``wanted`` came, or ``timeout`` seconds passed."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not all(w in "".join(seen) for w in wanted):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([stream], [], [], left)[0]:
+            break
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+    return "".join(seen)
 
 
 def http(
