@@ -153,26 +153,31 @@ class PlacementSync:
             return self.epoch
         return next((e for (h, e) in self._peers if h == host), None)
 
+    def _is_live(self, host: str, epoch: int) -> bool:
+        """Whether ``host``/``epoch`` is our current epoch or a peer's we know to be alive."""
+        return (host, epoch) == (self.host, self.epoch) or (host, epoch) in self._peers
+
     async def _holds(self, host: str, epoch: int) -> bool:
         """Whether an entry of ``host``/``epoch`` is valid: that epoch is alive."""
-        if (host, epoch) == (self.host, self.epoch) or (host, epoch) in self._peers:
+        if self._is_live(host, epoch):
             return True
         if host == self.host:
             return False  # an epoch of ours that ended
         return await self._alive(host, epoch)
 
     def _on_placement_entry(self, entry: Any) -> None:
+        live = entry.operation not in DELETED and bool(entry.value)
+        record = msgspec.json.decode(entry.value, type=PlacementRecord) if live else None
         old = self._placements.get(entry.key)
         now = self._loop.time()
-        if old is not None and (entry.operation in DELETED or not entry.value or old[0].host != _host_of(entry)):
+        if old is not None and (record is None or old[0].host != record.host):
             del self._placements[entry.key]
             r = old[0]
             self.hub.drive(now, lambda e: e.placement_released(r.type, r.key, r.host))
-        if entry.operation in DELETED or not entry.value:
+        if record is None:
             return
-        record = msgspec.json.decode(entry.value, type=PlacementRecord)
         self._placements[entry.key] = (record, entry.revision or 0)
-        if (record.host, record.epoch) == (self.host, self.epoch) or (record.host, record.epoch) in self._peers:
+        if self._is_live(record.host, record.epoch):
             self.hub.drive(now, lambda e: e.placement_known(record.type, record.key, record.host))
 
     def _apply_pools_of(self, engine: HostEngine, peer: ClientId, host: str, epoch: int) -> None:
@@ -243,12 +248,6 @@ class PlacementSync:
             if (placement.host, placement.epoch) == (host, epoch):
                 with contextlib.suppress(Exception):
                     await placements_kv.delete(key, last=revision)
-
-
-def _host_of(entry: Any) -> str | None:
-    if not entry.value:
-        return None
-    return msgspec.json.decode(entry.value, type=PlacementRecord).host
 
 
 __all__ = ["PlacementSync"]
