@@ -37,10 +37,9 @@ from ._limits import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_MAX_PENDING_CALLS,
     DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
-    MAX_NAME_LENGTH,
 )
 from ._observers import CallObserver, call_metadata
-from ._params import Rejection, decode_params, read_call, read_publish
+from ._params import Rejection, check_placed_key, decode_params, read_call, read_publish
 from ._peers import PeerHosts
 from ._pools import with_holders
 from ._registry import Registry
@@ -409,11 +408,7 @@ class HostEngine(PeerHosts):
         shared = self._registry.shared
         if agent_type not in shared:
             return None
-        if len(key) > MAX_NAME_LENGTH:  # the host keeps every placed key
-            raise Rejection(
-                ErrorCode.INVALID_PARAMS,
-                f"keys of shared agent type {agent_type!r} are at most {MAX_NAME_LENGTH} characters, not {len(key)}",
-            )
+        check_placed_key(agent_type, key)
         return shared.place(agent_type, key)
 
     def _cancel_request(

@@ -49,6 +49,15 @@ def check_name_lengths(*names: str) -> None:
             )
 
 
+def check_placed_key(agent_type: str, key: str) -> None:
+    """INVALID_PARAMS for a key of a shared type longer than the host keeps (it keeps every placed key)."""
+    if len(key) > MAX_NAME_LENGTH:
+        raise Rejection(
+            ErrorCode.INVALID_PARAMS,
+            f"keys of shared agent type {agent_type!r} are at most {MAX_NAME_LENGTH} characters, not {len(key)}",
+        )
+
+
 def read_call(params: Raw | UnsetType, now: float) -> tuple[wire.CallRouting, float | None]:
     """What the host reads of ``agent.call`` params, and the call's deadline (None: none)."""
     call = decode_params(wire.CALL_ROUTING_DECODER, params)
@@ -74,4 +83,4 @@ def read_publish(params: Raw | UnsetType) -> wire.EventRouting:
     return event
 
 
-__all__ = ["Rejection", "check_name_lengths", "decode_params", "read_call", "read_publish"]
+__all__ = ["Rejection", "check_name_lengths", "check_placed_key", "decode_params", "read_call", "read_publish"]

@@ -29,8 +29,7 @@ from ._cluster import ClaimPlacement, ClusterOutput
 from ._cluster_pools import ClusterPools, HeldCall, HeldPublish, Waiting
 from ._errors import ErrorCode
 from ._events import ClientId, HostOutput, Send
-from ._limits import MAX_NAME_LENGTH
-from ._params import Rejection
+from ._params import Rejection, check_placed_key
 from ._registry import Registry
 from ._stats import HostStats
 from ._wire import CallRouting, RequestId
@@ -71,11 +70,7 @@ class PeerPools:
         pools = self._cluster_pools
         assert pools is not None
         agent_type, key = call.target.type, call.target.key
-        if len(key) > MAX_NAME_LENGTH:  # every host keeps every placed key
-            raise Rejection(
-                ErrorCode.INVALID_PARAMS,
-                f"keys of shared agent type {agent_type!r} are at most {MAX_NAME_LENGTH} characters, not {len(key)}",
-            )
+        check_placed_key(agent_type, key)
         host = pools.holder(agent_type, key)
         if host is None:
             self._ask_placement(agent_type, key).calls.append(HeldCall(c.id, msg_id, params, call, deadline))
