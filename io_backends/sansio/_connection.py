@@ -155,20 +155,15 @@ class HostConnection:
         """Everything to write now. While the driver's writing is paused, HTTP answers wait (and so
         does the next pipelined request); a channel's messages do not, but what the driver holds
         unsent (:attr:`unsent`, which it keeps up to date) counts against ``max_outbound_bytes``."""
+        if self._write_paused and self.phase is not Phase.CHANNEL:
+            return b""
         out = self._out
         core = self._core
-        if core is not None and core.queued_bytes:  # (a channel: the hot path)
-            if self._write_paused and self.phase is not Phase.CHANNEL:
-                return b""
-            if out:
-                self._out = []
-                out.extend(core.take_output())
-            else:
-                out = core.take_output()
-        elif not out or (self._write_paused and self.phase is not Phase.CHANNEL):
+        if core is not None and core.queued_bytes:
+            out.extend(core.take_output())
+        if not out:
             return b""
-        else:
-            self._out = []
+        self._out = []
         data = out[0] if len(out) == 1 else b"".join(out)
         self.bytes_out += len(data)
         return data
@@ -197,14 +192,12 @@ class HostConnection:
 
     def receive_data(self, data: bytes, now: float) -> None:
         """Bytes from the socket at ``now``; b"" when the peer half-closed it (EOF)."""
-        hub = self._hub
-        hub.enter(self, now)
+        self._hub.enter(self, now)
         self.bytes_in += len(data)
-        quiet = False
         try:
             phase = self.phase
             if phase is Phase.CHANNEL:
-                quiet = self._receive_frames(data, now)
+                self._receive_frames(data, now)
             elif phase is Phase.HTTP:
                 self._receive_http(data, now)
             elif phase is Phase.LINGERING:
@@ -214,7 +207,7 @@ class HostConnection:
                 elif self._drained > LINGER_MAX_BYTES:
                     self._end(Phase.RESET, now)
         finally:
-            hub.leave(self, now, quiet=quiet)
+            self._hub.leave(self, now)
 
     def writing_paused(self, paused: bool, now: float) -> None:
         """The driver's flow control: True while the socket takes no more, False when it does again."""
@@ -411,13 +404,11 @@ class HostConnection:
         if trailing:
             self._receive_frames(trailing, now)
 
-    def _receive_frames(self, data: bytes, now: float) -> bool:
-        """True if the input changed nothing the hub and the driver look at: nothing to write, and
-        :meth:`next_deadline` can only have moved later (an open channel's keepalive, not pinged)."""
+    def _receive_frames(self, data: bytes, now: float) -> None:
         core = self._core
         assert core is not None
         self.last_received = now
-        pinged, self._pinged = self._pinged, False
+        self._pinged = False
         if not data:  # the peer half-closed without a closing handshake
             core.mark_broken()
         else:
@@ -430,12 +421,8 @@ class HostConnection:
         if core.finished:
             # Released before the close is answered: a worker whose stop() returned has freed its types.
             self._end(Phase.CLOSED, now)
-            return False
-        if core.closing:
-            if self.client is not None:
-                self._closing(now)  # the core's own close (1002, 1007, 1009): the engine learns at once
-            return False
-        return not (pinged or core.queued_bytes or self._out) and self.phase is Phase.CHANNEL
+        elif core.closing and self.client is not None:
+            self._closing(now)  # the core's own close (1002, 1007, 1009): the engine learns at once
 
     def close_channel(self, code: CloseCode, reason: str, now: float) -> None:
         """(Called by the hub) the engine closed this connection's client: start the closing handshake."""

@@ -217,14 +217,9 @@ class HostHub:
     def enter(self, conn: HostConnection, now: float) -> None:
         self._depth += 1
 
-    def leave(self, conn: HostConnection, now: float, *, quiet: bool = False) -> None:
-        """``conn`` is done with an input. ``quiet``: the input left it nothing to write and its next
-        deadline can only have moved later (a channel's keepalive after a message), so the driver
-        need not look at it, and the deadline scheduled stands: it fires first, ``conn`` is looked
-        at again then."""
+    def leave(self, conn: HostConnection, now: float) -> None:
         self._depth -= 1
-        if not quiet:
-            self._touched(conn)
+        self._touched(conn)
         self._settle(now)
 
     def ready(self, conn: HostConnection) -> None:
@@ -555,10 +550,9 @@ class HostHub:
                     else:
                         body = self._one_shot_bodies.pop(out.client, None)
                         self._answer(conn, out.client, RpcAnswer(out.code, body), now)
-                elif conn.phase is Phase.CHANNEL and conn.send_message(out.data, now):
-                    self._dirty[conn] = None  # one more message queued: its deadline is as it was
-                    continue
-                elif conn.phase is not Phase.CHANNEL:
+                elif conn.phase is Phase.CHANNEL:
+                    conn.send_message(out.data, now)
+                else:
                     self._one_shot_bodies[out.client] = out.data
                 self._touched(conn)  # (a close it started has a deadline now)
             outputs = engine.data_to_send()

@@ -137,33 +137,6 @@ def test_any_input_answers_the_keepalive() -> None:
     assert worker.events() == [Ping(b"")] and worker.conn.phase is Phase.CHANNEL
 
 
-STRAY_ANSWER = {"jsonrpc": "2.0", "id": 12345, "result": None}  # to no call: the engine drops it, says nothing
-
-
-def test_a_message_that_leaves_nothing_to_write_keeps_the_driver_out_and_the_keepalive_on_time() -> None:
-    hub = make_hub(keepalive_interval=10.0, keepalive_timeout=5.0)
-    worker = Worker(hub, now=0.0)
-    hub.take_dirty()
-    worker.send(STRAY_ANSWER, now=5.0)
-    assert hub.take_dirty() == []  # nothing to write: the driver need not look at it
-    assert worker.conn.next_deadline() == 15.0
-    hub.handle_timer(10.0)  # the deadline scheduled before the message: the later one is found
-    assert worker.events() == [] and hub.next_deadline() == 15.0
-    hub.handle_timer(15.0)
-    assert worker.events() == [Ping(b"")]
-
-
-def test_a_message_after_a_ping_brings_a_long_keepalive_timeout_forward() -> None:
-    hub = make_hub(keepalive_interval=10.0, keepalive_timeout=30.0)
-    worker = Worker(hub, now=0.0)
-    hub.handle_timer(10.0)
-    assert worker.events() == [Ping(b"")] and hub.next_deadline() == 40.0
-    worker.send(STRAY_ANSWER, now=11.0)  # any input answers the ping: the next one is due at 21, not 40
-    assert hub.next_deadline() == 21.0
-    hub.handle_timer(21.0)
-    assert worker.events() == [Ping(b"")] and worker.conn.phase is Phase.CHANNEL
-
-
 def test_the_peer_s_ping_is_answered_by_the_hub() -> None:
     hub = make_hub()
     worker = Worker(hub)
